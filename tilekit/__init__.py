@@ -1,0 +1,2 @@
+"""tilekit: a tile-based Python DSL for GPU kernels."""
+__version__ = "0.1.0"
