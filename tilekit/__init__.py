@@ -1,2 +1,21 @@
-"""tilekit: a tile-based Python DSL for GPU kernels."""
+"""tilekit: a tile-based Python DSL for GPU kernels.
+
+Write a kernel once over tiles; run it on the numpy reference executor or lower it to Triton (and,
+later, CUDA/HIP/OpenCL C).
+"""
 __version__ = "0.1.0"
+
+from . import dtypes as _dtypes
+from .dtypes import DType, all_dtypes  # noqa: F401
+from .errors import BackendUnavailable, CompileError, OutOfBoundsError, TilekitError  # noqa: F401
+from .kernel import JitFunction, Kernel, func, kernel  # noqa: F401
+from .language import (abs, arange, associative_scan, atomic_add, broadcast_to, cdiv, ceil, constexpr,  # noqa: F401,A004
+                       cos, cumsum, dot, exp, exp2, fma, floor, full, load, log, log2, max, maximum, min,
+                       minimum, mma, num_programs, program_id, range, reshape, rsqrt, sigmoid, sin, softplus,
+                       sqrt, static_assert, static_range, store, sum, tanh, trans, where, zeros)
+from .packing import PackedTensor, pack, unpack  # noqa: F401
+
+for _dt in _dtypes.all_dtypes():
+    globals()[_dt.name] = _dt
+bool_ = _dtypes.bool_
+del _dt

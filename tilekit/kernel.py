@@ -1,0 +1,286 @@
+"""``@tk.kernel`` and ``@tk.func``: specialization, the kernel cache, and launch.
+
+A launch binds its arguments to a *specialization key* (tensor dtypes and ranks, scalar types,
+constexpr values, backend, target). The first launch of a key runs the front end, the passes and the
+backend; later launches with the same key go straight from the in-memory cache to the backend's
+launcher, doing no front-end or lowering work.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+
+import torch
+
+from . import __version__
+from . import dtypes as D
+from .errors import CompileError
+from .ir import TensorType, format_function
+from .language import constexpr
+from .packing import PackedTensor
+
+LAUNCH_OPTIONS = ("backend", "num_warps", "num_stages")
+
+
+class JitFunction:
+    """A ``@tk.func`` helper: inlined into the kernels that call it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.signature = inspect.signature(fn)
+        self._info = None
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def source_info(self):
+        if self._info is None:
+            from .frontend import SourceInfo
+            self._info = SourceInfo(self.fn)
+        return self._info
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(f"@tk.func {self.fn.__name__} can only be called from inside a @tk.kernel")
+
+
+def func(fn):
+    return JitFunction(fn)
+
+
+def _is_constexpr_annotation(ann):
+    if ann is constexpr or isinstance(ann, constexpr):
+        return True
+    return isinstance(ann, str) and ann.split(".")[-1] == "constexpr"
+
+
+def _tensor_params(fn_node, names):
+    """Parameters the kernel reads or writes as tensors, found syntactically so launches can check
+    argument kinds before anything compiles."""
+    roles = set()
+    for node in ast.walk(fn_node):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Name):
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if callee in ("load", "store", "atomic_add") and node.args[0].id in names:
+                roles.add(node.args[0].id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names \
+                and node.attr in ("shape", "ndim"):
+            roles.add(node.value.id)
+    return roles
+
+
+class Specialization:
+    """Everything that identifies one compiled variant of a kernel."""
+    __slots__ = ("arg_specs", "constexprs", "backend", "options", "key")
+
+    def __init__(self, arg_specs, constexprs, backend, options):
+        self.arg_specs, self.constexprs, self.backend, self.options = arg_specs, constexprs, backend, options
+        self.key = (tuple(arg_specs.items()), tuple(constexprs.items()), backend, tuple(sorted(options.items())))
+
+
+def scalar_dtype(x):
+    if isinstance(x, bool):
+        return D.bool_
+    if isinstance(x, int):
+        return D.int32 if -2**31 <= x < 2**31 else D.int64
+    if isinstance(x, float):
+        return D.float32
+    return None
+
+
+def _arg_spec(name, x):
+    if isinstance(x, torch.Tensor):
+        return TensorType(D.from_torch(x.dtype), x.dim())
+    if isinstance(x, PackedTensor):
+        return TensorType(x.dtype, len(x.shape), packed=True)
+    dt = scalar_dtype(x)
+    if dt is None:
+        raise TypeError(f"argument '{name}' is a {type(x).__name__}; kernels take torch tensors, "
+                        f"tk.PackedTensor, int, float or bool")
+    return dt
+
+
+class Kernel:
+    def __init__(self, fn, tunables=None):
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        sig = inspect.signature(fn)
+        self.params = list(sig.parameters.values())
+        for p in self.params:
+            if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                raise CompileError(f"kernel {fn.__name__}: *args/**kwargs parameters are not supported",
+                                   inspect.getsourcefile(fn), fn.__code__.co_firstlineno)
+            if p.name in LAUNCH_OPTIONS:
+                raise CompileError(f"kernel {fn.__name__}: parameter name '{p.name}' is reserved for launch options",
+                                   inspect.getsourcefile(fn), fn.__code__.co_firstlineno)
+        self.param_names = [p.name for p in self.params]
+        self.constexpr_names = {p.name for p in self.params if _is_constexpr_annotation(p.annotation)}
+        self.defaults = {p.name: p.default for p in self.params if p.default is not p.empty}
+        self.runtime_names = [n for n in self.param_names if n not in self.constexpr_names]
+        self.tunables = tunables
+        self._info = None
+        self._tensor_roles = None
+        self._cache = {}
+        self._hash = None
+
+    # -- source --
+    def source_info(self):
+        if self._info is None:
+            from .frontend import SourceInfo
+            self._info = SourceInfo(self.fn)
+        return self._info
+
+    @property
+    def tensor_params(self):
+        if self._tensor_roles is None:
+            self._tensor_roles = _tensor_params(self.source_info().node, set(self.runtime_names))
+        return self._tensor_roles
+
+    @property
+    def source_hash(self):
+        """Hash of the kernel's source and of every @tk.func it can reach by name."""
+        if self._hash is None:
+            h = hashlib.sha256(self.source_info().text.encode())
+            for name in sorted(self.fn.__code__.co_names):
+                obj = self.fn.__globals__.get(name)
+                if isinstance(obj, JitFunction):
+                    h.update(obj.source_info().text.encode())
+            h.update(__version__.encode())
+            self._hash = h.hexdigest()[:16]
+        return self._hash
+
+    # -- binding --
+    def bind(self, args, kwargs):
+        """(runtime args by name, constexprs by name, launch options)."""
+        options = {k: kwargs.pop(k) for k in LAUNCH_OPTIONS if k in kwargs}
+        if len(args) > len(self.param_names):
+            raise TypeError(f"{self.__name__}() takes {len(self.param_names)} arguments "
+                            f"({', '.join(self.param_names)}), got {len(args)}")
+        bound = dict(zip(self.param_names, args))
+        for k, v in kwargs.items():
+            if k not in self.param_names:
+                raise TypeError(f"{self.__name__}() got an unexpected argument '{k}'; parameters are "
+                                f"{', '.join(self.param_names)}")
+            if k in bound:
+                raise TypeError(f"{self.__name__}() got multiple values for argument '{k}'")
+            bound[k] = v
+        missing = [n for n in self.param_names if n not in bound and n not in self.defaults]
+        if missing:
+            raise TypeError(f"{self.__name__}() missing argument(s): {', '.join(missing)}")
+        runtime, cx = {}, {}
+        for n in self.param_names:
+            v = bound[n] if n in bound else self.defaults[n]
+            if n in self.constexpr_names:
+                cx[n] = v
+            else:
+                runtime[n] = v
+        return runtime, cx, options
+
+    def specialize(self, runtime, cx, options, backend=None):
+        roles = self.tensor_params
+        specs = {}
+        device = None
+        for n, x in runtime.items():
+            spec = _arg_spec(n, x)
+            is_tensor = isinstance(spec, TensorType)
+            if n in roles and not is_tensor:
+                raise TypeError(f"{self.__name__}: argument '{n}' must be a torch.Tensor (the kernel reads or "
+                                f"writes it as a tensor), got {type(x).__name__}")
+            if is_tensor:
+                if n not in roles:
+                    raise TypeError(f"{self.__name__}: argument '{n}' is a tensor, but the kernel uses it as a "
+                                    f"scalar")
+                dev = x.device
+                if device is None:
+                    device = dev
+                elif dev != device:
+                    raise ValueError(f"{self.__name__}: tensors are on different devices: '{n}' is on {dev}, "
+                                     f"others on {device}")
+            specs[n] = spec
+        for n, v in cx.items():
+            try:
+                hash(v)
+            except TypeError:
+                raise TypeError(f"{self.__name__}: constexpr '{n}' must be hashable, got {type(v).__name__}") from None
+        from .backends import select_backend
+        name = select_backend(backend or options.get("backend"), device)
+        opts = {k: v for k, v in options.items() if k != "backend"}
+        return Specialization(specs, cx, name, opts), device
+
+    # -- compile pipeline --
+    def _ir(self, spec):
+        from .frontend import build_function
+        from .passes import run_pipeline
+        return run_pipeline(build_function(self, spec.arg_specs, spec.constexprs))
+
+    def compiled(self, spec):
+        ck = self._cache.get(spec.key)
+        if ck is None:
+            from .backends import get_backend
+            fn = self._ir(spec)
+            ck = get_backend(spec.backend).build(self, fn, spec)
+            self._cache[spec.key] = ck
+        return ck
+
+    # -- user API --
+    def __getitem__(self, grid):
+        return Launcher(self, grid)
+
+    def ir(self, *args, **kwargs):
+        runtime, cx, options = self.bind(args, dict(kwargs))
+        spec, _ = self.specialize(runtime, cx, options, backend="reference")
+        return format_function(self._ir(spec))
+
+    def source(self, backend, *args, **kwargs):
+        runtime, cx, options = self.bind(args, dict(kwargs))
+        spec, _ = self.specialize(runtime, cx, options, backend=backend)
+        return self.compiled(spec).source
+
+    def compile(self, target, *args, **kwargs):
+        """Ahead-of-time compile for ``target`` (``sm_80``, ``sm_90``, ``gfx90a``, ``gfx942``, ...) from example
+        arguments (meta tensors are fine). Returns an ``Artifact`` with source, assembly, binary, resource
+        report and instruction summary."""
+        from .backends import aot_compile
+        runtime, cx, options = self.bind(args, dict(kwargs))
+        backend = options.pop("backend", None)
+        spec, _ = self.specialize(runtime, cx, {**options, "backend": "reference"}, backend="reference")
+        fn = self._ir(spec)
+        return aot_compile(self, fn, spec, target, backend=backend)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"launch a kernel with a grid: {self.__name__}[grid](...)")
+
+    def __repr__(self):
+        return f"<tilekit kernel {self.__name__}>"
+
+
+class Launcher:
+    __slots__ = ("kernel", "grid")
+
+    def __init__(self, kernel, grid):
+        self.kernel = kernel
+        self.grid = grid
+
+    def __call__(self, *args, **kwargs):
+        k = self.kernel
+        runtime, cx, options = k.bind(args, kwargs)
+        spec, _ = k.specialize(runtime, cx, options)
+        ck = k.compiled(spec)
+        grid = self.grid
+        if callable(grid):
+            grid = grid({**cx, **options})
+        if isinstance(grid, int):
+            grid = (grid,)
+        grid = tuple(int(g) for g in grid)
+        if not 1 <= len(grid) <= 3 or any(g < 0 for g in grid):
+            raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}")
+        if 0 in grid:
+            return
+        ck.launch(runtime, grid)
+
+
+def kernel(fn=None, *, tunables=None):
+    """Decorate a Python function as a tilekit kernel: ``@tk.kernel`` or ``@tk.kernel(tunables=...)``."""
+    if fn is None:
+        return lambda f: Kernel(f, tunables)
+    return Kernel(fn, tunables)

@@ -1,0 +1,203 @@
+"""The user-facing vocabulary: ``tk.load``, ``tk.exp``, ... .
+
+Each builtin is a thin ``Builtin`` whose ``impl`` builds IR through :mod:`tilekit.semantic`. Builtins only
+mean something inside ``@tk.kernel`` / ``@tk.func`` code; called on the host they raise, except ``cdiv``.
+"""
+from __future__ import annotations
+
+from . import semantic as S
+
+
+class constexpr:
+    """Annotation for compile-time kernel parameters: ``BM: tk.constexpr = 64``."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+
+class Builtin:
+    __slots__ = ("name", "impl", "host", "__doc__")
+
+    def __init__(self, name, impl, host=None, doc=None):
+        self.name, self.impl, self.host = name, impl, host
+        self.__doc__ = doc
+
+    def __call__(self, *args, **kwargs):
+        if self.host is not None:
+            return self.host(*args, **kwargs)
+        raise RuntimeError(f"tk.{self.name} can only be used inside a @tk.kernel or @tk.func")
+
+    def __repr__(self):
+        return f"<tilekit builtin tk.{self.name}>"
+
+
+_REGISTRY = {}
+
+
+def builtin(name=None, host=None):
+    def wrap(impl):
+        n = name or impl.__name__.lstrip("_")
+        b = Builtin(n, impl, host, impl.__doc__)
+        _REGISTRY[n] = b
+        return b
+    return wrap
+
+
+# Special forms: the front end handles these itself because they build regions.
+range = Builtin("range", None, doc="tk.range(start, stop, step=1, stages=None): a runtime loop.")
+static_range = Builtin("static_range", None, doc="tk.static_range(...): a loop unrolled at compile time.")
+associative_scan = Builtin("associative_scan", None,
+                           doc="tk.associative_scan(values, axis, combine_fn, reverse=False)")
+
+
+@builtin()
+def program_id(b, axis):
+    """Index of this program along grid axis 0, 1 or 2."""
+    if axis not in (0, 1, 2):
+        raise b.error(f"tk.program_id axis must be 0, 1 or 2, got {axis!r}")
+    return b.create("program_id", [], {"axis": axis}).result
+
+
+@builtin()
+def num_programs(b, axis):
+    if axis not in (0, 1, 2):
+        raise b.error(f"tk.num_programs axis must be 0, 1 or 2, got {axis!r}")
+    return b.create("num_programs", [], {"axis": axis}).result
+
+
+@builtin()
+def load(b, tensor, offsets, shape, other=0, mask=None):
+    """Read a tile of ``shape`` at ``offsets``. Elements outside the tensor read as ``other``.
+
+    An offset may be a 1-D integer tile (one index per row of the tile): a gather. Gathered indices are
+    not masked automatically; pass ``mask=`` for rows that may be out of range.
+    """
+    return S.load(b, tensor, offsets, shape, other, mask)
+
+
+@builtin()
+def store(b, tensor, offsets, value, mask=None):
+    """Write ``value`` at ``offsets``. Elements outside the tensor are not written."""
+    S.store(b, tensor, offsets, value, mask)
+
+
+@builtin()
+def atomic_add(b, tensor, offsets, value, mask=None):
+    """Atomically add ``value`` into the tensor at ``offsets`` (edge-masked like ``store``)."""
+    S.store(b, tensor, offsets, value, mask, atomic=True)
+
+
+@builtin()
+def zeros(b, shape, dtype):
+    return S.full(b, shape, 0, dtype)
+
+
+@builtin()
+def full(b, shape, value, dtype):
+    return S.full(b, shape, value, dtype)
+
+
+@builtin()
+def arange(b, n):
+    """0 … n-1 as an int32 tile (n a power of two)."""
+    return S.arange(b, n)
+
+
+@builtin()
+def where(b, cond, x, y):
+    return S.where(b, cond, x, y)
+
+
+def _unary(name):
+    def impl(b, x):
+        return S.unary(b, name, x)
+    impl.__doc__ = f"elementwise {name}"
+    return builtin(name)(impl)
+
+
+exp, exp2, log, log2, sqrt, rsqrt, sigmoid, tanh, softplus, abs, sin, cos, floor, ceil = (
+    _unary(n) for n in ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "softplus", "abs",
+                        "sin", "cos", "floor", "ceil"))
+
+
+@builtin()
+def maximum(b, x, y):
+    return S.binary(b, "maximum", x, y)
+
+
+@builtin()
+def minimum(b, x, y):
+    return S.binary(b, "minimum", x, y)
+
+
+@builtin()
+def fma(b, x, y, z):
+    return S.binary(b, "add", S.binary(b, "mul", x, y), z)
+
+
+def _reduction(kind):
+    def impl(b, x, axis=0):
+        return S.reduce(b, kind, x, axis)
+    impl.__doc__ = f"{kind} over ``axis`` (the axis is removed)"
+    return builtin(kind)(impl)
+
+
+sum, max, min = _reduction("sum"), _reduction("max"), _reduction("min")
+
+
+@builtin()
+def cumsum(b, x, axis=0, reverse=False):
+    return S.cumsum(b, x, axis, reverse)
+
+
+@builtin()
+def mma(b, a, b_, acc, allow_tf32=False):
+    """``acc + a @ b`` with fp32 accumulation for float operands (int32 for integer operands)."""
+    return S.mma(b, a, b_, acc, allow_tf32)
+
+
+@builtin()
+def dot(b, a, b_, allow_tf32=False):
+    """``a @ b`` with fp32 accumulation."""
+    return S.mma(b, a, b_, None, allow_tf32)
+
+
+@builtin()
+def trans(b, x):
+    return b.create("trans", [S.to_value(b, x)]).result
+
+
+@builtin()
+def reshape(b, x, shape):
+    shape = S.check_tile_shape(b, shape, "tk.reshape")
+    return b.create("reshape", [S.to_value(b, x)], {"shape": shape}).result
+
+
+@builtin()
+def broadcast_to(b, x, shape):
+    shape = S.check_tile_shape(b, shape, "tk.broadcast_to")
+    return S.broadcast_to(b, S.to_value(b, x), shape)
+
+
+def _cdiv_host(a, b_):
+    return -(-a // b_)
+
+
+@builtin(host=_cdiv_host)
+def cdiv(b, x, y):
+    """Ceiling division, usable in kernels and on the host (grid lambdas)."""
+    if not S.is_value(x) and not S.is_value(y):
+        return _cdiv_host(x, y)
+    return S.binary(b, "floordiv", S.binary(b, "sub", S.binary(b, "add", x, y), 1), y)
+
+
+@builtin()
+def static_assert(b, cond, msg=""):
+    if S.is_value(cond):
+        raise b.error("tk.static_assert needs a compile-time condition")
+    if not cond:
+        raise b.error(f"static_assert failed: {msg}")
+
+
+def lookup(name):
+    return _REGISTRY[name]

@@ -1,0 +1,118 @@
+"""Packed storage for sub-byte integers and small floats.
+
+Layout: each row (all dims but the last) is a dense little-endian bit stream of ``bits``-wide codes,
+element ``c`` of a row at bit ``c * bits``. A row takes ``ceil(n * bits / 32)`` int32 words, so rows
+start on word boundaries and no bits are wasted within a row. Kernels read a packed tensor with plain
+``tk.load`` at logical element coordinates; the backend fetches the (at most two) words an element
+spans and shifts it out.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import dtypes as D
+
+
+class PackedTensor:
+    """A logical tensor of a packed dtype, held in int32 words. Pass it to kernels like a tensor."""
+
+    __slots__ = ("words", "dtype", "shape")
+
+    def __init__(self, words: torch.Tensor, dtype: D.DType, shape):
+        dtype = D.to_dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        if words.dtype != torch.int32:
+            raise TypeError(f"packed words must be torch.int32, got {words.dtype}")
+        if not dtype.is_packed and dtype.bits > 8:
+            raise TypeError(f"{dtype} is not a packed dtype")
+        if len(shape) == 0:
+            raise ValueError("a packed tensor needs at least one dimension")
+        want = tuple(shape[:-1]) + (words_per_row(shape[-1], dtype.bits),)
+        if tuple(words.shape) != want:
+            raise ValueError(f"words of shape {tuple(words.shape)} do not hold a {dtype} tensor of shape "
+                             f"{shape}: expected words of shape {want}")
+        if not words.is_contiguous():
+            raise ValueError("packed words must be contiguous")
+        self.words, self.dtype, self.shape = words, dtype, shape
+
+    device = property(lambda self: self.words.device)
+    ndim = property(lambda self: len(self.shape))
+
+    def row_stride_words(self):
+        return self.words.shape[-1]
+
+    def __repr__(self):
+        return f"PackedTensor({self.dtype}, shape={self.shape}, device={self.device})"
+
+
+def words_per_row(n: int, bits: int) -> int:
+    return (n * bits + 31) // 32
+
+
+def _codes_from_values(values: torch.Tensor, dtype: D.DType) -> np.ndarray:
+    v = values.detach().cpu()
+    if dtype.is_float:
+        return D.encode_small_float(v.to(torch.float64).numpy(), dtype)
+    if v.is_floating_point() and not torch.equal(v, v.round()):
+        raise ValueError(f"values for {dtype} must be integers")
+    arr = v.to(torch.int64).numpy()
+    lo, hi = D.int_range(dtype)
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        raise ValueError(f"values out of range for {dtype} [{lo}, {hi}]: found {arr.min()}..{arr.max()}")
+    return arr & ((1 << dtype.bits) - 1)
+
+
+def pack(values: torch.Tensor, dtype) -> PackedTensor:
+    """Pack ``values`` into ``dtype`` codes. Integers must be in range; floats round to nearest even."""
+    dtype = D.to_dtype(dtype)
+    if dtype.bits > 8 or dtype.is_bool:
+        raise TypeError(f"tk.pack packs sub-byte ints and small floats (<= 8 bits), not {dtype}")
+    if values.dim() == 0:
+        raise ValueError("tk.pack needs at least a 1-D tensor")
+    codes = _codes_from_values(values, dtype).astype(np.uint64)
+    *lead, n = codes.shape
+    bits = dtype.bits
+    nwords = words_per_row(n, bits)
+    rows = codes.reshape(-1, n)
+    out = np.zeros((rows.shape[0], nwords + 1), dtype=np.uint64)
+    pos = np.arange(n, dtype=np.uint64) * np.uint64(bits)
+    word = (pos >> np.uint64(5)).astype(np.int64)
+    shift = pos & np.uint64(31)
+    for r in range(rows.shape[0]):  # per row: np.add.at handles several codes landing in one word
+        np.add.at(out[r], word, (rows[r] << shift) & np.uint64(0xFFFFFFFF))
+        np.add.at(out[r], word + 1, rows[r] >> (np.uint64(32) - shift))
+    words = out[:, :nwords].astype(np.uint32).view(np.int32).reshape(*lead, nwords)
+    return PackedTensor(torch.from_numpy(words.copy()).to(values.device), dtype, values.shape)
+
+
+def codes(p: PackedTensor) -> np.ndarray:
+    """The raw codes of a packed tensor, as int64, in its logical shape."""
+    bits = p.dtype.bits
+    n = p.shape[-1]
+    w = p.words.detach().cpu().numpy().view(np.uint32).reshape(-1, p.words.shape[-1]).astype(np.uint64)
+    w = np.concatenate([w, np.zeros((w.shape[0], 1), np.uint64)], axis=1)
+    pos = np.arange(n, dtype=np.uint64) * np.uint64(bits)
+    word = (pos >> np.uint64(5)).astype(np.int64)
+    shift = pos & np.uint64(31)
+    both = w[:, word] | (w[:, word + 1] << np.uint64(32))
+    c = ((both >> shift) & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return c.reshape(p.shape)
+
+
+def decode(c: np.ndarray, dtype: D.DType) -> np.ndarray:
+    """Codes to values: sign-extended ints, or small-float values as float64."""
+    if dtype.is_float:
+        return D.small_float_table(dtype)[c]
+    if dtype.kind == "int":
+        sign = 1 << (dtype.bits - 1)
+        return (c ^ sign) - sign
+    return c
+
+
+def unpack(p: PackedTensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Unpack to a torch tensor of values (int64 for ints, float32 for small floats by default)."""
+    vals = decode(codes(p), p.dtype)
+    t = torch.from_numpy(np.ascontiguousarray(vals))
+    t = t.to(out_dtype or (torch.float32 if p.dtype.is_float else torch.int64))
+    return t.to(p.device)

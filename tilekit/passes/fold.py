@@ -1,0 +1,60 @@
+"""Constant folding of scalar ops whose operands are all constants (constexpr arithmetic that reached
+the IR, ``if`` on a constant condition)."""
+import numpy as np
+
+from .. import dtypes as D
+from ..ir import Value
+from ..reference import eval_binary, eval_cast, eval_unary
+
+
+def _const(v):
+    if v.owner is not None and v.owner.name == "const":
+        return v.owner.attrs["value"]
+    return None
+
+
+def fold_constants(fn):
+    replace = {}
+
+    def sub(v):
+        while v in replace:
+            v = replace[v]
+        return v
+
+    def visit(block):
+        new_ops = []
+        for op in block.ops:
+            op.operands = [sub(v) for v in op.operands]
+            for r in op.regions:
+                visit(r)
+            folded = None
+            if op.name in ("binary", "cmp", "unary", "cast") and all(v.shape == () for v in op.operands) \
+                    and all(_const(v) is not None for v in op.operands):
+                vals = [np.asarray(_const(v), dtype=D.numpy_compute_dtype(v.dtype)) for v in op.operands]
+                res = op.results[0]
+                with np.errstate(all="ignore"):
+                    if op.name == "unary":
+                        out = eval_unary(op.attrs["op"], vals[0], res.dtype)
+                    elif op.name == "cast":
+                        out = eval_cast(vals[0], op.operands[0].dtype, res.dtype)
+                    else:
+                        out = eval_binary(op.attrs["op"], vals[0], vals[1], op.operands[0].dtype)
+                out = np.asarray(out).item()
+                if res.dtype.is_float and not np.isfinite(out):
+                    folded = None  # keep inf/nan producing ops for the backend to compute
+                else:
+                    op.name, op.operands = "const", []
+                    op.attrs = {"value": bool(out) if res.dtype.is_bool else out, "dtype": res.dtype}
+            if op.name == "if" and _const(op.operands[0]) is not None:
+                taken = op.regions[0 if _const(op.operands[0]) else 1]
+                y = taken.ops[-1]
+                new_ops.extend(taken.ops[:-1])
+                for r, v in zip(op.results, y.operands):
+                    replace[r] = sub(v)
+                continue
+            new_ops.append(op)
+        block.ops = new_ops
+
+    visit(fn.body)
+    assert all(isinstance(v, Value) for v in replace.values())
+    return fn
