@@ -1,0 +1,6 @@
+"""``python -m tilekit.bench`` == ``tilekit bench``."""
+import sys
+
+from tilekit.bench.cli import main
+
+sys.exit(main())

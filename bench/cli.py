@@ -1,0 +1,153 @@
+"""``tilekit bench``: command-line front end of the suite.
+
+The project CLI wires its ``bench`` subcommand to :func:`add_arguments` and :func:`run`;
+``python -m tilekit.bench`` calls :func:`main`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT_DIR = "bench_out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = ("Check correctness and speed of kernels against PyTorch on KernelBench-format problems. "
+                          "With no arguments: tilekit's own problems and candidates on the best device "
+                          "(quick sizes on the CPU).")
+    parser.add_argument("--problems", metavar="DIR|FILE|FAMILY[,FAMILY]",
+                        help="a KernelBench-style directory, one problem file, or tilekit problem families "
+                             "(default: all of tilekit's problems)")
+    parser.add_argument("--candidates", metavar="DIR|tilekit|none", default="tilekit",
+                        help="candidates (files defining ModelNew, named like their problem): a directory, "
+                             "'tilekit' for tilekit's own (default), or 'none' for reference timings only")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", default=None,
+                      help="small sizes (each problem's QUICK); the default on the CPU")
+    size.add_argument("--full", dest="quick", action="store_false", help="full LLM-sized shapes (GPU default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
+    parser.add_argument("--json", metavar="PATH", help="write every number as JSON")
+    parser.add_argument("--report", metavar="PATH", help="write a Markdown report")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG of per-problem speedups")
+    parser.add_argument("--out-dir", metavar="DIR", default=DEFAULT_OUT_DIR,
+                        help=f"when none of --json/--report/--plot is given, write results.json, report.md "
+                             f"and speedups.png here (default: {DEFAULT_OUT_DIR}/)")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="seconds per subprocess job before it is killed and recorded as a timeout "
+                             "(default: 180 on the CPU, 600 on a GPU)")
+    parser.add_argument("--trials", type=int, default=5, help="correctness trials with fresh seeded inputs (5)")
+    parser.add_argument("--seed", type=int, default=42, help="base seed of inputs and weights (42)")
+    parser.add_argument("--no-compile", dest="compile_baseline", action="store_false",
+                        help="skip the torch.compile baseline")
+    parser.add_argument("--runs", type=int, metavar="N",
+                        help="timed runs per measurement (GPU: at least and default 100; CPU: default 20, "
+                             "bounded by --cpu-budget)")
+    parser.add_argument("--cpu-budget", type=float, default=1.0, metavar="S",
+                        help="seconds spent timing one thing on the CPU (1.0; at least 3 runs)")
+    parser.add_argument("--no-poison", dest="poison", action="store_false",
+                        help="do not NaN-fill fresh allocations in candidate processes (debugging only)")
+    parser.add_argument("--workdir", metavar="DIR", help="keep jobs, logs and outputs in DIR for inspection")
+    parser.add_argument("--list", action="store_true", help="list the selected problems and candidates, then exit")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--fail-on-incorrect", action="store_true",
+                        help="exit with status 1 when any candidate is not correct")
+    return parser
+
+
+def _report_paths(args) -> dict[str, Path]:
+    explicit = {key: getattr(args, key) for key in ("json", "report", "plot") if getattr(args, key)}
+    if explicit:
+        return {key: Path(value) for key, value in explicit.items()}
+    out = Path(args.out_dir)
+    return {"json": out / "results.json", "report": out / "report.md", "plot": out / "speedups.png"}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+
+    from tilekit.bench import report as reports
+    from tilekit.bench.discovery import BenchInputError, discover_problems, find_candidate, resolve_candidates_dir
+    from tilekit.bench.runner import SuiteConfig, SuiteRunner, default_device
+
+    console = Console(stderr=True)
+    err = lambda message: console.print(message, highlight=False, markup=False)  # noqa: E731
+    try:
+        problems = discover_problems(args.problems, warn=err)
+        candidates_dir = resolve_candidates_dir(args.candidates)
+    except BenchInputError as exc:
+        err(f"tilekit bench: error: {exc}")
+        return 2
+    device = args.device or default_device()
+    if device == "cuda" and not torch.cuda.is_available():
+        err("tilekit bench: error: --device cuda, but torch sees no CUDA device")
+        return 2
+    quick = args.quick if args.quick is not None else device == "cpu"
+    if args.trials < 1:
+        err("tilekit bench: error: --trials must be at least 1")
+        return 2
+
+    if args.list:
+        for problem in problems:
+            candidate = find_candidate(problem, candidates_dir)
+            print(f"{problem.id}\t{problem.path}\t{candidate or 'no candidate'}")
+        return 0
+
+    config = SuiteConfig(
+        problems=problems, candidates_dir=candidates_dir, device=device, quick=quick, trials=args.trials,
+        seed=args.seed, timeout_s=args.timeout or (180.0 if device == "cpu" else 600.0),
+        compile_baseline=args.compile_baseline, tilekit_candidates=args.candidates in (None, "tilekit"),
+        cuda_runs=max(args.runs or 100, 100), cpu_runs=args.runs or 20, cpu_budget_s=args.cpu_budget,
+        poison=args.poison, workdir=Path(args.workdir) if args.workdir else None,
+    )
+    with_candidates = sum(find_candidate(p, candidates_dir) is not None for p in problems)
+    size_text = "quick sizes" + (" (default on the CPU; --full for LLM sizes)" if quick and not args.quick else "") \
+        if quick else "full sizes"
+    err(f"tilekit bench: {len(problems)} problem(s), {with_candidates} with a candidate; device {device}; {size_text}")
+
+    report = _run_with_progress(config, console, args.progress)
+    paths = _report_paths(args)
+    if "json" in paths:
+        reports.write_json(report, paths["json"])
+    if "report" in paths:
+        reports.write_markdown(report, paths["report"])
+    if "plot" in paths:
+        reports.write_plot(report, paths["plot"])
+    reports.print_console(report)
+    for key, path in paths.items():
+        err(f"wrote {key}: {path}")
+    if args.fail_on_incorrect and any(r["status"] not in ("correct", "no_candidate") for r in report["results"]):
+        return 1
+    return 0
+
+
+def _run_with_progress(config, console, show_progress: bool) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from tilekit.bench.runner import SuiteRunner
+
+    if not show_progress:
+        return SuiteRunner(config).run()
+    with Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("tilekit bench", total=len(config.problems))
+
+        def on_stage(stage: str) -> None:
+            progress.update(task, description=stage)
+
+        def on_result(row: dict) -> None:
+            progress.advance(task)
+            progress.update(task, description=f"{row['id']}: {row['status']}")
+
+        return SuiteRunner(config, on_progress=on_stage).run(on_result=on_result)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tilekit bench")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Running worker subprocesses with timeouts, and naming what went wrong when they die.
+
+Every worker runs in its own session (process group), so a timeout kills the worker together with
+any process it started. Workers write their results to files; their stdout/stderr go to a log
+whose tail is kept for the report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from tilekit.bench.worker import DONE_MARKER
+
+WORKER_MODULE = "tilekit.bench.worker"
+LOG_TAIL_CHARS = 2000
+
+
+@dataclasses.dataclass
+class ProcessOutcome:
+    """How a worker process ended: ``kind`` is "ok", "timeout" or "crash"."""
+
+    kind: str
+    returncode: int | None = None
+    detail: str = ""
+    log_tail: str = ""
+
+
+def describe_returncode(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (killed: possibly out of memory)" if name == "SIGKILL" else ""
+        return f"died with {name}{hint}"
+    return f"exited with status {returncode} without writing a result"
+
+
+def _tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the worker's process group: only while the worker, its leader, is alive, so the group
+    id cannot have been reused by an unrelated process."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PYTHONFAULTHANDLER", "1")      # a segfault leaves a Python stack in the log
+    return env
+
+
+def run_job_in_subprocess(job_path: Path, result_path: Path, log_path: Path, timeout_s: float) -> ProcessOutcome:
+    """One fresh process for one job (candidates)."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--job", str(job_path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, env=worker_env())
+        try:
+            returncode = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", _tail(log_path))
+    if returncode == 0 and result_path.exists():
+        return ProcessOutcome("ok", 0, "", _tail(log_path))
+    return ProcessOutcome("crash", returncode, describe_returncode(returncode), _tail(log_path))
+
+
+class WorkerServer:
+    """A long-lived worker for trusted jobs (references, torch.compile baselines).
+
+    It saves the cost of importing torch for every problem. If it dies or hangs, the job in
+    flight is reported and the next job starts a fresh server.
+    """
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.replies: queue.Queue[str | None] = queue.Queue()
+        self._log = None
+
+    def _start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.replies = queue.Queue()
+        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     start_new_session=True, env=worker_env(), text=True, bufsize=1)
+        threading.Thread(target=self._read_replies, args=(self.proc, self.replies), daemon=True).start()
+
+    @staticmethod
+    def _read_replies(proc: subprocess.Popen, replies: queue.Queue) -> None:
+        for line in proc.stdout:
+            replies.put(line.rstrip("\n"))
+        replies.put(None)                       # end of stream: the server died
+
+    def run(self, job_path: Path, result_path: Path, timeout_s: float) -> ProcessOutcome:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            self.proc.stdin.write(f"{job_path}\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return self._crashed(log_start)
+        try:
+            while True:
+                reply = self.replies.get(timeout=timeout_s)
+                if reply is None:
+                    return self._crashed(log_start)
+                if reply == f"{DONE_MARKER} {job_path}":
+                    return ProcessOutcome("ok", None, "", self._log_since(log_start))
+        except queue.Empty:
+            self.stop(kill=True)
+            return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", self._log_since(log_start))
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                data = log.read()
+        except OSError:
+            return ""
+        return data[-LOG_TAIL_CHARS:].decode("utf-8", errors="replace")
+
+    def _crashed(self, log_start: int) -> ProcessOutcome:
+        proc = self.proc
+        try:
+            returncode = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        self.stop()
+        detail = describe_returncode(returncode) if returncode is not None else "stopped answering"
+        return ProcessOutcome("crash", returncode, detail, self._log_since(log_start))
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None:
+            if kill:
+                _kill_group(self.proc)
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.proc)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
