@@ -1,0 +1,116 @@
+"""The Triton backend: Tile IR -> Triton source (Jinja) -> ``triton.jit``.
+
+With no GPU the generated kernel runs under Triton's interpreter automatically; the process-wide
+``TRITON_INTERPRET`` variable is never touched, so the user's own Triton code is unaffected.
+"""
+from __future__ import annotations
+
+import functools
+
+from ...cache import write_generated
+from .lower import emit, tensor_param_names
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_present() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def available():
+    try:
+        import triton  # noqa: F401
+    except Exception as e:
+        return False, f"triton is not importable: {e}"
+    import triton
+    if gpu_present():
+        return True, f"triton {triton.__version__} on a GPU"
+    return True, f"triton {triton.__version__} interpreter (no GPU found; CPU tensors)"
+
+
+def load_module(path, interpret: bool):
+    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+    wrap = InterpretedFunction if interpret else JITFunction
+    with open(path) as f:
+        code = compile(f.read(), path, "exec")
+    ns = {"__name__": f"tilekit_generated_{abs(hash(path))}", "__file__": path, "_jit": wrap}
+    exec(code, ns)
+    return ns
+
+
+def _flattener(fn):
+    """A function from {param name: arg} to Triton's positional argument list."""
+    plan = []
+    for p in fn.params:
+        if p.kind == "scalar":
+            plan.append(("scalar", p.name, 0))
+        elif p.value.type.packed:
+            plan.append(("packed", p.name, p.value.type.rank))
+        else:
+            plan.append(("tensor", p.name, p.value.type.rank))
+
+    def flatten(args):
+        out = []
+        for kind, name, rank in plan:
+            a = args[name]
+            if kind == "scalar":
+                out.append(a)
+            elif kind == "tensor":
+                out.append(a)
+                out.extend(a.shape)
+                out.extend(a.stride())
+            else:
+                out.append(a.words)
+                out.extend(a.shape)
+                out.extend(a.words.stride()[:-1])
+        return out
+    return flatten
+
+
+class CompiledTriton:
+    def __init__(self, kernel, fn, spec):
+        self.fn = fn
+        self.name = kernel.__name__
+        self.source = emit(fn, self.name)
+        self.path = write_generated("triton", self.name, self.source, ".py")
+        self.interpret = not gpu_present()
+        self.options = {k: v for k, v in spec.options.items() if k in ("num_warps", "num_stages")}
+        self._jit = None
+        self.flatten = _flattener(fn)
+
+    @property
+    def jit_fn(self):
+        if self._jit is None:
+            ns = load_module(self.path, self.interpret)
+            from triton.runtime.interpreter import InterpretedFunction
+            from triton.runtime.jit import JITFunction
+            self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[self.name])
+        return self._jit
+
+    def launch(self, args, grid):
+        flat = self.flatten(args)
+        if self.interpret:
+            for name, a in args.items():
+                t = getattr(a, "words", a)
+                if hasattr(t, "device") and t.device.type != "cpu":
+                    raise ValueError(f"the Triton interpreter runs on CPU tensors; '{name}' is on {t.device}")
+            self.jit_fn[grid](*flat)
+        else:
+            self.jit_fn[grid](*flat, **self.options)
+
+
+def build(kernel, fn, spec):
+    return CompiledTriton(kernel, fn, spec)
+
+
+def aot(kernel, fn, spec, target):
+    from .gpu_compile import compile_for_target
+    return compile_for_target(kernel, fn, spec, target)
+
+
+__all__ = ["available", "build", "aot", "emit", "tensor_param_names"]

@@ -1,0 +1,120 @@
+"""Ahead-of-time Triton compilation for GPU targets, with no GPU present.
+
+``triton.compile(ASTSource(...), target=GPUTarget(...))`` yields PTX + cubin (NVIDIA) or AMDGCN + hsaco
+(AMD). Registers and spills come from the cubin (Triton's bundled ``cuobjdump``) or the AMD code
+object's metadata.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+
+from ...artifact import Artifact, amdgcn_resources, summarize_amdgcn, summarize_ptx
+from ...backends import TARGETS
+from ...ir import TileType
+from .lower import emit, tensor_param_names, tl_dtype
+from . import load_module
+from ...cache import write_generated
+
+_PTR = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32", "float64": "*fp64", "int8": "*i8",
+        "int16": "*i16", "int32": "*i32", "int64": "*i64", "uint8": "*u8", "uint16": "*u16", "uint32": "*u32",
+        "bool_": "*i1"}
+_SCALAR = {"int32": "i32", "int64": "i64", "float32": "fp32", "bool_": "i1"}
+
+
+def signature_for(fn, divisible=None):
+    """Triton signature, constants and divisibility attributes for the flattened parameters.
+
+    Tensors are taken as contiguous: the innermost stride is the constant 1, and pointers, strides and
+    the shapes named in ``divisible`` (flattened names; default: all) are divisible by 16 — what Triton
+    itself specializes on at launch for such tensors.
+    """
+    sig, constants, attrs = {}, {}, {}
+    idx = 0
+    for p in fn.params:
+        if p.kind == "scalar":
+            sig[p.name] = _SCALAR[p.value.dtype.name]
+            idx += 1
+            continue
+        t = p.value.type
+        names = tensor_param_names(p)
+        for n in names:
+            if n.endswith("_ptr"):
+                sig[n] = "*i32" if t.packed else _PTR[t.dtype.name]
+                attrs[(idx,)] = [["tt.divisibility", 16]]
+            elif not t.packed and n == f"{p.name}_stride{t.rank - 1}":
+                sig[n] = "constexpr"
+                constants[n] = 1
+            elif "_stride" in n or "_wstride" in n:
+                sig[n] = "i32"
+                attrs[(idx,)] = [["tt.divisibility", 16]]
+            else:
+                sig[n] = "i32"
+                if divisible is None or n in divisible:
+                    attrs[(idx,)] = [["tt.divisibility", 16]]
+            idx += 1
+    return sig, constants, attrs
+
+
+def _cuobjdump():
+    import triton
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return path if os.path.exists(path) else "cuobjdump"
+
+
+def cubin_resources(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+        path = f.name
+    try:
+        out = subprocess.run([_cuobjdump(), "--dump-resource-usage", path], capture_output=True, text=True,
+                             timeout=60).stdout
+    finally:
+        os.unlink(path)
+    m = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", out)
+    if not m:
+        return {"registers": None, "spills": None, "note": "cuobjdump gave no resource line"}
+    reg, stack, shared, local = map(int, m.groups())
+    # spilled registers live in local memory; Triton kernels use no local arrays of their own
+    return {"registers": reg, "spill_bytes": local, "spills": local, "stack_bytes": stack, "static_shared_bytes": shared}
+
+
+def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None, divisible=None):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    _, backend, arch, warp = TARGETS[target]
+    source = emit(fn, kernel.__name__)
+    path = write_generated("triton", kernel.__name__, source, ".py")
+    ns = load_module(path, interpret=False)
+    jf = JITFunction(ns[kernel.__name__])
+    sig, constants, attrs = signature_for(fn, divisible)
+    options = {"enable_fp_fusion": True}  # Triton's current default, stated so it does not warn
+    nw = num_warps or spec.options.get("num_warps")
+    ns_ = num_stages or spec.options.get("num_stages")
+    if nw:
+        options["num_warps"] = nw
+    if ns_:
+        options["num_stages"] = ns_
+    compiled = triton.compile(ASTSource(jf, sig, constants, attrs), target=GPUTarget(backend, arch, warp),
+                              options=options)
+    asm = {k: v for k, v in compiled.asm.items() if isinstance(v, str)}
+    md = compiled.metadata
+    if backend == "cuda":
+        binary = compiled.asm["cubin"]
+        resources = cubin_resources(binary)
+        summary = summarize_ptx(asm["ptx"])
+    else:
+        binary = compiled.asm["hsaco"]
+        resources = amdgcn_resources(asm["amdgcn"])
+        summary = summarize_amdgcn(asm["amdgcn"])
+    resources["shared_bytes"] = md.shared
+    resources["num_warps"] = md.num_warps
+    resources["num_stages"] = getattr(md, "num_stages", None)
+    cmd = (f"triton.compile(ASTSource({kernel.__name__}, signature={sig}, constexprs={constants}), "
+           f"target=GPUTarget({backend!r}, {arch!r}, {warp}), options={options})")
+    return Artifact(kernel.__name__, target, "triton", source, asm, binary, resources, summary, cmd)

@@ -1,0 +1,378 @@
+"""Tile IR -> Triton source. Each IR op becomes one Triton statement; regions become Python
+``for``/``if`` blocks whose loop-carried values and results are reassigned variables, as Triton expects."""
+from __future__ import annotations
+
+import math
+import os
+
+import jinja2
+
+from ... import __version__
+from ... import dtypes as D
+from ...analysis import is_nonnegative, loop_owners
+from ...ir import offsets_and_mask
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                          undefined=jinja2.StrictUndefined)
+
+
+def tl_dtype(dt: D.DType) -> str:
+    """The Triton type a tile of ``dt`` is held in (sub-byte ints in int32, small floats in float32)."""
+    if dt.is_bool:
+        return "tl.int1"
+    if dt.is_packed:
+        return "tl.float32" if dt.is_float else "tl.int32"
+    return {"float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64",
+            "int8": "tl.int8", "int16": "tl.int16", "int32": "tl.int32", "int64": "tl.int64",
+            "uint8": "tl.uint8", "uint16": "tl.uint16", "uint32": "tl.uint32"}[dt.name]
+
+
+def literal(value, dt):
+    if dt.is_bool:
+        return "True" if value else "False"
+    if dt.is_float:
+        if math.isinf(value):
+            return 'float("inf")' if value > 0 else '-float("inf")'
+        if math.isnan(value):
+            return 'float("nan")'
+        return repr(float(value))
+    return str(int(value))
+
+
+def tensor_param_names(p):
+    """The Triton parameters one tilekit tensor parameter expands to, in order."""
+    rank = p.value.type.rank
+    names = [f"{p.name}_ptr"] + [f"{p.name}_shape{d}" for d in range(rank)]
+    if p.value.type.packed:
+        names += [f"{p.name}_wstride{d}" for d in range(rank - 1)]
+    else:
+        names += [f"{p.name}_stride{d}" for d in range(rank)]
+    return names
+
+
+_NARROW = ("float16", "bfloat16")
+_TRANSCENDENTAL = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2": "tl.log2({})",
+                   "sqrt": "tl.sqrt({})", "rsqrt": "tl.rsqrt({})", "sigmoid": "tl.sigmoid({})",
+                   "sin": "tl.sin({})", "cos": "tl.cos({})", "floor": "tl.floor({})", "ceil": "tl.ceil({})",
+                   "abs": "tl.abs({})"}
+_BINARY_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^", "shl": "<<",
+                  "shr": ">>", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+class TritonEmitter:
+    def __init__(self, fn, kernel_name):
+        self.fn = fn
+        self.kernel_name = kernel_name
+        self.names = {}
+        self.counter = 0
+        self.helpers = []
+        self.owners = loop_owners(fn)
+        self.params = {}
+
+    def name(self, v):
+        n = self.names.get(v)
+        if n is None:
+            hint = "".join(c if c.isalnum() or c == "_" else "_" for c in (v.name or "v"))
+            n = f"{hint}_{self.counter}"
+            self.counter += 1
+            self.names[v] = n
+        return n
+
+    def emit(self) -> str:
+        params = []
+        for p in self.fn.params:
+            if p.kind == "tensor":
+                params += tensor_param_names(p)
+                self.names[p.value] = p.name
+            else:
+                params.append(p.name)
+                self.names[p.value] = p.name
+        lines = self.block(self.fn.body)
+        origin = str(self.fn.loc) if self.fn.loc else "?"
+        return _ENV.get_template("module.py.j2").render(
+            version=__version__, origin=origin, kernel_name=self.kernel_name, name=self.kernel_name,
+            constexprs=", ".join(f"{k}={v!r}" for k, v in self.fn.constexprs.items()) or "none",
+            params=params, lines=lines or ["pass"], helpers=self.helpers)
+
+    # -- blocks and region ops --
+    def block(self, block):
+        lines = []
+        for op in block.ops:
+            if op.name == "yield":
+                continue
+            lines += self.op(op)
+        return lines
+
+    def bind_all(self, targets, values):
+        if not targets:
+            return []
+        return [f"{', '.join(targets)} = {', '.join(values)}"]
+
+    def op(self, op):
+        n = op.name
+        if n == "for":
+            return self.for_op(op)
+        if n == "if":
+            return self.if_op(op)
+        if n in ("store", "atomic_add"):
+            return self.store(op)
+        expr = getattr(self, "e_" + n)(op)
+        return [f"{self.name(op.results[0])} = {expr}"] if isinstance(expr, str) else expr
+
+    def for_op(self, op):
+        body = op.regions[0]
+        carried = [self.name(r) for r in op.results]
+        for a, nm in zip(body.args[1:], carried):
+            self.names[a] = nm
+        iv = self.name(body.args[0])
+        start, stop, step = (self.name(v) for v in op.operands[:3])
+        lines = self.bind_all(carried, [self.name(v) for v in op.operands[3:]])
+        stages = op.attrs.get("stages")
+        rng = f"tl.range({start}, {stop}, {step}, num_stages={stages})" if stages else f"range({start}, {stop}, {step})"
+        inner = self.block(body) + self.bind_all(carried, [self.name(v) for v in body.terminator.operands])
+        return lines + [f"for {iv} in {rng}:"] + ["    " + l for l in (inner or ["pass"])]
+
+    def if_op(self, op):
+        results = [self.name(r) for r in op.results]
+        out = [f"if {self.name(op.operands[0])}:"]
+        for i, region in enumerate(op.regions):
+            inner = self.block(region) + self.bind_all(results, [self.name(v) for v in region.terminator.operands])
+            if i == 1:
+                out.append("else:")
+            out += ["    " + l for l in (inner or ["pass"])]
+        return out
+
+    # -- elementwise --
+    def e_const(self, op):
+        dt = op.attrs["dtype"]
+        return f"tl.full([], {literal(op.attrs['value'], dt)}, {tl_dtype(dt)})"
+
+    def e_program_id(self, op):
+        return f"tl.program_id({op.attrs['axis']})"
+
+    def e_num_programs(self, op):
+        return f"tl.num_programs({op.attrs['axis']})"
+
+    def e_dim(self, op):
+        return f"{op.operands[0].name}_shape{op.attrs['axis']}"
+
+    def e_arange(self, op):
+        return f"tl.arange(0, {op.attrs['n']})"
+
+    def e_full(self, op):
+        v = op.operands[0]
+        if v.owner is not None and v.owner.name == "const":
+            return f"tl.full({list(op.attrs['shape'])}, {literal(v.owner.attrs['value'], v.dtype)}, {tl_dtype(v.dtype)})"
+        return f"tl.broadcast_to({self.name(v)}, {list(op.attrs['shape'])})"
+
+    def e_unary(self, op):
+        x = self.name(op.operands[0])
+        k = op.attrs["op"]
+        dt = op.results[0].dtype
+        if k == "neg":
+            return f"-{x}"
+        if k == "not":
+            return f"({x} == 0)"
+        if k == "invert":
+            return f"~{x}"
+        if k == "abs" and not dt.is_float:
+            return f"tl.abs({x})"
+        narrow = dt.name in _NARROW
+        xf = f"{x}.to(tl.float32)" if narrow else x
+        if k == "tanh":
+            # tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|): stable at both ends, core tl only
+            e = f"tl.exp(-2.0 * tl.abs({xf}))"
+            expr = f"tl.where({xf} >= 0, 1.0, -1.0) * (1.0 - {e}) / (1.0 + {e})"
+        elif k == "softplus":
+            expr = f"tl.where({xf} > 20.0, {xf}, tl.log(1.0 + tl.exp(tl.minimum({xf}, 20.0))))"
+        else:
+            expr = _TRANSCENDENTAL[k].format(xf)
+        return f"({expr}).to({tl_dtype(dt)})" if narrow else expr
+
+    def e_binary(self, op):
+        a, b = (self.name(v) for v in op.operands)
+        k = op.attrs["op"]
+        dt = op.operands[0].dtype
+        if k in _BINARY_SYMBOL:
+            return f"{a} {_BINARY_SYMBOL[k]} {b}"
+        if k in ("maximum", "minimum"):
+            return f"tl.{k}({a}, {b})"
+        if k == "div":
+            if dt.name in _NARROW:
+                return f"({a}.to(tl.float32) / {b}.to(tl.float32)).to({tl_dtype(dt)})"
+            return f"{a} / {b}"
+        if k == "floordiv":
+            return f"tl.floor({a} / {b})" if dt.is_float else f"{a} // {b}"
+        if k == "mod":
+            return f"{a} % {b}"
+        raise NotImplementedError(f"triton: binary {k}")
+
+    e_cmp = e_binary
+
+    def e_where(self, op):
+        return "tl.where({}, {}, {})".format(*(self.name(v) for v in op.operands))
+
+    def e_cast(self, op):
+        x = op.operands[0]
+        dst = op.attrs["dtype"]
+        if dst.is_bool:
+            return f"{self.name(x)} != 0"
+        if tl_dtype(x.dtype) == tl_dtype(dst):
+            return self.name(x)
+        return f"{self.name(x)}.to({tl_dtype(dst)})"
+
+    def e_broadcast(self, op):
+        return f"tl.broadcast_to({self.name(op.operands[0])}, {list(op.attrs['shape'])})"
+
+    def e_expand_dims(self, op):
+        return f"tl.expand_dims({self.name(op.operands[0])}, {op.attrs['axis']})"
+
+    def e_reshape(self, op):
+        return f"tl.reshape({self.name(op.operands[0])}, {list(op.attrs['shape'])})"
+
+    def e_trans(self, op):
+        return f"tl.trans({self.name(op.operands[0])})"
+
+    def e_reduce(self, op):
+        x = self.name(op.operands[0])
+        k, axis, dt = op.attrs["kind"], op.attrs["axis"], op.results[0].dtype
+        if k == "sum" and dt.name in _NARROW:  # accumulate narrow floats in fp32, as the reference does
+            return f"tl.sum({x}.to(tl.float32), axis={axis}).to({tl_dtype(dt)})"
+        return f"tl.{k}({x}, axis={axis})"
+
+    def e_cumsum(self, op):
+        x = self.name(op.operands[0])
+        axis, rev, dt = op.attrs["axis"], op.attrs["reverse"], op.results[0].dtype
+        if dt.name in _NARROW:
+            return f"tl.cumsum({x}.to(tl.float32), axis={axis}, reverse={rev}).to({tl_dtype(dt)})"
+        return f"tl.cumsum({x}, axis={axis}, reverse={rev})"
+
+    def e_scan(self, op):
+        region = op.regions[0]
+        helper = TritonEmitter.__new__(TritonEmitter)
+        helper.__dict__.update(fn=self.fn, kernel_name=self.kernel_name, names={}, counter=0, helpers=self.helpers,
+                               owners=self.owners, params={})
+        params = [helper.name(a) for a in region.args]
+        body = helper.block(region)
+        outs = [helper.name(v) for v in region.terminator.operands]
+        name = f"_combine_{len(self.helpers)}"
+        self.helpers.append({"name": name, "params": params,
+                             "lines": body + [f"return {outs[0]}" if len(outs) == 1 else f"return {', '.join(outs)}"]})
+        vals = [self.name(v) for v in op.operands]
+        arg = vals[0] if len(vals) == 1 else "(" + ", ".join(vals) + ",)"
+        res = [self.name(r) for r in op.results]
+        call = f"tl.associative_scan({arg}, {op.attrs['axis']}, {name}, reverse={op.attrs['reverse']})"
+        return [f"{', '.join(res)}{',' if len(res) == 1 and len(vals) > 1 else ''} = {call}"]
+
+    def e_mma(self, op):
+        a, b, acc = op.operands
+        (m, k), n = a.shape, b.shape[1]
+        an, bn, cn = (self.name(v) for v in op.operands)
+        if min(m, n, k) >= 16 and a.dtype.name in ("float16", "bfloat16", "float32", "int8", "float64"):
+            precision = "tf32" if op.attrs["allow_tf32"] else "ieee"
+            prec = f", input_precision='{precision}'" if a.dtype is D.float32 else ""
+            return f"tl.dot({an}, {bn}, {cn}{prec})"
+        # Shapes below the matrix-instruction minimum (16): a broadcast multiply and a sum over k.
+        ct = tl_dtype(acc.dtype)
+        return f"{cn} + tl.sum({an}[:, :, None].to({ct}) * {bn}[None, :, :].to({ct}), axis=1)"
+
+    # -- memory --
+    def address(self, op, tile_shape):
+        """(pointer expression lines, pointer name, mask name or None) for a load/store."""
+        tensor, offs, _, mask = offsets_and_mask(op)
+        tname = tensor.name
+        rank = tensor.type.rank
+        lines, masks = [], []
+        idx_names = []
+        for d, (o, s) in enumerate(zip(offs, tile_shape)):
+            idx = f"{tname}_i{d}_{self.counter}"
+            self.counter += 1
+            expand = "[" + ", ".join(":" if e == d else "None" for e in range(rank)) + "]" if rank > 1 else ""
+            if o.shape == ():
+                lines.append(f"{idx} = ({self.name(o)} + tl.arange(0, {s})){expand}")
+                cond = f"({idx} < {tname}_shape{d})"
+                if not is_nonnegative(o, self.owners):
+                    cond = f"({idx} >= 0) & {cond}"
+                masks.append(cond)
+            else:
+                lines.append(f"{idx} = {self.name(o)}{expand}")
+            idx_names.append(idx)
+        if mask is not None:
+            masks.append(self.name(mask))
+        mname = None
+        if masks:
+            mname = f"{tname}_mask_{self.counter}"
+            self.counter += 1
+            lines.append(f"{mname} = " + " & ".join(masks))
+        return lines, idx_names, mname
+
+    def e_load(self, op):
+        tensor, _, other, _ = offsets_and_mask(op)
+        shape = op.attrs["shape"]
+        lines, idx, mask = self.address(op, shape)
+        t = tensor.name
+        res = self.name(op.results[0])
+        if tensor.type.packed:
+            return lines + self.packed_load(op, t, idx, mask, res)
+        ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
+        if mask is None:
+            return lines + [f"{res} = tl.load({ptr})"]
+        o = other.owner.attrs["value"]
+        return lines + [f"{res} = tl.load({ptr}, mask={mask}, other={literal(o, other.dtype)})"]
+
+    def packed_load(self, op, t, idx, mask, res):
+        dt = op.results[0].dtype
+        bits = dt.bits
+        rank = len(idx)
+        row = " + ".join([f"{i}.to(tl.int64) * {t}_wstride{d}" for d, i in enumerate(idx[:-1])] or ["0"])
+        pfx = f"{res}_"
+        m = f", mask={mask}, other=0" if mask else ""
+        hi_mask = f"{mask} & " if mask else ""
+        lines = [
+            f"{pfx}bit = {idx[-1]}.to(tl.int64) * {bits}",
+            f"{pfx}word = {row} + ({pfx}bit >> 5)",
+            f"{pfx}shift = ({pfx}bit & 31)",
+            f"{pfx}lo = tl.load({t}_ptr + {pfx}word{m}).to(tl.uint32).to(tl.uint64)",
+            # the next word is read only where the code straddles a word boundary
+            f"{pfx}hi = tl.load({t}_ptr + {pfx}word + 1, mask={hi_mask}({pfx}shift + {bits} > 32), other=0)"
+            f".to(tl.uint32).to(tl.uint64)",
+            f"{pfx}code = ((({pfx}lo | ({pfx}hi << 32)) >> {pfx}shift.to(tl.uint64)) & {(1 << bits) - 1}).to(tl.int32)",
+        ]
+        if dt.is_int:
+            if dt.kind == "int":
+                sign = 1 << (bits - 1)
+                lines.append(f"{res} = ({pfx}code ^ {sign}) - {sign}")
+            else:
+                lines.append(f"{res} = {pfx}code")
+            return lines
+        e_bits, m_bits, bias = dt.exponent_bits, dt.mantissa_bits, dt.bias
+        lines += [
+            f"{pfx}sign = tl.where((({pfx}code >> {bits - 1}) & 1) != 0, -1.0, 1.0)",
+            f"{pfx}exp = ({pfx}code >> {m_bits}) & {(1 << e_bits) - 1}",
+            f"{pfx}man = {pfx}code & {(1 << m_bits) - 1}",
+            # normal: assemble the float32 bit pattern; subnormal: man * 2^(1 - bias - m), exact in fp32
+            f"{pfx}normal = ((({pfx}exp + {127 - bias}) << 23) | ({pfx}man << {23 - m_bits})).to(tl.float32, bitcast=True)",
+            f"{pfx}sub = {pfx}man.to(tl.float32) * {2.0 ** (1 - bias - m_bits)!r}",
+            f"{res} = {pfx}sign * tl.where({pfx}exp == 0, {pfx}sub, {pfx}normal)",
+        ]
+        top = (1 << e_bits) - 1
+        if dt.ieee_specials:
+            lines.append(f"{res} = tl.where({pfx}exp == {top}, tl.where({pfx}man == 0, {pfx}sign * float('inf'), "
+                         f"float('nan')), {res})")
+        elif dt is D.float8_e4m3:
+            lines.append(f"{res} = tl.where(({pfx}exp == {top}) & ({pfx}man == {(1 << m_bits) - 1}), float('nan'), {res})")
+        return lines
+
+    def store(self, op):
+        tensor, _, value, _ = offsets_and_mask(op)
+        lines, idx, mask = self.address(op, value.shape)
+        t = tensor.name
+        ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
+        fn = "tl.store" if op.name == "store" else "tl.atomic_add"
+        m = f", mask={mask}" if mask else ""
+        return lines + [f"{fn}({ptr}, {self.name(value)}{m})"]
+
+
+def emit(fn, kernel_name) -> str:
+    return TritonEmitter(fn, kernel_name).emit()
