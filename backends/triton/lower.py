@@ -53,7 +53,7 @@ def tensor_param_names(p):
 
 _NARROW = ("float16", "bfloat16")
 _TRANSCENDENTAL = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2": "tl.log2({})",
-                   "sqrt": "tl.sqrt({})", "rsqrt": "tl.rsqrt({})", "sigmoid": "tl.sigmoid({})",
+                   "sqrt": "tl.sqrt({})", "rsqrt": "tl.rsqrt({})", "sigmoid": "1.0 / (1.0 + tl.exp(-{}))",
                    "sin": "tl.sin({})", "cos": "tl.cos({})", "floor": "tl.floor({})", "ceil": "tl.ceil({})",
                    "abs": "tl.abs({})"}
 _BINARY_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^", "shl": "<<",
@@ -234,19 +234,30 @@ class TritonEmitter:
     def e_trans(self, op):
         return f"tl.trans({self.name(op.operands[0])})"
 
+    # Reductions and cumsum go through tl.reduce / tl.associative_scan with combiners emitted into the
+    # module, not tl.sum/tl.cumsum: those are @triton.jit library functions, which the interpreter cannot
+    # call unless TRITON_INTERPRET was set before Triton was imported. The compiled code is the same.
+    def combiner(self, kind):
+        name = f"_tk_{kind}"
+        if not any(h["name"] == name for h in self.helpers):
+            expr = {"sum": "a + b", "max": "tl.maximum(a, b)", "min": "tl.minimum(a, b)"}[kind]
+            self.helpers.append({"name": name, "params": ["a", "b"], "lines": [f"return {expr}"]})
+        return name
+
     def e_reduce(self, op):
         x = self.name(op.operands[0])
         k, axis, dt = op.attrs["kind"], op.attrs["axis"], op.results[0].dtype
         if k == "sum" and dt.name in _NARROW:  # accumulate narrow floats in fp32, as the reference does
-            return f"tl.sum({x}.to(tl.float32), axis={axis}).to({tl_dtype(dt)})"
-        return f"tl.{k}({x}, axis={axis})"
+            return f"tl.reduce({x}.to(tl.float32), {axis}, {self.combiner(k)}).to({tl_dtype(dt)})"
+        return f"tl.reduce({x}, {axis}, {self.combiner(k)})"
 
     def e_cumsum(self, op):
         x = self.name(op.operands[0])
         axis, rev, dt = op.attrs["axis"], op.attrs["reverse"], op.results[0].dtype
+        scan = "tl.associative_scan({}, " + f"{axis}, {self.combiner('sum')}, reverse={rev})"
         if dt.name in _NARROW:
-            return f"tl.cumsum({x}.to(tl.float32), axis={axis}, reverse={rev}).to({tl_dtype(dt)})"
-        return f"tl.cumsum({x}, axis={axis}, reverse={rev})"
+            return scan.format(f"{x}.to(tl.float32)") + f".to({tl_dtype(dt)})"
+        return scan.format(x)
 
     def e_scan(self, op):
         region = op.regions[0]
