@@ -14,6 +14,7 @@ from .language import (abs, arange, associative_scan, atomic_add, broadcast_to, 
                        minimum, mma, num_programs, program_id, range, reshape, rsqrt, sigmoid, sin, softplus,
                        sqrt, static_assert, static_range, store, sum, tanh, trans, where, zeros)
 from .packing import PackedTensor, pack, unpack  # noqa: F401
+from .tunables import Tunables  # noqa: F401
 
 for _dt in _dtypes.all_dtypes():
     globals()[_dt.name] = _dt
