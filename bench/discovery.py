@@ -3,9 +3,12 @@
 A problem is a KernelBench-format Python file: ``class Model(nn.Module)``, ``get_inputs()`` and
 ``get_init_inputs()``. tilekit's own problems add two optional module-level literals:
 
-* ``QUICK`` — a dict of module globals to override for the small ``--quick`` size;
 * ``VARIANTS`` — a dict ``name -> {global: value, ..., "quick": {...}}``; each variant is one
-  benchmark case (one row of the table). A variant's own ``"quick"`` dict is applied last in quick mode.
+  benchmark case (one row of the table);
+* ``QUICK`` — a dict of module globals (sizes) to override for the small ``--quick`` size.
+
+Overrides apply in this order: the variant, then QUICK (quick mode), then the variant's own
+``"quick"`` dict (quick mode).
 
 Everything here reads files through ``ast`` only, so listing a directory never runs user code.
 """

@@ -161,6 +161,7 @@ def write_plot(report: dict, path: Path) -> None:
 def print_console(report: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     import sys
     console = console or Console(width=None if sys.stdout.isatty() else 200)
@@ -171,7 +172,7 @@ def print_console(report: dict, console=None) -> None:
     for column in TABLE_HEADER:
         table.add_column(column, overflow="fold", no_wrap=column in ("problem",))
     for row in table_rows(report["results"], note_limit=90):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))      # Text: "[variant]" is not rich markup
     console.print(table)
     fast = ", ".join(f"fast_{p}={_fmt_share(v)}" for p, v in summary["fast_p"].items())
     console.print(f"score over {summary['scored']} scored problem(s): {fast}", highlight=False)

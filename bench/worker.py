@@ -33,10 +33,11 @@ class OutputFormatError(TypeError):
 
 
 def size_overrides(module, variant: str | None, quick: bool) -> dict:
-    """Module globals to set: QUICK (quick mode), then the variant, then the variant's own "quick"."""
+    """Module globals to set, in order: the variant, then QUICK (quick mode), then the variant's
+    own "quick" dict. QUICK always applies in quick mode, so a variant's full sizes cannot leak
+    into a CPU run; what QUICK does not name (dtype, head dim, top-k...) keeps the variant's value."""
     overrides: dict = {}
-    if quick:
-        overrides.update(getattr(module, "QUICK", None) or {})
+    variant_quick: dict = {}
     if variant is not None:
         variants = getattr(module, "VARIANTS", None) or {}
         if variant not in variants:
@@ -44,8 +45,9 @@ def size_overrides(module, variant: str | None, quick: bool) -> dict:
         chosen = dict(variants[variant])
         variant_quick = chosen.pop("quick", None) or {}
         overrides.update(chosen)
-        if quick:
-            overrides.update(variant_quick)
+    if quick:
+        overrides.update(getattr(module, "QUICK", None) or {})
+        overrides.update(variant_quick)
     return overrides
 
 
