@@ -72,18 +72,23 @@ class Model(nn.Module):
 
 def get_inputs():
     dtype = getattr(torch, DTYPE)
-    u = torch.randn(BATCH, DIM, SEQLEN).to(dtype)
-    delta = (0.5 * torch.randn(BATCH, DIM, SEQLEN)).to(dtype)
+    u = torch.randn(BATCH, DIM, SEQLEN)
+    raw_delta = 0.5 * torch.randn(BATCH, DIM, SEQLEN)
     # Mamba's A init: -[1, 2, ..., N] per channel, perturbed so channels differ.
     A = -(torch.arange(1, DSTATE + 1, dtype=torch.float32)[None, :] * (0.5 + torch.rand(DIM, 1)))
-    Bm = torch.randn(BATCH, DSTATE, SEQLEN).to(dtype)
-    Cm = torch.randn(BATCH, DSTATE, SEQLEN).to(dtype)
+    Bm = torch.randn(BATCH, DSTATE, SEQLEN)
+    Cm = torch.randn(BATCH, DSTATE, SEQLEN)
     Dv = torch.randn(DIM)
-    z = torch.randn(BATCH, DIM, SEQLEN).to(dtype)
-    # Mamba's dt init: softplus^-1 of dt in [1e-3, 1e-1], log-uniform.
+    z = torch.randn(BATCH, DIM, SEQLEN)
+    # Mamba's dt init: dt log-uniform in [1e-3, 1e-1]; the bias is softplus^-1(dt).
     dt = torch.exp(torch.rand(DIM) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-    delta_bias = dt + torch.log(-torch.expm1(-dt))
-    return [u, delta, A, Bm, Cm, Dv, z, delta_bias]
+    inverse_softplus_dt = dt + torch.log(-torch.expm1(-dt))
+    if DELTA_SOFTPLUS:
+        delta, delta_bias = raw_delta, inverse_softplus_dt
+    else:
+        # Without the softplus the caller passes positive step sizes (as Mamba does).
+        delta, delta_bias = F.softplus(raw_delta + inverse_softplus_dt[:, None]), 0.1 * dt
+    return [u.to(dtype), delta.to(dtype), A, Bm.to(dtype), Cm.to(dtype), Dv, z.to(dtype), delta_bias]
 
 
 def get_init_inputs():
