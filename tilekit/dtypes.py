@@ -211,7 +211,9 @@ def encode_small_float(x: np.ndarray, dt: DType) -> np.ndarray:
 
 def round_to_bf16(x: np.ndarray) -> np.ndarray:
     """Round float32 values to bfloat16 (nearest, ties to even), returned as float32."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    shape = x.shape  # np.ascontiguousarray makes 0-d arrays 1-d; keep scalars scalar
+    x = np.ascontiguousarray(x).reshape(shape)
     bits = x.view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
     out = rounded.astype(np.uint32).view(np.float32)
