@@ -1,0 +1,27 @@
+"""Shared test configuration: Hypothesis profiles.
+
+``ci`` (loaded when the ``CI`` environment variable is set) is derandomized with a bounded number of
+examples and no deadline, so the suite's time is predictable: the Triton interpreter costs about 3 ms
+per (program x loop iteration), and a first launch of each specialization also compiles. ``dev`` draws
+fresh examples every run. ``HYPOTHESIS_PROFILE`` picks one explicitly.
+"""
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "dev",
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
