@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from tilekit.bench.worker import DONE_MARKER
 
 WORKER_MODULE = "tilekit.bench.worker"
 LOG_TAIL_CHARS = 2000
+STARTUP_ALLOWANCE_S = 120.0     # importing Python and torch, before a worker reports its first stage
+POLL_S = 0.05
 
 
 @dataclasses.dataclass
@@ -72,17 +75,33 @@ def worker_env() -> dict:
     return env
 
 
-def run_job_in_subprocess(job_path: Path, result_path: Path, log_path: Path, timeout_s: float) -> ProcessOutcome:
-    """One fresh process for one job (candidates)."""
+def run_job_in_subprocess(job_path: Path, result_path: Path, log_path: Path, timeout_s: float,
+                          progress_path: Path | None = None) -> ProcessOutcome:
+    """One fresh process for one job (candidates).
+
+    The timeout counts from when the worker reports its first stage (``progress_path`` appears),
+    so Python and torch start-up on a busy machine is not charged to the candidate; start-up
+    itself gets ``STARTUP_ALLOWANCE_S`` on top."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--job", str(job_path)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True, env=worker_env())
-        try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", _tail(log_path))
+        launched = time.monotonic()
+        working_since = None
+        while True:
+            try:
+                returncode = proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if working_since is None and (progress_path is None or progress_path.exists()):
+                working_since = now if progress_path is not None else launched
+            deadline = (working_since + timeout_s) if working_since is not None else (
+                launched + STARTUP_ALLOWANCE_S + timeout_s)
+            if now > deadline:
+                _kill_group(proc)
+                return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", _tail(log_path))
     if returncode == 0 and result_path.exists():
         return ProcessOutcome("ok", 0, "", _tail(log_path))
     return ProcessOutcome("crash", returncode, describe_returncode(returncode), _tail(log_path))

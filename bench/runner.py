@@ -196,7 +196,8 @@ class SuiteRunner:
         self.on_progress(f"{problem.id}: candidate")
         cand_dir = directory / "candidate"
         job = self._make_job(cand_dir, "candidate", problem, candidate)
-        outcome = run_job_in_subprocess(job, cand_dir / "result.json", cand_dir / "worker.log", cfg.timeout_s)
+        outcome = run_job_in_subprocess(job, cand_dir / "result.json", cand_dir / "worker.log", cfg.timeout_s,
+                                        progress_path=cand_dir / "stage.txt")
         cand_result = self._read_result(cand_dir)
         failure = self._failure(outcome, cand_result, cand_dir)
         if failure:
@@ -216,9 +217,13 @@ class SuiteRunner:
                 row["trials"] = [dict(r, seed=s) for r, s in zip(reports, cfg.seeds)]
                 row.update(status=CORRECT if passed else INCORRECT, correct=passed, failure=reason)
         if row["anticheat"]:
-            row.update(status=ANTICHEAT, correct=False,
-                       failure="anti-cheat: " + "; ".join(row["anticheat"])
-                       + (f" (run result: {row['failure']})" if row["failure"] else ""))
+            cheat = "anti-cheat: " + "; ".join(row["anticheat"])
+            if row["status"] in (CORRECT, INCORRECT):
+                # Scored as incorrect whatever its outputs; the run's own verdict is kept in the text.
+                row.update(status=ANTICHEAT, correct=False,
+                           failure=cheat + (f" (outputs: {row['failure']})" if row["failure"] else " (outputs: correct)"))
+            else:                                   # a crash/timeout/error stays what it was
+                row["failure"] = f"{row['failure']}; {cheat}"
         if not row["correct"]:
             return row
 
