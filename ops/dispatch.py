@@ -1,0 +1,135 @@
+"""What every tilekit op shares: which backend runs it, which config it launches with, and input checks.
+
+Backend choice, first match wins:
+  1. ``tilekit.ops.set_backend(name)`` / ``with tilekit.ops.use_backend(name):`` (this process);
+  2. the ``TILEKIT_OPS_BACKEND`` environment variable, read at every call;
+  3. the tensors' device: CPU -> ``reference`` (numpy, fast), CUDA -> ``triton``.
+
+Config choice: each op has one ``_config_for(shape, dtype, device)``. It asks the registered config
+provider first (the autotuner's hook, see ``set_config_provider``) and falls back to the op's own default.
+Whatever config is used is checked against the kernel's declared ``tk.Tunables`` before launch.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ..backends import BACKENDS
+
+BACKEND_ENV = "TILEKIT_OPS_BACKEND"
+
+# The floating dtypes the ops accept. float64 is there for gradient checks (torch.autograd.gradcheck).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_backend_setting: str | None = None
+_config_provider = None
+
+
+def _check_backend_name(name, source):
+    if name not in BACKENDS:
+        raise ValueError(f"{source}: unknown tilekit backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def set_backend(name: str | None):
+    """Force every tilekit op in this process onto backend ``name``; ``None`` goes back to the default."""
+    global _backend_setting
+    _backend_setting = None if name is None else _check_backend_name(name, "tilekit.ops.set_backend")
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """``with use_backend("triton"): ...`` runs the ops inside on ``name``, then restores the previous choice."""
+    global _backend_setting
+    previous = _backend_setting
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _backend_setting = previous
+
+
+def backend_for(device: torch.device) -> str:
+    """The backend an op launches its kernels on, for tensors on ``device``."""
+    if _backend_setting is not None:
+        name = _backend_setting
+    elif os.environ.get(BACKEND_ENV):
+        name = _check_backend_name(os.environ[BACKEND_ENV], f"${BACKEND_ENV}")
+    else:
+        name = "reference" if device.type == "cpu" else "triton"
+    if name == "reference" and device.type != "cpu":
+        raise ValueError(f"the reference backend runs on CPU tensors only, but the inputs are on {device}; "
+                         f"unset {BACKEND_ENV} / tilekit.ops.set_backend or move the tensors to the CPU")
+    return name
+
+
+# ---- configs -------------------------------------------------------------------------------------
+
+def set_config_provider(provider):
+    """Install ``provider(op_name, shape, dtype, device) -> dict | None`` (e.g. the autotuner's database
+    lookup). ``None`` from it means "use the op's default". Returns the previous provider."""
+    global _config_provider
+    previous, _config_provider = _config_provider, provider
+    return previous
+
+
+def provided_config(op_name, shape, dtype, device, tunables, elem_bytes):
+    """The provider's config for this call, checked against ``tunables``; None if there is none."""
+    if _config_provider is None:
+        return None
+    config = _config_provider(op_name, tuple(shape), dtype, device)
+    if config is None:
+        return None
+    return checked_config(op_name, dict(config), tunables, elem_bytes)
+
+
+def checked_config(op_name, config, tunables, elem_bytes):
+    missing = [k for k in tunables.names if k not in config]
+    if missing:
+        raise ValueError(f"tilekit::{op_name}: config {config} lacks tunable(s) {', '.join(missing)}")
+    why = tunables.why_invalid({**config, "elem_bytes": elem_bytes})
+    if why:
+        raise ValueError(f"tilekit::{op_name}: config {config} is invalid: {why}")
+    return config
+
+
+def elem_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def clamp_pow2(n: int, lo: int, hi: int) -> int:
+    """The power of two covering ``n``, kept within [lo, hi] (both powers of two)."""
+    return max(lo, min(hi, next_pow2(n)))
+
+
+# ---- input checks (raised before anything launches, from real and fake implementations alike) ------
+
+def check_tensor(op_name, arg_name, x, ranks=None):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"tilekit::{op_name}: '{arg_name}' must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        names = ", ".join(str(d).replace("torch.", "") for d in FLOAT_DTYPES)
+        raise TypeError(f"tilekit::{op_name}: '{arg_name}' has dtype {x.dtype}; supported dtypes are {names}")
+    if ranks is not None and x.dim() not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise ValueError(f"tilekit::{op_name}: '{arg_name}' must be {want}-D, got shape {tuple(x.shape)} "
+                         f"({x.dim()}-D)")
+
+
+def check_same(op_name, named_tensors):
+    """Same dtype and same device for every tensor in ``named_tensors`` ({name: tensor})."""
+    items = list(named_tensors.items())
+    first_name, first = items[0]
+    for name, x in items[1:]:
+        if x.device != first.device:
+            raise ValueError(f"tilekit::{op_name}: inputs are on different devices: '{first_name}' is on "
+                             f"{first.device}, '{name}' is on {x.device}")
+        if x.dtype != first.dtype:
+            raise TypeError(f"tilekit::{op_name}: inputs have different dtypes: '{first_name}' is {first.dtype}, "
+                            f"'{name}' is {x.dtype}")

@@ -1,0 +1,189 @@
+"""``tilekit::softmax(Tensor x) -> Tensor``: softmax over the last dim, written in the tilekit DSL.
+
+Any rank >= 1 is flattened to rows of the last dim. fp16/bf16/fp32 compute in fp32 (float64, accepted for
+gradient checks, in float64); the output has the input's dtype. A row may be any length: the forward
+kernel is an online softmax over column blocks (running max and sum carried through a ``tk.range`` loop),
+then a second pass writes the normalized values. Autograd goes through ``tilekit::softmax_backward``,
+a second DSL kernel computing ``y * (g - sum(g * y, -1))``.
+"""
+import torch
+
+import tilekit as tk
+
+from .dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
+                       provided_config)
+
+OP_NAME = "softmax"
+
+# fp32 values each thread may hold for one BM x BN block (the loaded tile plus its exponentials).
+MAX_VALUES_PER_THREAD = 64
+
+
+def _softmax_config_rule(config):
+    """Valid if one BM x BN block spread over the warps stays within a register budget per thread."""
+    per_thread = config["BM"] * config["BN"] // (32 * config["num_warps"])
+    if per_thread > MAX_VALUES_PER_THREAD:
+        return (f"a {config['BM']}x{config['BN']} block over {config['num_warps']} warps is {per_thread} values "
+                f"per thread, more than {MAX_VALUES_PER_THREAD}")
+    return True
+
+
+SOFTMAX_TUNABLES = tk.Tunables(
+    {
+        "BM": [1, 2, 4, 8, 16, 32, 64],
+        "BN": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
+        "num_warps": [1, 2, 4, 8, 16],
+    },
+    valid=_softmax_config_rule,
+    default={"BM": 1, "BN": 1024, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=SOFTMAX_TUNABLES)
+def softmax_kernel(X, Y, BM: tk.constexpr, BN: tk.constexpr, ACC: tk.constexpr):
+    """Y = softmax(X, axis=1) for BM rows per program, reading each row in BN-wide column blocks."""
+    M, N = X.shape
+    row = tk.program_id(0) * BM
+    running_max = tk.full((BM,), -float("inf"), ACC)
+    running_sum = tk.zeros((BM,), ACC)
+    for col in tk.range(0, N, BN):
+        # Columns past N must not count: make them -inf (exp -> 0). Rows past M read 0 and stay
+        # finite, so they produce no NaN; they are never stored.
+        in_row = (col + tk.arange(BN))[None, :] < N
+        x = tk.where(in_row, tk.load(X, (row, col), (BM, BN)).to(ACC), -float("inf"))
+        new_max = tk.maximum(running_max, tk.max(x, axis=1))
+        # Rescale the sum so far to the new max, then add this block's terms.
+        running_sum = running_sum * tk.exp(running_max - new_max) + tk.sum(tk.exp(x - new_max[:, None]), axis=1)
+        running_max = new_max
+    for col in tk.range(0, N, BN):
+        x = tk.load(X, (row, col), (BM, BN)).to(ACC)
+        y = tk.exp(x - running_max[:, None]) / running_sum[:, None]
+        tk.store(Y, (row, col), y.to(Y.dtype))
+
+
+@tk.kernel(tunables=SOFTMAX_TUNABLES)
+def softmax_backward_kernel(G, Y, DX, BM: tk.constexpr, BN: tk.constexpr, ACC: tk.constexpr):
+    """DX = Y * (G - sum(G * Y, axis=1)): the gradient of softmax given its output Y and upstream grad G."""
+    M, N = Y.shape
+    row = tk.program_id(0) * BM
+    dot = tk.zeros((BM,), ACC)
+    for col in tk.range(0, N, BN):
+        # Out-of-range elements read as 0 in both, so their product adds nothing.
+        g = tk.load(G, (row, col), (BM, BN)).to(ACC)
+        y = tk.load(Y, (row, col), (BM, BN)).to(ACC)
+        dot = dot + tk.sum(g * y, axis=1)
+    for col in tk.range(0, N, BN):
+        g = tk.load(G, (row, col), (BM, BN)).to(ACC)
+        y = tk.load(Y, (row, col), (BM, BN)).to(ACC)
+        tk.store(DX, (row, col), (y * (g - dot[:, None])).to(DX.dtype))
+
+
+def _compute_dtype(dtype):
+    return tk.float64 if dtype == torch.float64 else tk.float32
+
+
+def _default_config(shape, dtype, device):
+    rows, n = shape
+    if device.type == "cpu":
+        # Reference executor and Triton interpreter pay per program and per loop iteration: wide
+        # blocks and many rows per program, as far as the register rule allows at 16 warps.
+        bn = clamp_pow2(n, 16, 2048)
+        bm = clamp_pow2(rows, 1, min(64, 32 * 16 * MAX_VALUES_PER_THREAD // bn))
+        config = {"BM": bm, "BN": bn, "num_warps": 16}
+    else:
+        # One row per program, the whole row in one block up to 4096 columns.
+        bn = clamp_pow2(n, 16, 4096)
+        config = {"BM": 1, "BN": bn, "num_warps": 8 if bn >= 2048 else 4 if bn >= 512 else 2}
+    return checked_config(OP_NAME, config, SOFTMAX_TUNABLES, elem_bytes(dtype))
+
+
+def _config_for(shape, dtype, device):
+    """The config for ``shape`` = (rows, row length): the config provider's (autotuner) if any, else the default."""
+    return (provided_config(OP_NAME, shape, dtype, device, SOFTMAX_TUNABLES, elem_bytes(dtype))
+            or _default_config(shape, dtype, device))
+
+
+def _launch_rowwise(kernel, inputs, out):
+    """Run a row-wise ``kernel(*inputs_as_rows, out_as_rows)`` over the last dim of ``out``."""
+    n = out.shape[-1]
+    if out.numel() == 0:
+        return out
+    rows_in = [t.reshape(-1, n) for t in inputs]  # a view whenever the layout allows one
+    rows_out = out.view(-1, n)
+    rows = rows_out.shape[0]
+    backend = backend_for(out.device)
+    config = _config_for((rows, n), out.dtype, out.device)
+    grid = (tk.cdiv(rows, config["BM"]),)
+    kernel[grid](*rows_in, rows_out, BM=config["BM"], BN=config["BN"], ACC=_compute_dtype(out.dtype),
+                 backend=backend, num_warps=config["num_warps"])
+    return out
+
+
+def _check_softmax_input(x):
+    check_tensor(OP_NAME, "x", x)
+    if x.dim() == 0:
+        raise ValueError("tilekit::softmax: 'x' must have at least 1 dimension (softmax is over the last), "
+                         "got a 0-D tensor")
+
+
+@torch.library.custom_op("tilekit::softmax", mutates_args=())
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    _check_softmax_input(x)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return _launch_rowwise(softmax_kernel, [x], out)
+
+
+@softmax.register_fake
+def _softmax_fake(x):
+    _check_softmax_input(x)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _check_backward_inputs(grad, y):
+    for name, t in (("grad", grad), ("y", y)):
+        check_tensor("softmax_backward", name, t)
+    check_same("softmax_backward", {"grad": grad, "y": y})
+    if grad.shape != y.shape:
+        raise ValueError(f"tilekit::softmax_backward: grad is {tuple(grad.shape)} but y is {tuple(y.shape)}; "
+                         f"they must match")
+    if y.dim() == 0:
+        raise ValueError("tilekit::softmax_backward: inputs must have at least 1 dimension")
+
+
+@torch.library.custom_op("tilekit::softmax_backward", mutates_args=())
+def softmax_backward(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d softmax: given the softmax output ``y`` and the upstream gradient ``grad``, the input gradient."""
+    _check_backward_inputs(grad, y)
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    return _launch_rowwise(softmax_backward_kernel, [grad, y], out)
+
+
+@softmax_backward.register_fake
+def _softmax_backward_fake(grad, y):
+    _check_backward_inputs(grad, y)
+    return torch.empty_like(y, memory_format=torch.contiguous_format)
+
+
+def _softmax_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _softmax_backward(ctx, grad):
+    (y,) = ctx.saved_tensors
+    return torch.ops.tilekit.softmax_backward(grad, y)
+
+
+softmax.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
+
+
+def softmax_reference(x: torch.Tensor) -> torch.Tensor:
+    """The PyTorch oracle for ``tilekit::softmax``: computed in fp32 (float64 for float64), cast back."""
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return torch.softmax(x.to(wide), dim=-1).to(x.dtype)
+
+
+def softmax_backward_reference(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The PyTorch oracle for ``tilekit::softmax_backward``."""
+    wide = torch.float64 if y.dtype == torch.float64 else torch.float32
+    g, yw = grad.to(wide), y.to(wide)
+    return (yw * (g - (g * yw).sum(-1, keepdim=True))).to(y.dtype)
