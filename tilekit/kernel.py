@@ -53,19 +53,65 @@ def _is_constexpr_annotation(ann):
     return isinstance(ann, str) and ann.split(".")[-1] == "constexpr"
 
 
-def _tensor_params(fn_node, names):
-    """Parameters the kernel reads or writes as tensors, found syntactically so launches can check
-    argument kinds before anything compiles."""
-    roles = set()
+_MEMORY_OPS = ("load", "store", "atomic_add")
+
+
+def _resolve(node, env):
+    """The object a callee expression (a name or a dotted name) refers to in ``env``, else None."""
+    if isinstance(node, ast.Name):
+        return env.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _resolve(node.value, env)
+        return getattr(base, node.attr, None) if base is not None else None
+    return None
+
+
+def _param_uses(fn_node, names, env, seen=()):
+    """(tensor uses, scalar uses): the parameters in ``names`` that a kernel or @tk.func body reads or
+    writes as tensors (first argument of tk.load/tk.store/tk.atomic_add, ``.shape``/``.ndim``, indexing,
+    or passed to a @tk.func that does so) and those it uses any other way. Found syntactically, so
+    launches can check argument kinds before anything compiles."""
+    from .language import Builtin
+    tensor, claimed = set(), set()
     for node in ast.walk(fn_node):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Name):
-            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if callee in ("load", "store", "atomic_add") and node.args[0].id in names:
-                roles.add(node.args[0].id)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names \
+        if isinstance(node, ast.Call):
+            callee = _resolve(node.func, env)
+            cname = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            is_memory = callee.name in _MEMORY_OPS if isinstance(callee, Builtin) else \
+                (callee is None and cname in _MEMORY_OPS)
+            if is_memory and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in names:
+                tensor.add(node.args[0].id)
+                claimed.add(id(node.args[0]))
+            elif not isinstance(callee, (Builtin, JitFunction)):
+                # not a tk builtin: a Python call the front end judges; it names what is wrong with a tensor there
+                claimed.update(id(a) for a in node.args if isinstance(a, ast.Name))
+            elif isinstance(callee, JitFunction) and callee not in seen:
+                try:
+                    bound = callee.signature.bind_partial(*node.args, **{k.arg: k.value for k in node.keywords
+                                                                        if k.arg is not None})
+                except TypeError:
+                    continue  # the front end reports the bad call
+                inner = {p: a.id for p, a in bound.arguments.items() if isinstance(a, ast.Name) and a.id in names}
+                if not inner:
+                    continue
+                sub_tensor, sub_scalar = _param_uses(callee.source_info().node, set(inner), callee.fn.__globals__,
+                                                     seen + (callee,))
+                for p, outer in inner.items():
+                    if p in sub_tensor:
+                        tensor.add(outer)
+                    if p not in sub_scalar:
+                        claimed.update(id(a) for a in bound.arguments.values() if isinstance(a, ast.Name)
+                                       and a.id == outer)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names \
                 and node.attr in ("shape", "ndim"):
-            roles.add(node.value.id)
-    return roles
+            tensor.add(node.value.id)
+            claimed.add(id(node.value))
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in names:
+            tensor.add(node.value.id)  # a wrong use of a tensor: the front end says how to read it
+            claimed.add(id(node.value))
+    scalar = {n.id for n in ast.walk(fn_node) if isinstance(n, ast.Name) and n.id in names
+              and isinstance(n.ctx, ast.Load) and id(n) not in claimed}
+    return tensor, scalar
 
 
 class Specialization:
@@ -132,8 +178,12 @@ class Kernel:
 
     @property
     def tensor_params(self):
+        """Runtime parameters the kernel uses as tensors (see ``_param_uses``)."""
+        return self._param_uses()[0]
+
+    def _param_uses(self):
         if self._tensor_roles is None:
-            self._tensor_roles = _tensor_params(self.source_info().node, set(self.runtime_names))
+            self._tensor_roles = _param_uses(self.source_info().node, set(self.runtime_names), self.fn.__globals__)
         return self._tensor_roles
 
     @property
@@ -177,7 +227,7 @@ class Kernel:
         return runtime, cx, options
 
     def specialize(self, runtime, cx, options, backend=None):
-        roles = self.tensor_params
+        roles, scalar_uses = self._param_uses()
         specs = {}
         device = None
         for n, x in runtime.items():
@@ -187,7 +237,7 @@ class Kernel:
                 raise TypeError(f"{self.__name__}: argument '{n}' must be a torch.Tensor (the kernel reads or "
                                 f"writes it as a tensor), got {type(x).__name__}")
             if is_tensor:
-                if n not in roles:
+                if n not in roles and n in scalar_uses:
                     raise TypeError(f"{self.__name__}: argument '{n}' is a tensor, but the kernel uses it as a "
                                     f"scalar")
                 dev = x.device
