@@ -145,6 +145,18 @@ def _arg_spec(name, x):
     return dt
 
 
+def _def_line(fn):
+    """The line of a function's ``def`` (``co_firstlineno`` is its first decorator's)."""
+    try:
+        lines, start = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return fn.__code__.co_firstlineno
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(("def ", "async def ")):
+            return start + i
+    return start
+
+
 class Kernel:
     def __init__(self, fn, tunables=None):
         self.fn = fn
@@ -155,10 +167,10 @@ class Kernel:
         for p in self.params:
             if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 raise CompileError(f"kernel {fn.__name__}: *args/**kwargs parameters are not supported",
-                                   inspect.getsourcefile(fn), fn.__code__.co_firstlineno)
+                                   inspect.getsourcefile(fn), _def_line(fn))
             if p.name in LAUNCH_OPTIONS:
                 raise CompileError(f"kernel {fn.__name__}: parameter name '{p.name}' is reserved for launch options",
-                                   inspect.getsourcefile(fn), fn.__code__.co_firstlineno)
+                                   inspect.getsourcefile(fn), _def_line(fn))
         self.param_names = [p.name for p in self.params]
         self.constexpr_names = {p.name for p in self.params if _is_constexpr_annotation(p.annotation)}
         self.defaults = {p.name: p.default for p in self.params if p.default is not p.empty}
