@@ -239,8 +239,8 @@ class CodeGen:
                 if isinstance(v, Value):
                     out = v
                 else:
-                    out = S.to_value(self.b, v, like.dtype if isinstance(like, Value) else None)
-                if isinstance(like, Value):
+                    out = S.to_value(self.b, v, like.dtype if isinstance(like, (Value, TileType)) else None)
+                if isinstance(like, (Value, TileType)):
                     if out.dtype is not like.dtype:
                         out = S.cast(self.b, out, like.dtype)
                     if out.shape != like.shape:
@@ -251,6 +251,16 @@ class CodeGen:
         if isinstance(a, (S.TensorRef, tuple)) or isinstance(b_, (S.TensorRef, tuple)):
             raise self.error(node, f"'{name}' is bound to different non-tile values in the two branches")
         like = a if isinstance(a, Value) else b_ if isinstance(b_, Value) else None
+        if isinstance(a, Value) and isinstance(b_, Value) and a.type != b_.type:
+            # Two tiles: the same shape (or a scalar beside a tile), and the dtype both promote to; never
+            # the first branch's dtype, which would silently truncate the other branch's value.
+            if a.shape != b_.shape and () not in (a.shape, b_.shape):
+                raise self.error(node, f"'{name}' is {a.type} in one branch and {b_.type} in the other; "
+                                       f"both branches must give it the same shape and dtype")
+            dt = S.promote(a.dtype, b_.dtype)
+            like = TileType(a.shape if a.shape else b_.shape, dt)
+        elif like is None and S.python_dtype(a) is not None and S.python_dtype(b_) is not None:
+            like = TileType((), S.promote(S.python_dtype(a), S.python_dtype(b_)))  # e.g. 0 and 0.5
         va, vb = materialise(a, block_a, like), materialise(b_, block_b, like)
         if va.type != vb.type:
             raise self.error(node, f"'{name}' is {va.type} in one branch and {vb.type} in the other; "
