@@ -560,10 +560,10 @@ class CodeGen:
                 return fn.impl(self.b, *args, **kwargs)
             except TypeError as e:
                 raise self.error(node, f"bad arguments to tk.{fn.name}: {e}") from None
-        from .kernel import JitFunction, Kernel
+        from .kernel import JitFunction, Kernel, Launcher
         if isinstance(fn, JitFunction):
             return self.inline(node, fn, args, kwargs)
-        if isinstance(fn, Kernel):
+        if isinstance(fn, (Kernel, Launcher)):
             raise self.error(node, "calling a @tk.kernel from a kernel is not supported; make it a @tk.func")
         if callable(fn):
             if any(isinstance(a, (Value, S.TensorRef)) for a in list(args) + list(kwargs.values())):
