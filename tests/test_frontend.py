@@ -1,0 +1,459 @@
+"""The ordinary Python a kernel may use: each construct compiles, has the IR it should, and computes what
+PyTorch computes, on the reference executor and on the Triton interpreter."""
+import re
+
+import pytest
+import torch
+
+import tilekit as tk
+import tilekit.frontend
+from tilekit import tolerances
+
+pytestmark = [  # padding lanes of a ragged tile compute log(0), 1/0: never stored
+    pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
+
+BACKENDS = ("reference", "triton")
+backends = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def ops_in(ir_text):
+    """The op names of an IR listing, in order (``%3 = binary(...)`` -> ``binary``)."""
+    return re.findall(r"^\s*(?:%[\w, %]+ = )?([a-z_]+)\(", ir_text, flags=re.M)
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def nan_like(t):
+    return torch.full_like(t, float("nan"))
+
+
+# ---- tuple unpacking, [:, None], operators with scalars -------------------------------------------------
+
+@tk.func
+def min_max(x):
+    return tk.min(x, axis=1), tk.max(x, axis=1)
+
+
+@tk.kernel
+def k_unpack(X, Y, BM: tk.constexpr = 16, BN: tk.constexpr = 32):
+    M, N = X.shape
+    pm, pn = tk.program_id(0), tk.program_id(1)
+    (r0, c0) = pm * BM, pn * BN
+    x = tk.load(X, (r0, c0), (BM, BN))
+    lo, hi = min_max(x)
+    a, (b, c) = 2.0, (3, 0.5)
+    y = (x - lo[:, None]) * a / (hi - lo + c)[:, None] + b - N
+    tk.store(Y, (r0, c0), y)
+
+
+@backends
+def test_tuple_unpacking_and_row_broadcast(backend):
+    X = rand(21, 45)
+    Y = nan_like(X)
+    k_unpack[(2, 2)](X, Y, backend=backend)
+    x = X.double()
+    # min/max per 32-column block of each row (the kernel's tile), other=0 padding included
+    blocks = [x[:, :32], torch.nn.functional.pad(x[:, 32:], (0, 19))]
+    want = []
+    for blk, real in zip(blocks, (x[:, :32], x[:, 32:])):
+        mn, mx = blk.min(1).values, blk.max(1).values
+        want.append((real - mn[:, None]) * 2.0 / (mx - mn + 0.5)[:, None] + 3 - 45)
+    tolerances.assert_close(Y, torch.cat(want, 1))
+
+
+@tk.kernel
+def k_outer(R, C, Y, B: tk.constexpr = 32):
+    r = tk.load(R, (0,), (B,))
+    c = tk.load(C, (0,), (B,))
+    tk.store(Y, (0, 0), r[:, None] * c[None, :] + r[:, None] - 1)
+
+
+@backends
+def test_none_indexing_broadcasts(backend):
+    r, c = rand(19, seed=1), rand(23, seed=2)
+    Y = nan_like(torch.empty(19, 23))
+    k_outer[(1,)](r, c, Y, backend=backend)
+    tolerances.assert_close(Y, r.double()[:, None] * c.double()[None, :] + r.double()[:, None] - 1)
+
+
+@tk.kernel
+def k_int_ops(X, Y, d, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    y = (x // d) * 1000 + (x % d) * 10 + (-x > 3) + (~x & 1) * 7 + (x << 2) - (x >> 1)
+    tk.store(Y, (0,), y)
+
+
+@backends
+def test_integer_operators_follow_c_semantics(backend):
+    X = torch.arange(-25, 25, dtype=torch.int32)
+    Y = torch.full_like(X, -999)
+    k_int_ops[(1,)](X, Y, 7, backend=backend)
+    x = X.long()
+    trunc_div = torch.div(x, 7, rounding_mode="trunc")
+    want = trunc_div * 1000 + (x - trunc_div * 7) * 10 + (-x > 3).long() + (~x & 1) * 7 + (x << 2) - (x >> 1)
+    assert torch.equal(Y.long(), want)
+
+
+# ---- .to() and .T -----------------------------------------------------------------------------------------
+
+@tk.kernel
+def k_casts(X, I, H, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    tk.store(I, (0,), x.to(tk.int32))
+    tk.store(H, (0,), x.to(tk.float16).to(tk.float32).to(H.dtype))
+
+
+@backends
+def test_to_truncates_and_rounds(backend):
+    X = rand(50, seed=3) * 100
+    I = torch.full((50,), -999, dtype=torch.int32)
+    H = torch.full((50,), float("nan"), dtype=torch.float16)
+    k_casts[(1,)](X, I, H, backend=backend)
+    assert torch.equal(I, X.trunc().to(torch.int32))  # C conversion: toward zero
+    assert torch.equal(H, X.to(torch.float16))
+
+
+@tk.kernel
+def k_transpose(X, Y, BM: tk.constexpr = 16, BN: tk.constexpr = 32):
+    pm, pn = tk.program_id(0), tk.program_id(1)
+    x = tk.load(X, (pm * BM, pn * BN), (BM, BN))
+    tk.store(Y, (pn * BN, pm * BM), x.T)
+
+
+@backends
+def test_dot_T_transposes(backend):
+    X = rand(20, 37, seed=4)
+    Y = nan_like(torch.empty(37, 20))
+    k_transpose[(2, 2)](X, Y, backend=backend)
+    assert torch.equal(Y, X.T)
+
+
+# ---- if: compile time and run time ------------------------------------------------------------------------
+
+@tk.kernel
+def k_const_if(X, Y, MODE: tk.constexpr, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    if MODE == "double":
+        y = x * 2
+    elif MODE == "neg":
+        y = -x
+    else:
+        y = x + 1
+    tk.store(Y, (0,), y)
+
+
+@pytest.mark.parametrize("mode,fn", [("double", lambda x: 2 * x), ("neg", lambda x: -x), ("inc", lambda x: x + 1)])
+@backends
+def test_if_on_constexpr_resolves_at_compile_time(backend, mode, fn):
+    X = rand(40, seed=5)
+    Y = nan_like(X)
+    ir = k_const_if.ir(X, Y, MODE=mode)
+    assert "if" not in ops_in(ir)
+    k_const_if[(1,)](X, Y, MODE=mode, backend=backend)
+    assert torch.equal(Y, fn(X))
+
+
+@tk.kernel
+def k_runtime_if(X, Y, n, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    scale = 1.0
+    if n > 10:
+        y = x * 3
+        scale = 0.5
+    elif n == 5:
+        y = x - 100
+    else:
+        y = tk.abs(x)
+    tk.store(Y, (0,), y * scale)
+
+
+@pytest.mark.parametrize("n,fn", [(11, lambda x: x * 1.5), (5, lambda x: x - 100), (0, lambda x: x.abs())])
+@backends
+def test_if_on_runtime_scalar(backend, n, fn):
+    X = rand(40, seed=6)
+    Y = nan_like(X)
+    assert "if" in ops_in(k_runtime_if.ir(X, Y, n))
+    k_runtime_if[(1,)](X, Y, n, backend=backend)
+    tolerances.assert_close(Y, fn(X.double()))
+
+
+@tk.kernel
+def k_if_promotes(X, Y, flag, B: tk.constexpr = 16):
+    x = tk.load(X, (0,), (B,)).to(tk.int32)
+    if flag:
+        pass
+    else:
+        x = x.to(tk.float32) + 0.5
+    tk.store(Y, (0,), x.to(tk.float32))
+
+
+@pytest.mark.parametrize("flag", [0, 1])
+@backends
+def test_if_branches_with_different_dtypes_promote(backend, flag):
+    X = torch.arange(16, dtype=torch.float32)
+    Y = nan_like(X)
+    k_if_promotes[(1,)](X, Y, flag, backend=backend)
+    assert torch.equal(Y, X if flag else X + 0.5)
+
+
+@tk.kernel
+def k_ifexp(X, Y, t, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    tk.store(Y, (0,), x if t > 0 else -x)
+
+
+@pytest.mark.parametrize("t", [1, -1])
+@backends
+def test_conditional_expression_on_runtime_scalar(backend, t):
+    X = rand(30, seed=7)
+    Y = nan_like(X)
+    k_ifexp[(1,)](X, Y, t, backend=backend)
+    assert torch.equal(Y, X if t > 0 else -X)
+
+
+# ---- @tk.func inlining --------------------------------------------------------------------------------------
+
+@tk.func
+def axpy(a, x, y):
+    return a * x + y
+
+
+@tk.func
+def twice_axpy(x, y, a=2.0):
+    return axpy(a, axpy(a, x, y), y)
+
+
+@tk.func
+def load_row_block(T, r, B):
+    return tk.load(T, (r, 0), (1, B))
+
+
+@tk.kernel
+def k_funcs(X, Y, B: tk.constexpr = 64):
+    x = load_row_block(X, tk.program_id(0), B)
+    tk.store(Y, (tk.program_id(0), 0), twice_axpy(x, 1.0) + axpy(0.5, x, y=x))
+
+
+@backends
+def test_funcs_are_inlined(backend):
+    X = rand(3, 50, seed=8)
+    Y = nan_like(X)
+    ir = k_funcs.ir(X, Y)
+    assert "call" not in ir and "axpy" not in ir
+    k_funcs[(3,)](X, Y, backend=backend)
+    x = X.double()
+    tolerances.assert_close(Y, 2 * (2 * x + 1) + 1 + (0.5 * x + x))
+
+
+# ---- loops --------------------------------------------------------------------------------------------------
+
+@tk.kernel
+def k_nested(X, Y, BM: tk.constexpr = 16, BN: tk.constexpr = 16):
+    M, N = X.shape
+    total = tk.zeros((BN,), tk.float32)
+    count = 0
+    for i in tk.range(0, M, BM):
+        row_acc = tk.zeros((BM,), tk.float32)
+        for j in range(0, N, BN):
+            x = tk.load(X, (i, j), (BM, BN))
+            row_acc = row_acc + tk.sum(x, axis=1)
+            total = total + tk.sum(x, axis=0) * 0
+            count += 1
+        tk.store(Y, (i,), row_acc * count)
+
+
+@backends
+def test_nested_loops_carry_values(backend):
+    X = rand(37, 45, seed=9)
+    Y = nan_like(torch.empty(37))
+    k_nested[(1,)](X, Y, backend=backend)
+    ir = k_nested.ir(X, Y)
+    assert ops_in(ir).count("for") == 2
+    n_col_blocks = 3
+    counts = torch.arange(1, 4, dtype=torch.float64).repeat_interleave(16)[:37] * n_col_blocks
+    tolerances.assert_close(Y, X.double().sum(1) * counts)
+
+
+@tk.kernel
+def k_static(X, Y, B: tk.constexpr = 16, N: tk.constexpr = 3):
+    acc = tk.zeros((B,), tk.float32)
+    for i in tk.static_range(N):
+        acc = acc + tk.load(X, (i * B,), (B,)) * (i + 1)
+    tk.store(Y, (0,), acc)
+
+
+@backends
+def test_static_range_unrolls(backend):
+    X = rand(48, seed=10)
+    Y = nan_like(torch.empty(16))
+    ir = k_static.ir(X, Y)
+    assert "for" not in ops_in(ir)
+    assert ops_in(ir).count("load") == 3
+    k_static[(1,)](X, Y, backend=backend)
+    x = X.double().view(3, 16)
+    tolerances.assert_close(Y, x[0] + 2 * x[1] + 3 * x[2])
+
+
+@tk.kernel
+def k_carry_from_python(X, Y, B: tk.constexpr = 16):
+    N = X.shape[0]
+    s = 0
+    m = -float("inf")
+    for k in tk.range(0, N, B):
+        x = tk.load(X, (k,), (B,), other=-float("inf"))
+        m = tk.maximum(m, tk.max(x, axis=0))
+        s = s + tk.sum(tk.where(x > -float("inf"), x, 0.0), axis=0)
+    tk.store(Y, (0,), tk.full((1,), s, tk.float32))
+    tk.store(Y, (1,), tk.full((1,), m, tk.float32))
+
+
+@backends
+def test_loop_carried_values_start_as_python_numbers(backend):
+    X = rand(45, seed=11)
+    Y = nan_like(torch.empty(2))
+    k_carry_from_python[(1,)](X, Y, backend=backend)
+    tolerances.assert_close(Y, torch.stack([X.double().sum(), X.double().max()]))
+
+
+@tk.kernel
+def k_grid_info(Y, n, B: tk.constexpr = 16):
+    p = tk.program_id(0)
+    blocks = tk.cdiv(n, B)
+    v = tk.zeros((1,), tk.int32) + p * 100 + tk.num_programs(0) * 10 + blocks
+    tk.store(Y, (p,), v)
+
+
+@backends
+def test_program_ids_num_programs_cdiv(backend):
+    Y = torch.full((5,), -1, dtype=torch.int32)
+    k_grid_info[(5,)](Y, 33, backend=backend)
+    assert Y.tolist() == [p * 100 + 50 + 3 for p in range(5)]
+    assert tk.cdiv(33, 16) == 3 and tk.cdiv(32, 16) == 2  # the same function on the host
+
+
+# ---- the elementwise vocabulary against PyTorch ---------------------------------------------------------------
+
+UNARY = {
+    "exp": torch.exp, "exp2": torch.exp2, "log": torch.log, "log2": torch.log2, "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+    "softplus": torch.nn.functional.softplus, "abs": torch.abs, "sin": torch.sin, "cos": torch.cos,
+    "floor": torch.floor, "ceil": torch.ceil,
+}
+POSITIVE_ONLY = {"log", "log2", "sqrt", "rsqrt"}
+
+
+@tk.kernel
+def k_unary(X, Y, OP: tk.constexpr, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    if OP == "exp":
+        y = tk.exp(x)
+    elif OP == "exp2":
+        y = tk.exp2(x)
+    elif OP == "log":
+        y = tk.log(x)
+    elif OP == "log2":
+        y = tk.log2(x)
+    elif OP == "sqrt":
+        y = tk.sqrt(x)
+    elif OP == "rsqrt":
+        y = tk.rsqrt(x)
+    elif OP == "sigmoid":
+        y = tk.sigmoid(x)
+    elif OP == "tanh":
+        y = tk.tanh(x)
+    elif OP == "softplus":
+        y = tk.softplus(x)
+    elif OP == "abs":
+        y = tk.abs(x)
+    elif OP == "sin":
+        y = tk.sin(x)
+    elif OP == "cos":
+        y = tk.cos(x)
+    elif OP == "floor":
+        y = tk.floor(x)
+    else:
+        tk.static_assert(OP == "ceil", "unknown op")
+        y = tk.ceil(x)
+    tk.store(Y, (0,), y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("op", sorted(UNARY))
+@backends
+def test_unary_math_matches_torch(backend, op, dtype):
+    x = rand(61, seed=12) * 2.5
+    x[:2] = torch.tensor([0.5, -0.5])  # floor/ceil of halves
+    if op in ("sigmoid", "tanh", "softplus"):
+        x[2:4] = torch.tensor([25.0, -25.0])  # saturation, and softplus's linear branch
+    if op in POSITIVE_ONLY:
+        x = x.abs() + 0.01
+    X = x.to(dtype)
+    Y = nan_like(X)
+    k_unary[(1,)](X, Y, OP=op, backend=backend)
+    tolerances.assert_close(Y, UNARY[op](X.double()), dtype)
+
+
+@tk.kernel
+def k_binary(X, Z, Y, B: tk.constexpr = 64):
+    x = tk.load(X, (0,), (B,))
+    z = tk.load(Z, (0,), (B,))
+    y = tk.maximum(x, z) * 2 - tk.minimum(x, z) + tk.where(x > z, x / z, z - x) + tk.fma(x, z, 1.0)
+    tk.store(Y, (0,), y)
+
+
+@backends
+def test_binary_math_matches_torch(backend):
+    x, z = rand(50, seed=13), rand(50, seed=14).abs() + 0.5
+    Y = nan_like(x)
+    k_binary[(1,)](x, z, Y, backend=backend)
+    xd, zd = x.double(), z.double()
+    want = torch.maximum(xd, zd) * 2 - torch.minimum(xd, zd) + torch.where(xd > zd, xd / zd, zd - xd) + xd * zd + 1
+    tolerances.assert_close(Y, want)
+
+
+# ---- specialization and the kernel cache ------------------------------------------------------------------------
+
+@tk.kernel
+def k_scale(X, Y, s, B: tk.constexpr = 16):
+    p = tk.program_id(0)
+    tk.store(Y, (p * B,), tk.load(X, (p * B,), (B,)) * s)
+
+
+def test_constexpr_values_specialize_and_cache(monkeypatch):
+    calls = []
+    real = tilekit.frontend.build_function
+
+    def counting(kernel, arg_specs, constexprs):
+        calls.append(dict(constexprs))
+        return real(kernel, arg_specs, constexprs)
+
+    monkeypatch.setattr(tilekit.frontend, "build_function", counting)
+    k_scale._cache.clear()
+    X = rand(40, seed=15)
+    for B in (16, 32):
+        Y = nan_like(X)
+        k_scale[(tk.cdiv(40, B),)](X, Y, 2.0, B=B, backend="reference")
+        assert torch.equal(Y, X * 2)
+    assert calls == [{"B": 16}, {"B": 32}]
+    assert len(k_scale._cache) == 2
+    for _ in range(3):  # warm: no front-end work, same answers
+        Y = nan_like(X)
+        k_scale[(3,)](X, Y, 3.0, B=16, backend="reference")
+        assert torch.equal(Y, X * 3)
+    assert len(calls) == 2
+    k_scale[(3,)](X.double(), X.double().clone(), 3.0, B=16, backend="reference")  # a new dtype: a new entry
+    assert len(calls) == 3 and len(k_scale._cache) == 3
+
+
+def test_triton_source_is_available():
+    X = rand(40, seed=16)
+    src = k_scale.source("triton", X, X.clone(), 2.0)
+    assert "import triton.language as tl" in src and "tl.load" in src and "tl.store" in src
+    assert "def k_scale(" in src
+    ir = k_scale.source("reference", X, X.clone(), 2.0)
+    assert ir.startswith("func @k_scale(")
