@@ -122,16 +122,22 @@ exp, exp2, log, log2, sqrt, rsqrt, sigmoid, tanh, softplus, abs, sin, cos, floor
 
 @builtin()
 def maximum(b, x, y):
+    if not S.is_value(x) and not S.is_value(y):  # compile-time values (constexprs, literals) fold here
+        return x if x >= y else y
     return S.binary(b, "maximum", x, y)
 
 
 @builtin()
 def minimum(b, x, y):
+    if not S.is_value(x) and not S.is_value(y):
+        return x if x <= y else y
     return S.binary(b, "minimum", x, y)
 
 
 @builtin()
 def fma(b, x, y, z):
+    if not S.is_value(x) and not S.is_value(y):
+        return x * y + z if not S.is_value(z) else S.binary(b, "add", x * y, z)
     return S.binary(b, "add", S.binary(b, "mul", x, y), z)
 
 
