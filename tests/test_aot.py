@@ -1,0 +1,116 @@
+"""Ahead-of-time compilation for real GPU targets, with no GPU: ``kernel.compile(target, *meta tensors)``
+gives assembly, a binary, a resource report and an instruction summary, and the instructions are the
+ones each architecture should use."""
+import pytest
+import torch
+
+import tilekit as tk
+
+
+@tk.kernel
+def matmul(A, B, C, BM: tk.constexpr = 64, BN: tk.constexpr = 64, BK: tk.constexpr = 32):
+    M, K = A.shape
+    N = B.shape[1]
+    pm = tk.program_id(0)
+    pn = tk.program_id(1)
+    acc = tk.zeros((BM, BN), tk.float32)
+    for k in tk.range(0, K, BK):
+        a = tk.load(A, (pm * BM, k), (BM, BK))
+        b = tk.load(B, (k, pn * BN), (BK, BN))
+        acc = tk.mma(a, b, acc)
+    tk.store(C, (pm * BM, pn * BN), acc.to(C.dtype))
+
+
+@tk.kernel
+def softmax(X, Y, BLOCK: tk.constexpr = 128):
+    row = tk.program_id(0)
+    x = tk.load(X, (row, 0), (1, BLOCK), other=-float("inf"))
+    x = x - tk.max(x, axis=1)[:, None]
+    e = tk.exp(x)
+    tk.store(Y, (row, 0), e / tk.sum(e, axis=1)[:, None])
+
+
+def meta(*shape, dtype=torch.float16):
+    return torch.empty(*shape, dtype=dtype, device="meta")
+
+
+_ARTIFACTS = {}
+
+
+def matmul_artifact(target):
+    if target not in _ARTIFACTS:  # one compile per target for the whole module
+        _ARTIFACTS[target] = matmul.compile(target, meta(1024, 1024), meta(1024, 1024), meta(1024, 1024))
+    return _ARTIFACTS[target]
+
+
+NVIDIA = ["sm_80", "sm_90"]
+AMD = ["gfx90a", "gfx942"]
+MATRIX_INSTRUCTION = {"sm_80": "mma.sync", "sm_90": "wgmma", "gfx90a": "mfma", "gfx942": "mfma"}
+
+
+@pytest.mark.parametrize("target", NVIDIA + AMD)
+def test_matmul_uses_the_matrix_instructions(target):
+    art = matmul_artifact(target)
+    want = MATRIX_INSTRUCTION[target]
+    assert art.instructions[want] > 0, art.report()
+    others = {"sm_80": ["wgmma"], "sm_90": ["mma.sync"]}.get(target, [])
+    for other in others:  # each architecture's own path, not a fallback
+        assert art.instructions[other] == 0, art.report()
+
+
+@pytest.mark.parametrize("target", NVIDIA + AMD)
+def test_matmul_compiles_without_spills(target):
+    art = matmul_artifact(target)
+    assert art.resources["spills"] == 0, art.report()
+    assert art.instructions["widest_global_load_bits"] == 128, art.report()
+    assert isinstance(art.binary, bytes) and len(art.binary) > 1000
+    assert art.target == target and art.kernel == "matmul"
+
+
+@pytest.mark.parametrize("target", NVIDIA)
+def test_nvidia_artifacts(target):
+    art = matmul_artifact(target)
+    regs = art.resources["registers"]
+    assert isinstance(regs, int) and 0 < regs <= 255, art.report()
+    ptx = art.assembly
+    assert ptx is art.asm["ptx"]
+    assert f".target sm_{target[3:]}" in ptx and ".entry matmul" in ptx
+    assert art.binary[:4] == b"\x7fELF"  # a cubin
+    assert "registers" in art.report()
+
+
+@pytest.mark.parametrize("target", AMD)
+def test_amd_artifacts(target):
+    art = matmul_artifact(target)
+    asm = art.assembly
+    assert asm is art.asm["amdgcn"]
+    assert target in asm and "v_mfma" in asm
+    assert art.binary[:4] == b"\x7fELF"  # a hsaco code object
+    assert art.resources["vgprs"] and art.resources["vgprs"] > 0
+
+
+def test_artifact_keeps_source_and_command():
+    art = matmul_artifact("sm_90")
+    assert "tl.dot(" in art.source and "def matmul(" in art.source
+    assert "GPUTarget('cuda', 90, 32)" in art.compile_command
+
+
+def test_softmax_compiles_for_sm90():
+    art = softmax.compile("sm_90", meta(4096, 1000, dtype=torch.float32), meta(4096, 1000, dtype=torch.float32),
+                          BLOCK=1024)
+    assert art.resources["spills"] == 0, art.report()
+    assert art.resources["registers"] > 0
+    ptx = art.assembly
+    assert "ex2.approx" in ptx  # the exponential
+    assert "ld.global" in ptx and "st.global" in ptx
+    assert art.instructions["widest_global_load_bits"] >= 32
+
+
+def test_unknown_target():
+    with pytest.raises(ValueError, match="unknown target"):
+        matmul.compile("sm_7", meta(64, 64), meta(64, 64), meta(64, 64))
+
+
+def test_reference_backend_does_not_compile_for_gpus():
+    with pytest.raises(ValueError, match="does not compile for GPU targets"):
+        matmul.compile("sm_90", meta(64, 64), meta(64, 64), meta(64, 64), backend="reference")
