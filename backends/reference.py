@@ -1,8 +1,6 @@
 """The reference backend: the numpy executor of :mod:`tilekit.reference`, on CPU tensors."""
 from __future__ import annotations
 
-import torch
-
 from ..ir import format_function
 from .. import reference
 
@@ -16,11 +14,12 @@ class CompiledReference:
         self.fn = fn
         self.source = format_function(fn)  # the reference "source" is the IR it runs
 
+    def check_device(self, args, device):
+        """Called once per specialization key (the key includes every tensor's device)."""
+        if device is not None and device.type != "cpu":
+            raise ValueError(f"the reference backend runs on CPU tensors; got tensors on {device}")
+
     def launch(self, args, grid):
-        for name, a in args.items():
-            t = a.words if hasattr(a, "words") else a
-            if isinstance(t, torch.Tensor) and t.device.type != "cpu":
-                raise ValueError(f"the reference backend runs on CPU tensors; '{name}' is on {t.device}")
         reference.run(self.fn, args, grid)
 
 

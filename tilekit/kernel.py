@@ -179,6 +179,9 @@ class Kernel:
         self._info = None
         self._tensor_roles = None
         self._cache = {}
+        self._fast = {}
+        self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
+        self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
         self._hash = None
 
     # -- source --
@@ -309,6 +312,24 @@ class Kernel:
         fn = self._ir(spec)
         return aot_compile(self, fn, spec, target, backend=backend)
 
+    def _first_launch(self, args, kwargs, key):
+        """The slow path of a launch: bind, check, specialize, compile; remember the result under ``key``."""
+        runtime, cx, options = self.bind(args, dict(kwargs))
+        spec, device = self.specialize(runtime, cx, options)
+        ck = self.compiled(spec)
+        check = getattr(ck, "check_device", None)
+        if check is not None:
+            check(runtime, device)
+        positional = None
+        if len(args) == len(self.param_names):
+            positional = [(i, n) for i, n in enumerate(self.param_names) if n not in self.constexpr_names]
+        entry = (ck, {**cx, **options}, positional)
+        try:
+            self._fast[key] = entry
+        except TypeError:
+            pass
+        return entry
+
     def __call__(self, *args, **kwargs):
         raise TypeError(f"launch a kernel with a grid: {self.__name__}[grid](...)")
 
@@ -316,7 +337,24 @@ class Kernel:
         return f"<tilekit kernel {self.__name__}>"
 
 
+def _arg_key(a):
+    """What about a runtime argument decides its specialization (its value, for constexprs, is added
+    separately)."""
+    t = type(a)
+    if t is torch.Tensor or isinstance(a, torch.Tensor):
+        return (a.dtype, a.dim(), a.device)
+    if t is int:
+        return int if -2**31 <= a < 2**31 else "i64"
+    if t is float or t is bool:
+        return t
+    if t is PackedTensor:
+        return (a.dtype, len(a.shape), a.words.device)
+    return ("other", t)
+
+
 class Launcher:
+    """``kernel[grid]``. Its call is the warm launch path: one dict lookup on a key built from the
+    arguments' types, then the backend's launcher; everything else happens once per key."""
     __slots__ = ("kernel", "grid")
 
     def __init__(self, kernel, grid):
@@ -325,20 +363,54 @@ class Launcher:
 
     def __call__(self, *args, **kwargs):
         k = self.kernel
-        runtime, cx, options = k.bind(args, kwargs)
-        spec, _ = k.specialize(runtime, cx, options)
-        ck = k.compiled(spec)
+        cx_pos = k._constexpr_positions
+        if cx_pos:
+            key = tuple([a if i in cx_pos else _arg_key(a) for i, a in enumerate(args)])
+        else:
+            key = tuple(map(_arg_key, args))
+        if kwargs:
+            static = k._static_names
+            key += tuple([(n, v if n in static else _arg_key(v)) for n, v in kwargs.items()])
+        try:
+            entry = k._fast.get(key)
+        except TypeError:  # an unhashable constexpr: the slow path explains
+            entry = None
+        if entry is None:
+            entry = k._first_launch(args, kwargs, key)
+        ck, grid_meta, positional_names = entry
+        if positional_names is not None and not kwargs:
+            runtime = {n: args[i] for i, n in positional_names}
+        else:
+            bound = dict(zip(k.param_names, args))
+            bound.update(kwargs)
+            runtime = {n: (bound[n] if n in bound else k.defaults[n]) for n in k.runtime_names}
         grid = self.grid
         if callable(grid):
-            grid = grid({**cx, **options})
-        if isinstance(grid, int):
+            grid = grid(grid_meta)
+        if type(grid) is int:
             grid = (grid,)
-        grid = tuple(int(g) for g in grid)
-        if not 1 <= len(grid) <= 3 or any(g < 0 for g in grid):
+        n = len(grid)
+        if n == 0 or n > 3:
             raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}")
+        for g in grid:
+            if type(g) is not int or g < 0:
+                _check_grid(k, grid)
+                grid = tuple(int(x) for x in grid)
+                break
         if 0 in grid:
             return
         ck.launch(runtime, grid)
+
+
+def _check_grid(k, grid):
+    import operator
+    for g in grid:
+        try:
+            g = operator.index(g)
+        except TypeError:
+            raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}") from None
+        if g < 0:
+            raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}")
 
 
 def kernel(fn=None, *, tunables=None):

@@ -79,7 +79,7 @@ class CompiledTriton:
         self.source = emit(fn, self.name)
         self.path = write_generated("triton", self.name, self.source, ".py")
         self.interpret = not gpu_present()
-        self.options = {k: v for k, v in spec.options.items() if k in ("num_warps", "num_stages")}
+        self.options = {} if self.interpret else {k: v for k, v in spec.options.items() if k in ("num_warps", "num_stages")}
         self._jit = None
         self.flatten = _flattener(fn)
 
@@ -92,16 +92,13 @@ class CompiledTriton:
             self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[self.name])
         return self._jit
 
+    def check_device(self, args, device):
+        """Called once per specialization key (the key includes every tensor's device)."""
+        if self.interpret and device is not None and device.type != "cpu":
+            raise ValueError(f"the Triton interpreter runs on CPU tensors; got tensors on {device}")
+
     def launch(self, args, grid):
-        flat = self.flatten(args)
-        if self.interpret:
-            for name, a in args.items():
-                t = getattr(a, "words", a)
-                if hasattr(t, "device") and t.device.type != "cpu":
-                    raise ValueError(f"the Triton interpreter runs on CPU tensors; '{name}' is on {t.device}")
-            self.jit_fn[grid](*flat)
-        else:
-            self.jit_fn[grid](*flat, **self.options)
+        self.jit_fn[grid](*self.flatten(args), **self.options)
 
 
 def build(kernel, fn, spec):
