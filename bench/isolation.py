@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from tilekit.bench.worker import DONE_MARKER
+from tilekit.bench.worker import DONE_MARKER, READY_MARKER
 
 WORKER_MODULE = "tilekit.bench.worker"
 LOG_TAIL_CHARS = 2000
@@ -128,6 +128,13 @@ class WorkerServer:
                                      start_new_session=True, env=worker_env(), text=True, bufsize=1)
         threading.Thread(target=self._read_replies, args=(self.proc, self.replies), daemon=True).start()
 
+    def _wait_ready(self) -> bool:
+        """Start-up (importing torch) is not charged to the first job's timeout."""
+        try:
+            return self.replies.get(timeout=STARTUP_ALLOWANCE_S) == READY_MARKER
+        except queue.Empty:
+            return False
+
     @staticmethod
     def _read_replies(proc: subprocess.Popen, replies: queue.Queue) -> None:
         for line in proc.stdout:
@@ -135,9 +142,11 @@ class WorkerServer:
         replies.put(None)                       # end of stream: the server died
 
     def run(self, job_path: Path, result_path: Path, timeout_s: float) -> ProcessOutcome:
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            if not self._wait_ready():
+                return self._crashed(log_start)
         try:
             self.proc.stdin.write(f"{job_path}\n")
             self.proc.stdin.flush()
@@ -189,3 +198,97 @@ class WorkerServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class ForkServer:
+    """Fresh processes for candidates, forked from a server that has already imported torch.
+
+    Each job runs in a newly forked child with its own session and log, so a crash, hang or leak
+    stays in that child exactly as with ``run_job_in_subprocess``; only Python's and torch's start-up
+    (seconds per candidate) is shared. The server itself never runs candidate code. Linux only.
+    """
+
+    START_REPLY_TIMEOUT_S = 120.0
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.replies: queue.Queue[str | None] = queue.Queue()
+        self._log = None
+
+    @staticmethod
+    def available() -> bool:
+        return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+    def _start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.replies = queue.Queue()
+        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--forkserver"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     start_new_session=True, env=worker_env(), text=True, bufsize=1)
+        threading.Thread(target=WorkerServer._read_replies, args=(self.proc, self.replies), daemon=True).start()
+
+    def _next_reply(self, timeout: float) -> str | None:
+        """The next protocol line; None when the server died; raises queue.Empty on timeout."""
+        while True:
+            reply = self.replies.get(timeout=timeout)
+            if reply is None or reply.startswith("@@"):
+                return reply
+
+    def run(self, job_path: Path, result_path: Path, log_path: Path, timeout_s: float,
+            progress_path: Path | None = None) -> ProcessOutcome:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        try:
+            self.proc.stdin.write(f"{job_path}\t{log_path}\n")
+            self.proc.stdin.flush()
+            reply = self._next_reply(self.START_REPLY_TIMEOUT_S)
+        except (BrokenPipeError, OSError, queue.Empty):
+            reply = None
+        if reply is None or not reply.startswith(f"@@started {job_path} "):
+            self.stop(kill=True)
+            return ProcessOutcome("crash", None, "the fork server failed to start the job", _tail(self.log_path))
+        pid = int(reply.rsplit(" ", 1)[1])
+        launched = time.monotonic()
+        working_since = None
+        while True:
+            try:
+                reply = self._next_reply(POLL_S)
+            except queue.Empty:
+                reply = ""
+            if reply is None:                       # the server died: its child is orphaned; kill it
+                self._kill_child(pid)
+                self.stop()
+                return ProcessOutcome("crash", None, "the fork server died", _tail(log_path))
+            if reply.startswith(f"@@exit {job_path} "):
+                returncode = int(reply.rsplit(" ", 1)[1])
+                break
+            now = time.monotonic()
+            if working_since is None and (progress_path is None or progress_path.exists()):
+                working_since = now
+            deadline = (working_since + timeout_s) if working_since is not None else (
+                launched + STARTUP_ALLOWANCE_S + timeout_s)
+            if now > deadline:
+                self._kill_child(pid)
+                try:                                # the server reaps it and reports
+                    self._next_reply(10.0)
+                except queue.Empty:
+                    self.stop(kill=True)
+                return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", _tail(log_path))
+        if returncode == 0 and result_path.exists():
+            return ProcessOutcome("ok", 0, "", _tail(log_path))
+        return ProcessOutcome("crash", returncode, describe_returncode(returncode), _tail(log_path))
+
+    @staticmethod
+    def _kill_child(pid: int) -> None:
+        # The child called setsid(), so its process group id is its pid. It has not been reaped
+        # (no @@exit yet), so the id cannot belong to anyone else.
+        for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+            try:
+                kill()
+                return
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def stop(self, kill: bool = False) -> None:
+        WorkerServer.stop(self, kill=kill)

@@ -5,12 +5,17 @@ process each, so a crash, hang or leak cannot touch anything else).
 ``python -m tilekit.bench.worker --serve`` runs reference and torch.compile jobs sent one path per
 line on stdin, replying ``@@done <path>`` on its own stdout channel (the parent restarts it if it
 dies or hangs). Anything the user's code prints goes to stderr, never into the protocol.
+``python -m tilekit.bench.worker --forkserver`` imports torch once, then forks a fresh child
+process (its own session, its own log) per candidate job: the isolation of a new process without
+paying torch's import time per candidate. It replies ``@@started <path> <pid>`` and, once the child
+is reaped, ``@@exit <path> <returncode>`` (negative: killed by that signal).
 
 Jobs are JSON: see ``runner.make_job``. Results are JSON next to a ``torch.save`` file of outputs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -26,6 +31,7 @@ from tilekit.bench import poison
 from tilekit.bench.timing import time_callable
 
 DONE_MARKER = "@@done"
+READY_MARKER = "@@ready"
 
 
 class OutputFormatError(TypeError):
@@ -259,6 +265,7 @@ def _protocol_channel():
 
 def serve() -> int:
     channel = _protocol_channel()
+    channel.write(f"{READY_MARKER}\n")          # imports done: job timeouts start counting now
     for line in sys.stdin:
         job_path = line.strip()
         if not job_path:
@@ -268,14 +275,56 @@ def serve() -> int:
     return 0
 
 
+def _run_forked_child(job_path: str, log_path: str) -> None:
+    """In the forked child: own session (so a timeout kills its whole group), own log, then exit
+    without running the fork server's cleanup."""
+    code = 1
+    try:
+        os.setsid()
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.close(null_fd)
+        run_job_file(job_path)
+        code = 0
+    except BaseException:  # noqa: BLE001 - report, then leave through os._exit below
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def fork_server() -> int:
+    channel = _protocol_channel()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job_path, log_path = line.rstrip("\n").split("\t")
+        pid = os.fork()
+        if pid == 0:
+            channel.close()
+            _run_forked_child(job_path, log_path)
+        channel.write(f"@@started {job_path} {pid}\n")
+        _, status = os.waitpid(pid, 0)
+        channel.write(f"@@exit {job_path} {os.waitstatus_to_exitcode(status)}\n")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tilekit.bench.worker")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--job", help="run one job file and exit")
     group.add_argument("--serve", action="store_true", help="run job files named on stdin")
+    group.add_argument("--forkserver", action="store_true", help="fork a fresh child per job named on stdin")
     args = parser.parse_args(argv)
     if args.serve:
         return serve()
+    if args.forkserver:
+        return fork_server()
     _protocol_channel()
     run_job_file(args.job)
     return 0

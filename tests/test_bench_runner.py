@@ -125,7 +125,8 @@ def test_correct_candidate_scores_correct_and_is_timed(suite_report):
     assert row["timing"]["candidate"]["median_ms"] > 0
     assert row["speedup_eager"] == pytest.approx(row["timing"]["reference_eager"]["median_ms"]
                                                  / row["timing"]["candidate"]["median_ms"])
-    assert row["compile_error"] is None and row["compile_seconds"] >= 0
+    assert row["compile_error"] is None, row["compile_error"]
+    assert row["compile_seconds"] >= 0
     assert row["speedup_compile"] == pytest.approx(row["timing"]["reference_compile"]["median_ms"]
                                                    / row["timing"]["candidate"]["median_ms"])
     # Only correct candidates get a compile baseline.
@@ -182,3 +183,21 @@ def _empty_dir(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     return empty
+
+
+def test_fresh_interpreter_isolation_records_failures_too(tmp_path):
+    """The path used where fork is unavailable (or with --no-fork): one new interpreter per candidate."""
+    problems, candidates = tmp_path / "problems", tmp_path / "candidates"
+    problems.mkdir()
+    candidates.mkdir()
+    for name in ("correct", "abort", "hang"):
+        (problems / f"{name}.py").write_text(PROBLEM)
+        (candidates / f"{name}.py").write_text(CANDIDATE_HEAD + "        " + CANDIDATE_BODIES[name] + "\n")
+    config = SuiteConfig(problems=discover_problems(str(problems), warn=lambda m: None),
+                         candidates_dir=candidates, device="cpu", trials=2, timeout_s=3.0,
+                         compile_baseline=False, tilekit_candidates=False, cpu_budget_s=0.02,
+                         fork_candidates=False)
+    rows = {row["name"]: row for row in SuiteRunner(config).run()["results"]}
+    assert {name: row["status"] for name, row in rows.items()} == {"correct": "correct", "abort": "crash",
+                                                                    "hang": "timeout"}
+    assert "SIGABRT" in rows["abort"]["failure"] and "timed out after 3 s" in rows["hang"]["failure"]
