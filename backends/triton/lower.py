@@ -287,7 +287,8 @@ class TritonEmitter:
             return f"tl.dot({an}, {bn}, {cn}{prec})"
         # Shapes below the matrix-instruction minimum (16): a broadcast multiply and a sum over k.
         ct = tl_dtype(acc.dtype)
-        return f"{cn} + tl.sum({an}[:, :, None].to({ct}) * {bn}[None, :, :].to({ct}), axis=1)"
+        # (tl.reduce with an emitted combiner, not tl.sum, which the interpreter cannot call: see e_reduce)
+        return f"{cn} + tl.reduce({an}[:, :, None].to({ct}) * {bn}[None, :, :].to({ct}), 1, {self.combiner('sum')})"
 
     # -- memory --
     def address(self, op, tile_shape):
