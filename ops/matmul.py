@@ -154,3 +154,16 @@ def matmul_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The PyTorch oracle for ``tilekit::matmul``: same contract, fp32 (float64) accumulate."""
     wide = torch.float64 if a.dtype == torch.float64 else torch.float32
     return (a.to(wide) @ b.to(wide)).to(a.dtype)
+
+
+def kernel_example(shape=(4096, 4096, 4096), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) for an (M, N, K) matmul: what `tilekit show/compile` use.
+    Tensors are on the meta device; ``device`` only picks the config family."""
+    m, n, k = shape
+    a = torch.empty(m, k, dtype=dtype, device="meta")
+    b = torch.empty(k, n, dtype=dtype, device="meta")
+    c = torch.empty(m, n, dtype=dtype, device="meta")
+    config = _config_for((m, n, k), dtype, torch.device(device))
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], ACC=_accumulator_dtype(dtype),
+                  num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return matmul_kernel, (a, b, c), kwargs

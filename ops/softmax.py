@@ -187,3 +187,14 @@ def softmax_backward_reference(grad: torch.Tensor, y: torch.Tensor) -> torch.Ten
     wide = torch.float64 if y.dtype == torch.float64 else torch.float32
     g, yw = grad.to(wide), y.to(wide)
     return (yw * (g - (g * yw).sum(-1, keepdim=True))).to(y.dtype)
+
+
+def kernel_example(shape=(4096, 4096), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) for a (rows, n) softmax: what `tilekit show/compile` use.
+    Tensors are on the meta device; ``device`` only picks the config family."""
+    rows, n = shape
+    x = torch.empty(rows, n, dtype=dtype, device="meta")
+    y = torch.empty(rows, n, dtype=dtype, device="meta")
+    config = _config_for((rows, n), dtype, torch.device(device))
+    kwargs = dict(BM=config["BM"], BN=config["BN"], ACC=_compute_dtype(dtype), num_warps=config["num_warps"])
+    return softmax_kernel, (x, y), kwargs

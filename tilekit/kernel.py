@@ -116,10 +116,12 @@ def _param_uses(fn_node, names, env, seen=()):
 
 class Specialization:
     """Everything that identifies one compiled variant of a kernel."""
-    __slots__ = ("arg_specs", "constexprs", "backend", "options", "key")
+    __slots__ = ("arg_specs", "constexprs", "backend", "options", "key", "divisible")
 
     def __init__(self, arg_specs, constexprs, backend, options):
         self.arg_specs, self.constexprs, self.backend, self.options = arg_specs, constexprs, backend, options
+        # For AOT compiles: {(param, "shape"|"stride", dim)} known divisible by 16 (None: assume all).
+        self.divisible = None
         self.key = (tuple(arg_specs.items()), tuple(constexprs.items()), backend, tuple(sorted(options.items())))
 
 
@@ -309,6 +311,7 @@ class Kernel:
         runtime, cx, options = self.bind(args, dict(kwargs))
         backend = options.pop("backend", None)
         spec, _ = self.specialize(runtime, cx, {**options, "backend": "reference"}, backend="reference")
+        spec.divisible = _divisible_by_16(runtime)
         fn = self._ir(spec)
         return aot_compile(self, fn, spec, target, backend=backend)
 
@@ -350,6 +353,17 @@ def _arg_key(a):
     if t is PackedTensor:
         return (a.dtype, len(a.shape), a.words.device)
     return ("other", t)
+
+
+def _divisible_by_16(runtime):
+    out = set()
+    for name, a in runtime.items():
+        if isinstance(a, PackedTensor):
+            a = a.words
+        if isinstance(a, torch.Tensor):
+            out.update((name, "shape", d) for d, s in enumerate(a.shape) if s % 16 == 0)
+            out.update((name, "stride", d) for d, s in enumerate(a.stride()) if s % 16 == 0)
+    return out
 
 
 class Launcher:

@@ -27,9 +27,9 @@ _SCALAR = {"int32": "i32", "int64": "i64", "float32": "fp32", "bool_": "i1"}
 def signature_for(fn, divisible=None):
     """Triton signature, constants and divisibility attributes for the flattened parameters.
 
-    Tensors are taken as contiguous: the innermost stride is the constant 1, and pointers, strides and
-    the shapes named in ``divisible`` (flattened names; default: all) are divisible by 16 — what Triton
-    itself specializes on at launch for such tensors.
+    Tensors are taken as contiguous: the innermost stride is the constant 1; pointers are 16-aligned;
+    shapes and strides in ``divisible`` ({(param, "shape"|"stride", dim)}; None: all) are divisible by
+    16 — what Triton itself specializes on at launch.
     """
     sig, constants, attrs = {}, {}, {}
     idx = 0
@@ -47,12 +47,11 @@ def signature_for(fn, divisible=None):
             elif not t.packed and n == f"{p.name}_stride{t.rank - 1}":
                 sig[n] = "constexpr"
                 constants[n] = 1
-            elif "_stride" in n or "_wstride" in n:
-                sig[n] = "i32"
-                attrs[(idx,)] = [["tt.divisibility", 16]]
             else:
                 sig[n] = "i32"
-                if divisible is None or n in divisible:
+                kind = "stride" if "stride" in n else "shape"
+                dim = int(n.rsplit(kind, 1)[1])
+                if divisible is None or (p.name, kind, dim) in divisible:
                     attrs[(idx,)] = [["tt.divisibility", 16]]
             idx += 1
     return sig, constants, attrs
@@ -92,7 +91,7 @@ def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None
     path = write_generated("triton", kernel.__name__, source, ".py")
     ns = load_module(path, interpret=False)
     jf = JITFunction(ns[kernel.__name__])
-    sig, constants, attrs = signature_for(fn, divisible)
+    sig, constants, attrs = signature_for(fn, divisible if divisible is not None else spec.divisible)
     options = {"enable_fp_fusion": True}  # Triton's current default, stated so it does not warn
     nw = num_warps or spec.options.get("num_warps")
     ns_ = num_stages or spec.options.get("num_stages")

@@ -1,0 +1,125 @@
+"""The ``tilekit`` command: info, show, compile, bench."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def _versions():
+    out = {"tilekit": None, "python": platform.python_version()}
+    import tilekit
+    out["tilekit"] = tilekit.__version__
+    for mod in ("torch", "triton", "numpy", "jinja2", "optuna", "pyopencl", "cupy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception as e:  # absent optional packages are reported, not fatal
+            out[mod] = f"not installed ({type(e).__name__})"
+    return out
+
+
+def cmd_info(args):
+    import torch
+    from tilekit.backends import availability
+    from tilekit.cache import cache_dir
+    print("versions")
+    for k, v in _versions().items():
+        print(f"  {k:<10} {v}")
+    print("backends")
+    for name, (ok, why) in availability().items():
+        print(f"  {name:<10} {'available  ' if ok else 'unavailable'}  {why}")
+    print("devices")
+    print(f"  cpu        {platform.processor() or platform.machine()}")
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            print(f"  cuda:{i}     {p.name} (sm_{p.major}{p.minor})")
+    else:
+        print("  cuda       none (torch.cuda.is_available() is False)")
+    print(f"cache directory  {cache_dir()}")
+    return 0
+
+
+def _parse_shape(text):
+    try:
+        return tuple(int(s) for s in text.lower().replace("x", ",").split(",") if s)
+    except ValueError:
+        raise SystemExit(f"bad --shape {text!r}: give integers like 1024,1024,512 or 1024x1024x512") from None
+
+
+def _example(args, gpu=True):
+    import torch
+    from tilekit.ops import DEFAULT_SHAPES, KERNELS
+    if args.op not in KERNELS:
+        raise SystemExit(f"unknown op {args.op!r}; known: {', '.join(sorted(KERNELS))}")
+    shape = _parse_shape(args.shape) if args.shape else DEFAULT_SHAPES[args.op]
+    if len(shape) != len(DEFAULT_SHAPES[args.op]):
+        raise SystemExit(f"{args.op} takes a {len(DEFAULT_SHAPES[args.op])}-d --shape, got {shape}")
+    dtype = getattr(torch, args.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise SystemExit(f"unknown --dtype {args.dtype!r}")
+    return KERNELS[args.op](shape, dtype, torch.device("cuda" if gpu else "cpu"))
+
+
+def cmd_show(args):
+    kernel, example, kwargs = _example(args, gpu=args.backend != "reference")
+    print(kernel.source(args.backend, *example, **kwargs))
+    return 0
+
+
+def cmd_compile(args):
+    kernel, example, kwargs = _example(args)
+    if args.backend:
+        kwargs["backend"] = args.backend
+    art = kernel.compile(args.target, *example, **kwargs)
+    print(art.report())
+    if args.asm:
+        print()
+        print(art.assembly)
+    return 0
+
+
+def cmd_bench(args):
+    from tilekit.bench import cli as bench_cli
+    return bench_cli.run(args)
+
+
+def build_parser():
+    from tilekit.backends import BACKENDS, TARGETS
+    ap = argparse.ArgumentParser(prog="tilekit", description="tile-based GPU kernel DSL: tools")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, backends (available or not, and why), devices, cache directory")
+    p.set_defaults(func=cmd_info)
+
+    def op_args(p):
+        p.add_argument("op", help="op name (matmul, softmax)")
+        p.add_argument("--shape", help="problem shape, e.g. 4096,4096,4096 for matmul (M,N,K) or rows,n for softmax")
+        p.add_argument("--dtype", default="float16", help="torch dtype name (default float16)")
+
+    p = sub.add_parser("show", help="print the generated source of an op's kernel for a backend")
+    op_args(p)
+    p.add_argument("--backend", default="triton", choices=BACKENDS)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("compile", help="compile an op's kernel for a GPU target: resources and instructions")
+    op_args(p)
+    p.add_argument("--target", required=True, choices=sorted(TARGETS))
+    p.add_argument("--backend", choices=BACKENDS, help="default: the target's usual backend")
+    p.add_argument("--asm", action="store_true", help="also print the PTX / AMDGCN")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("bench", help="KernelBench-style correctness and speed suite (see docs/bench.md)")
+    from tilekit.bench import cli as bench_cli
+    bench_cli.add_arguments(p)
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
