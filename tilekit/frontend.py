@@ -82,6 +82,20 @@ class SourceInfo:
         return Loc(self.filename, lineno + self.start - 1, line.rstrip("\n"))
 
 
+def _same_binding(a, b):
+    """Whether a loop body left a non-carried name bound to what it was (a compile-time value)."""
+    if a is b:
+        return True
+    if isinstance(a, Value) or isinstance(b, Value) or type(a) is not type(b):
+        return False
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same_binding(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
 def _assigned_names(stmts):
     names = []
     for st in stmts:
@@ -342,6 +356,13 @@ class CodeGen:
             finally:
                 self.b.pop()
             body_env, self.env = self.env, saved
+            for n in body_names:  # rebound in the body, but not a tile or number: it cannot be carried
+                if n in saved and n not in carried and n != node.target.id and n in body_env \
+                        and not _same_binding(saved[n], body_env[n]):
+                    raise self.error(node, f"'{n}' is rebound inside the tk.range loop, but only tiles and "
+                                           f"scalars can be loop-carried, and it is {self.describe(saved[n])} "
+                                           f"before the loop; unpack tuples into separate names and "
+                                           f"initialise tiles before the loop (e.g. tk.zeros)")
             retry = False
             yields = []
             for n, a in zip(carried, body.args[1:]):
