@@ -337,6 +337,31 @@ def k_loop_local_used_after(X, Y):
 
 
 @tk.kernel
+def k_if_one_branch_used_after(X, Y):
+    x = tk.load(X, (0, 0), (16, 16))
+    if tk.program_id(0) == 0:
+        only_here = x + 1
+    tk.store(Y, (0, 0), only_here)  # <- error
+
+
+@tk.kernel
+def k_tuple_rebound_in_loop(X, Y):
+    pair = (tk.zeros((16,), tk.float32), tk.zeros((16,), tk.float32))
+    for k in tk.range(0, 3):  # <- error
+        pair = (pair[0] + 1, pair[1] + 2)
+    tk.store(Y, (0, 0), (pair[0] + pair[1])[:, None])
+
+
+@tk.kernel
+def k_none_rebound_in_loop(X, Y):
+    acc = None
+    for k in tk.range(0, 3):  # <- error
+        x = tk.load(X, (0, k * 16), (16, 16))
+        acc = x if acc is None else acc + x
+    tk.store(Y, (0, 0), acc)
+
+
+@tk.kernel
 def k_lambda(X, Y):
     x = tk.load(X, (0, 0), (16, 16))
     f = lambda v: v + 1  # noqa: E731  # <- error
@@ -492,6 +517,9 @@ CASES = [
     (k_if_on_tile, (X, X), ["`if` on a", "tk.where"]),
     (k_if_branches_disagree, (X, X), ["'x'", "both branches"]),
     (k_loop_local_used_after, (X, X), ["'t'", "inside a tk.range loop"]),
+    (k_if_one_branch_used_after, (X, X), ["'only_here'", "only one branch"]),
+    (k_tuple_rebound_in_loop, (X, X), ["'pair'", "loop-carried", "tuple"]),
+    (k_none_rebound_in_loop, (X, X), ["'acc'", "loop-carried", "None"]),
     (k_lambda, (X, X), ["Lambda"]),
     (k_list_comprehension, (X, X), ["ListComp"]),
     (k_generator, (X, X), ["GeneratorExp"]),
