@@ -30,13 +30,16 @@ class TileType:
 
 @dataclass(frozen=True)
 class TensorType:
-    """A tensor in global memory. ``packed``: held in int32 words (sub-byte ints, small floats)."""
+    """A tensor in global memory. ``packed``: held in int32 words (sub-byte ints, small floats).
+    ``large``: its storage spans 2**31 bytes or more, so element offsets need 64-bit arithmetic."""
     dtype: D.DType
     rank: int
     packed: bool = False
+    large: bool = False
 
     def __str__(self):
-        return f"tensor<{self.rank}d x {self.dtype.short}{', packed' if self.packed else ''}>"
+        flags = (", packed" if self.packed else "") + (", large" if self.large else "")
+        return f"tensor<{self.rank}d x {self.dtype.short}{flags}>"
 
 
 _ids = itertools.count()

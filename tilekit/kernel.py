@@ -135,11 +135,19 @@ def scalar_dtype(x):
     return None
 
 
+# Storage at least this many bytes needs 64-bit element offsets (conservative: counts bytes, not elements).
+LARGE_STORAGE_BYTES = 2**31
+
+
+def _is_large(t: torch.Tensor) -> bool:
+    return t.untyped_storage().nbytes() >= LARGE_STORAGE_BYTES
+
+
 def _arg_spec(name, x):
     if isinstance(x, torch.Tensor):
-        return TensorType(D.from_torch(x.dtype), x.dim())
+        return TensorType(D.from_torch(x.dtype), x.dim(), large=_is_large(x))
     if isinstance(x, PackedTensor):
-        return TensorType(x.dtype, len(x.shape), packed=True)
+        return TensorType(x.dtype, len(x.shape), packed=True, large=_is_large(x.words))
     dt = scalar_dtype(x)
     if dt is None:
         raise TypeError(f"argument '{name}' is a {type(x).__name__}; kernels take torch tensors, "
@@ -345,13 +353,13 @@ def _arg_key(a):
     separately)."""
     t = type(a)
     if t is torch.Tensor or isinstance(a, torch.Tensor):
-        return (a.dtype, a.dim(), a.device)
+        return (a.dtype, a.dim(), a.device, a.untyped_storage().nbytes() >= LARGE_STORAGE_BYTES)
     if t is int:
         return int if -2**31 <= a < 2**31 else "i64"
     if t is float or t is bool:
         return t
     if t is PackedTensor:
-        return (a.dtype, len(a.shape), a.words.device)
+        return (a.dtype, len(a.shape), a.words.device, _is_large(a.words))
     return ("other", t)
 
 

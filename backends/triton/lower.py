@@ -302,14 +302,15 @@ class TritonEmitter:
             idx = f"{tname}_i{d}_{self.counter}"
             self.counter += 1
             expand = "[" + ", ".join(":" if e == d else "None" for e in range(rank)) + "]" if rank > 1 else ""
+            wide = ".to(tl.int64)" if tensor.type.large else ""
             if o.shape == ():
-                lines.append(f"{idx} = ({self.name(o)} + tl.arange(0, {s})){expand}")
+                lines.append(f"{idx} = ({self.name(o)}{wide} + tl.arange(0, {s})){expand}")
                 cond = f"({idx} < {tname}_shape{d})"
                 if not is_nonnegative(o, self.owners):
                     cond = f"({idx} >= 0) & {cond}"
                 masks.append(cond)
             else:
-                lines.append(f"{idx} = {self.name(o)}{expand}")
+                lines.append(f"{idx} = {self.name(o)}{wide}{expand}")
             idx_names.append(idx)
         if mask is not None:
             masks.append(self.name(mask))
