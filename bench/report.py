@@ -24,7 +24,8 @@ def _ms(timing: dict | None) -> str:
 def _speedup(value: float | None, suspicious: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}x" + (" (suspicious)" if suspicious and value > 10 else "")
+    text = f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
+    return text + (" (suspicious)" if suspicious and value > 10 else "")
 
 
 def _max_err(row: dict) -> str:
@@ -150,7 +151,7 @@ def write_plot(report: dict, path: Path) -> None:
         ax.text(0.5, 0.5, "no candidates: nothing to compare", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
     meta = report["meta"]
-    ax.set_xlabel("speedup (higher is better; 0 = incorrect or not timed)")
+    ax.set_xlabel("speedup over PyTorch (higher is better; no bar: incorrect, failed or not timed)")
     ax.set_title(f"tilekit bench: {meta['device_name']} ({meta['sizes']} sizes, {meta['clock']})", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,7 @@ class SuiteConfig:
     cpu_runs: int = 20
     cpu_budget_s: float = 1.0
     poison: bool = True
+    cpu_threads: int | None = None           # torch threads in workers; None keeps torch's default
     fork_candidates: bool = True             # fork candidates from a torch-loaded server (Linux)
     workdir: Path | None = None              # kept for inspection when given
 
@@ -96,7 +97,7 @@ class SuiteRunner:
         spec = {
             "kind": kind, "problem": str(problem.path), "variant": problem.variant, "quick": cfg.quick,
             "candidate": str(candidate) if candidate else None, "device": cfg.device,
-            "seeds": cfg.seeds, "init_seed": cfg.init_seed, "poison": cfg.poison,
+            "seeds": cfg.seeds, "init_seed": cfg.init_seed, "poison": cfg.poison, "cpu_threads": cfg.cpu_threads,
             "outputs_path": str(directory / "outputs.pt"), "result_path": str(directory / "result.json"),
             "progress_path": str(directory / "stage.txt"),
             "timing": {"enabled": timing, "cuda_runs": cfg.cuda_runs, "cpu_runs": cfg.cpu_runs,
@@ -133,7 +134,9 @@ class SuiteRunner:
         results = []
         try:
             for index, problem in enumerate(cfg.problems):
+                row_started = time.perf_counter()
                 row = self.run_problem(problem, workdir / f"{index:03d}", server)
+                row["wall_s"] = round(time.perf_counter() - row_started, 3)   # the suite's own cost
                 results.append(row)
                 if on_result:
                     on_result(row)
@@ -156,7 +159,7 @@ class SuiteRunner:
                                 if cfg.device.startswith("cuda") else
                                 f"median of up to {cfg.cpu_runs} runs within {cfg.cpu_budget_s:g} s (at least 3)"),
             "trials": cfg.trials, "seeds": cfg.seeds, "timeout_s": cfg.timeout_s,
-            "compile_baseline": cfg.compile_baseline, "poison": cfg.poison,
+            "compile_baseline": cfg.compile_baseline, "poison": cfg.poison, "cpu_threads": cfg.cpu_threads,
             "candidates_dir": str(cfg.candidates_dir) if cfg.candidates_dir else None,
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),

@@ -172,6 +172,8 @@ class Job:
 
     def _run(self) -> None:
         kind = self.spec["kind"]
+        if self.spec.get("cpu_threads"):
+            torch.set_num_threads(int(self.spec["cpu_threads"]))
         if kind == "candidate" and self.spec.get("poison", True):
             poison.install()
         self.enter("load")
