@@ -325,8 +325,16 @@ def _cumsum(prog, op, vals):
     return finish(np.cumsum(x.astype(acc), axis=axis), dt)
 
 
+def _const(value, dt):
+    """A constant holds a value of its dtype: a literal adopting a narrow float type (``x * 0.1`` with x fp16)
+    is rounded to it, as every backend's typed literal is."""
+    with np.errstate(over="ignore"):
+        v = np.asarray(value, dtype=D.numpy_compute_dtype(dt))
+        return finish(v, dt) if dt.is_float and dt.bits < 32 else v
+
+
 _HANDLERS = {
-    "const": lambda p, op, v: np.asarray(op.attrs["value"], dtype=D.numpy_compute_dtype(op.attrs["dtype"])),
+    "const": lambda p, op, v: _const(op.attrs["value"], op.attrs["dtype"]),
     "program_id": lambda p, op, v: np.asarray(p.pid[op.attrs["axis"]], dtype=np.int32),
     "num_programs": lambda p, op, v: np.asarray(p.grid[op.attrs["axis"]], dtype=np.int32),
     "dim": lambda p, op, v: np.asarray(p.views[op.operands[0]].shape[op.attrs["axis"]], dtype=np.int32),

@@ -2,9 +2,8 @@
 the IR, ``if`` on a constant condition)."""
 import numpy as np
 
-from .. import dtypes as D
 from ..ir import Value
-from ..reference import eval_binary, eval_cast, eval_unary
+from ..reference import _const as const_array, eval_binary, eval_cast, eval_unary
 
 
 def _const(v):
@@ -30,7 +29,7 @@ def fold_constants(fn):
             folded = None
             if op.name in ("binary", "cmp", "unary", "cast") and all(v.shape == () for v in op.operands) \
                     and all(_const(v) is not None for v in op.operands):
-                vals = [np.asarray(_const(v), dtype=D.numpy_compute_dtype(v.dtype)) for v in op.operands]
+                vals = [const_array(_const(v), v.dtype) for v in op.operands]
                 res = op.results[0]
                 with np.errstate(all="ignore"):
                     if op.name == "unary":
