@@ -457,3 +457,23 @@ def test_triton_source_is_available():
     assert "def k_scale(" in src
     ir = k_scale.source("reference", X, X.clone(), 2.0)
     assert ir.startswith("func @k_scale(")
+
+
+# ---- literals take the type of the tile beside them -------------------------------------------------------------
+
+@tk.kernel
+def k_literals(X, Y, Z, B: tk.constexpr = 16):
+    x = tk.load(X, (0,), (B,))
+    tk.store(Y, (0,), x * 0.1 + 3)
+    tk.store(Z, (0,), x * 100000.0)
+
+
+@backends
+def test_literals_adopt_the_tile_dtype(backend):
+    X = ((torch.arange(16) - 7.5) / 7).to(torch.float16)  # no zero: 0 * inf is nan
+    Y, Z = nan_like(X), nan_like(X)
+    k_literals[(1,)](X, Y, Z, backend=backend)
+    lit = torch.tensor(0.1, dtype=torch.float16)  # 0.0999755859375: the literal is an fp16 constant
+    assert Y.dtype == torch.float16 and torch.equal(Y, X * lit + 3)
+    assert torch.equal(Z, (X.float() * float(torch.tensor(100000.0).half())).half())  # inf: out of fp16 range
+    assert torch.isinf(Z).all()
