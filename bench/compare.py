@@ -10,6 +10,8 @@ import torch
 
 from tilekit.tolerances import KERNELBENCH, for_dtype
 
+COMPARE_CHUNK = 1 << 24          # elements compared at a time
+
 
 def compare_trial(reference: list, candidate: list) -> dict:
     """One trial: ``{"passed", "reason", "max_abs_diff", "mismatched", "atol", "rtol"}``."""
@@ -39,14 +41,18 @@ def compare_trial(reference: list, candidate: list) -> dict:
                                     "(unwritten or invalid output)")
                 report["mismatched"] = nan_count
                 return report
-        ref64, out64 = _widen(ref), _widen(out)
-        close = torch.isclose(out64, ref64, rtol=rtol, atol=atol, equal_nan=False)
-        finite = torch.isfinite(out64) & torch.isfinite(ref64)
-        if finite.any():
-            worst = max(worst, float((out64[finite] - ref64[finite]).abs().max()))
-        if not bool(finite.all()) and not bool(close[~finite].all()):
-            worst = float("inf")
-        mismatched += int((~close).sum())
+        # In chunks: LLM-sized outputs would otherwise need several float64 copies at once.
+        flat_ref, flat_out = ref.reshape(-1), out.reshape(-1)
+        for start in range(0, flat_ref.numel(), COMPARE_CHUNK):
+            ref64 = _widen(flat_ref[start:start + COMPARE_CHUNK])
+            out64 = _widen(flat_out[start:start + COMPARE_CHUNK])
+            close = torch.isclose(out64, ref64, rtol=rtol, atol=atol, equal_nan=False)
+            finite = torch.isfinite(out64) & torch.isfinite(ref64)
+            if finite.any():
+                worst = max(worst, float((out64[finite] - ref64[finite]).abs().max()))
+            if not bool(finite.all()) and not bool(close[~finite].all()):
+                worst = float("inf")
+            mismatched += int((~close).sum())
     report["max_abs_diff"] = worst
     report["mismatched"] = mismatched
     if mismatched:

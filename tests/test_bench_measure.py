@@ -43,6 +43,19 @@ def test_structure_mismatches_fail_with_reasons():
     assert not passed and reports[0]["passed"] and reason.startswith("trial 1:")
 
 
+def test_comparison_in_chunks_counts_every_mismatch(monkeypatch):
+    import tilekit.bench.compare as compare
+    monkeypatch.setattr(compare, "COMPARE_CHUNK", 7)
+    ref = torch.zeros(5, 11)
+    out = ref.clone()
+    out[0, 0], out[2, 3], out[4, 10] = 1.0, -3.0, 0.5                 # in the first, a middle and the last chunk
+    report = compare.compare_trial([ref], [out])
+    assert report["mismatched"] == 3 and report["max_abs_diff"] == 3.0
+    inf_ref = torch.tensor([float("inf"), 1.0])
+    assert compare.compare_trial([inf_ref], [inf_ref.clone()])["passed"]
+    assert not compare.compare_trial([inf_ref], [torch.tensor([1.0, 1.0])])["passed"]
+
+
 def _row(status, speedup=None, speedup_compile=None, suspicious=False):
     return {"id": status, "status": status, "correct": status == "correct", "speedup_eager": speedup,
             "speedup_compile": speedup_compile, "suspicious": suspicious}
