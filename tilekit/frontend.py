@@ -581,6 +581,9 @@ class CodeGen:
                 return fn.impl(self.b, *args, **kwargs)
             except TypeError as e:
                 raise self.error(node, f"bad arguments to tk.{fn.name}: {e}") from None
+        impl = getattr(fn, "__tilekit_impl__", None)
+        if impl is not None:
+            return impl(self.b, *args, **kwargs)
         from .kernel import JitFunction, Kernel, Launcher
         if isinstance(fn, JitFunction):
             return self.inline(node, fn, args, kwargs)

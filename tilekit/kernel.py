@@ -331,9 +331,11 @@ class Kernel:
         check = getattr(ck, "check_device", None)
         if check is not None:
             check(runtime, device)
-        positional = None
-        if len(args) == len(self.param_names):
-            positional = [(i, n) for i, n in enumerate(self.param_names) if n not in self.constexpr_names]
+        # Calls with this key pass the same names positionally and by keyword, so if every runtime
+        # argument is positional here, it is in every later call with this key.
+        positional = [(i, n) for i, n in enumerate(self.param_names[:len(args)]) if n not in self.constexpr_names]
+        if len(positional) != len(self.runtime_names):
+            positional = None
         entry = (ck, {**cx, **options}, positional)
         try:
             self._fast[key] = entry
@@ -400,7 +402,7 @@ class Launcher:
         if entry is None:
             entry = k._first_launch(args, kwargs, key)
         ck, grid_meta, positional_names = entry
-        if positional_names is not None and not kwargs:
+        if positional_names is not None:  # every runtime argument came positionally (the key says so)
             runtime = {n: args[i] for i, n in positional_names}
         else:
             bound = dict(zip(k.param_names, args))
