@@ -312,10 +312,15 @@ class Kernel:
         return self.compiled(spec).source
 
     def compile(self, target, *args, **kwargs):
-        """Ahead-of-time compile for ``target`` (``sm_80``, ``sm_90``, ``gfx90a``, ``gfx942``, ...) from example
-        arguments (meta tensors are fine). Returns an ``Artifact`` with source, assembly, binary, resource
-        report and instruction summary."""
+        """Ahead-of-time compile for ``target`` (``sm_80``, ``sm_90``, ``gfx90a``, ``gfx942``, ...).
+
+        Arguments are examples (tensors on any device, ``meta`` included) or signature strings:
+        ``"fp16[4096,4096]"`` for a tensor, ``"i32"`` / ``"i64"`` / ``"fp32"`` for a scalar. Returns an
+        ``Artifact`` with source, assembly, binary, resource report and instruction summary."""
         from .backends import aot_compile
+        args = tuple(example_from_signature(a) if isinstance(a, str) else a for a in args)
+        kwargs = {k: (example_from_signature(v) if isinstance(v, str) and k not in self.constexpr_names
+                      and k not in LAUNCH_OPTIONS else v) for k, v in kwargs.items()}
         runtime, cx, options = self.bind(args, dict(kwargs))
         backend = options.pop("backend", None)
         spec, _ = self.specialize(runtime, cx, {**options, "backend": "reference"}, backend="reference")
@@ -363,6 +368,28 @@ def _arg_key(a):
     if t is PackedTensor:
         return (a.dtype, len(a.shape), a.words.device, _is_large(a.words))
     return ("other", t)
+
+
+_SCALAR_EXAMPLES = {"i32": 1, "i64": 2**40, "fp32": 1.0, "i1": True}
+
+
+def example_from_signature(text: str):
+    """An example argument from a signature string: ``"bf16[128,64]"`` → a meta tensor; ``"i32"`` → an int."""
+    s = text.strip()
+    if s in _SCALAR_EXAMPLES:
+        return _SCALAR_EXAMPLES[s]
+    if "[" in s and s.endswith("]"):
+        name, dims = s[:-1].split("[", 1)
+        dt = next((d for d in D.all_dtypes() if name in (d.short, d.name)), None)
+        if dt is not None and dt.torch_dtype is not None:
+            try:
+                shape = [int(x) for x in dims.split(",") if x.strip()]
+            except ValueError:
+                shape = None
+            if shape is not None:
+                return torch.empty(shape, dtype=dt.torch_dtype, device="meta")
+    raise ValueError(f"bad signature {text!r}: use a tensor like 'fp16[4096,4096]' or a scalar "
+                     f"{'/'.join(_SCALAR_EXAMPLES)}")
 
 
 def _divisible_by_16(runtime):

@@ -1,4 +1,4 @@
-"""Tensors whose storage spans 2**31 bytes or more get 64-bit element offsets in generated code."""
+"""AOT details: 64-bit element offsets for storage of 2**31 bytes or more; signature strings as example args."""
 import torch
 
 import tilekit as tk
@@ -35,3 +35,11 @@ def test_small_tensors_still_run_correctly():
     y = torch.empty_like(x)
     copy_rows[(3,)](x, y, backend="triton")
     torch.testing.assert_close(y, x)
+
+
+def test_compile_from_signature_strings():
+    art = copy_rows.compile("sm_80", "fp16[1024,64]", "fp16[1024,64]")
+    assert art.binary and art.resources["spills"] == 0
+    import pytest
+    with pytest.raises(ValueError, match="bad signature"):
+        copy_rows.compile("sm_80", "fp16[10,x]", "fp16[10,10]")
