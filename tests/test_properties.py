@@ -16,6 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import corpus
+import tilekit as tk
 from tilekit import tolerances
 
 pytestmark = [
@@ -108,3 +109,27 @@ def test_backends_agree(case, dtype):
         assert not torch.isnan(r.double()).any(), f"{case.name}: reference left elements unwritten"
         tolerances.assert_close(o, r.to(torch.float64) if r.is_floating_point() else r.to(torch.int64), dtype,
                                 msg=f"{case.name}: {BACKENDS[1]} disagrees with {BACKENDS[0]}")
+
+
+# ---- packed tensors: a window at any offset reads exactly the unpacked values ---------------------------------
+
+@tk.kernel
+def packed_window(P, Y, r, c, BM: tk.constexpr = 8, BN: tk.constexpr = 64):
+    tk.store(Y, (0, 0), tk.load(P, (r, c), (BM, BN)).to(tk.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(wdtype=st.sampled_from(corpus.PACKED_DTYPES), m=st.integers(1, 12), n=st.integers(1, 90),
+       r=st.integers(-10, 14), c=st.integers(-70, 95), seed=st.integers(0, 2**31 - 1))
+@example(wdtype=tk.int3, m=3, n=33, r=0, c=1, seed=0)        # every code shifted across word boundaries
+@example(wdtype=tk.float6_e2m3, m=2, n=70, r=1, c=-5, seed=0)  # negative column offset, partial rows
+def test_packed_window_loads(backend, wdtype, m, n, r, c, seed):
+    vals = corpus.representable(wdtype)
+    g = torch.Generator().manual_seed(seed)
+    v = vals[torch.randint(0, vals.numel(), (m, n), generator=g)]
+    canvas = torch.zeros(10 + 14 + 8, 70 + 95 + 64, dtype=torch.float64)  # room for any drawn window
+    canvas[10:10 + m, 70:70 + n] = v
+    want = canvas[10 + r:18 + r, 70 + c:134 + c]
+    Y = torch.full((8, 64), float("nan"))
+    packed_window[(1,)](tk.pack(v, wdtype), Y, r, c, backend=backend)
+    assert torch.equal(Y.double(), want)
