@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tilekit.bench import report as reports
     from tilekit.bench.discovery import BenchInputError, discover_problems, find_candidate, resolve_candidates_dir
-    from tilekit.bench.runner import SuiteConfig, SuiteRunner, default_device
+    from tilekit.bench.runner import SuiteConfig, default_device
 
     console = Console(stderr=True)
     err = lambda message: console.print(message, highlight=False, markup=False)  # noqa: E731

@@ -1,7 +1,6 @@
 """The reference Models of tilekit's bench problems, checked against independent float64 / loop
 formulations on ragged, non-power-of-two shapes with random inputs."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
