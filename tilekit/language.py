@@ -47,7 +47,9 @@ def builtin(name=None, host=None):
 range = Builtin("range", None, doc="tk.range(start, stop, step=1, stages=None): a runtime loop.")
 static_range = Builtin("static_range", None, doc="tk.static_range(...): a loop unrolled at compile time.")
 associative_scan = Builtin("associative_scan", None,
-                           doc="tk.associative_scan(values, axis, combine_fn, reverse=False)")
+                           doc="tk.associative_scan(values, axis, combine_fn, reverse=False): combine_fn(*left, "
+                               "*right), left being the running result; reverse=True scans from the end, as "
+                               "flip(scan(flip(values))) (Triton's semantics).")
 
 
 @builtin()

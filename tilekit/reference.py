@@ -273,8 +273,9 @@ def _scan(prog, op, vals):
         if acc is None:
             acc = cur
         else:
-            left, right = (acc, cur) if not op.attrs["reverse"] else (cur, acc)
-            for a, v in zip(region.args, left + right):
+            # As Triton: a reverse scan is flip, scan, flip, so the left operand is always what has been
+            # accumulated so far (in reverse, the higher indices) and the right one the current element.
+            for a, v in zip(region.args, acc + cur):
                 prog.env[a] = v
             acc = prog.block(region)
         for o, a in zip(outs, acc):
