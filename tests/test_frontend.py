@@ -477,3 +477,33 @@ def test_literals_adopt_the_tile_dtype(backend):
     assert Y.dtype == torch.float16 and torch.equal(Y, X * lit + 3)
     assert torch.equal(Z, (X.float() * float(torch.tensor(100000.0).half())).half())  # inf: out of fp16 range
     assert torch.isinf(Z).all()
+
+
+# ---- scans: tuple values, @tk.func combiner, both directions ---------------------------------------------------
+
+@tk.func
+def compose_affine(a_l, b_l, a_r, b_r):
+    return a_l * a_r, a_r * b_l + b_r  # not commutative: the operand order matters
+
+
+@tk.kernel
+def k_linrec(A, Bx, H, REVERSE: tk.constexpr, B: tk.constexpr = 16):
+    a = tk.load(A, (0,), (B,), other=1.0)
+    b = tk.load(Bx, (0,), (B,))
+    aa, bb = tk.associative_scan((a, b), 0, compose_affine, reverse=REVERSE)
+    tk.store(H, (0,), bb)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@backends
+def test_associative_scan_operand_order(backend, reverse):
+    """h_t = a_t h_prev + b_t, run forward, or backward as flip(scan(flip(x))) (Triton's definition)."""
+    a, b = rand(13, seed=17).sigmoid(), rand(13, seed=18)
+    H = nan_like(a)
+    k_linrec[(1,)](a, b, H, REVERSE=reverse, backend=backend)
+    order = range(12, -1, -1) if reverse else range(13)
+    want, h = torch.empty(13, dtype=torch.float64), 0.0
+    for t in order:
+        h = a[t].item() * h + b[t].item()
+        want[t] = h
+    tolerances.assert_close(H, want)
