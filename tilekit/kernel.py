@@ -438,8 +438,8 @@ class Launcher:
         grid = self.grid
         if callable(grid):
             grid = grid(grid_meta)
-        if type(grid) is int:
-            grid = (grid,)
+        if type(grid) is not tuple:
+            grid = _as_grid_tuple(k, grid)
         n = len(grid)
         if n == 0 or n > 3:
             raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}")
@@ -451,6 +451,17 @@ class Launcher:
         if 0 in grid:
             return
         ck.launch(runtime, grid)
+
+
+def _as_grid_tuple(k, grid):
+    """An int, a list or any other sequence of ints as a tuple; anything else is a bad grid."""
+    import operator
+    if isinstance(grid, (tuple, list)):
+        return tuple(grid)
+    try:
+        return (operator.index(grid),)
+    except TypeError:
+        raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid!r}") from None
 
 
 def _check_grid(k, grid):
