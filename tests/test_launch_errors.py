@@ -101,13 +101,22 @@ def test_unknown_keyword_argument(kw):
         scale[(3,)](X, Y, 2.0, **{kw: 1})
 
 
-@pytest.mark.parametrize("grid", [(-1,), (1, 1, 1, 1), (), (1.5,), ("a",), (2, -3), lambda meta: (meta["B"], -2)],
-                         ids=["negative", "4d", "empty", "float", "str", "negative-2d", "callable"])
+@pytest.mark.parametrize("grid", [(-1,), (1, 1, 1, 1), (), (1.5,), ("a",), (2, -3), lambda meta: (meta["B"], -2),
+                                  None, 2.0, "3", lambda meta: None],
+                         ids=["negative", "4d", "empty", "float", "str", "negative-2d", "callable", "None",
+                              "float-scalar", "str-scalar", "callable-None"])
 def test_bad_grid(grid):
     X, Y = tensors()
     with pytest.raises(ValueError, match="grid"):
         scale[grid](X, Y, 2.0)
     assert torch.isnan(Y).all()
+
+
+@pytest.mark.parametrize("grid", [3, [3], (3, 1), [3, 1, 1], lambda meta: [3]], ids=["int", "list", "2d", "list-3d", "callable-list"])
+def test_grid_forms(grid):
+    X, Y = tensors()
+    scale[grid](X, Y, 2.0)
+    assert torch.equal(Y, 2 * X)
 
 
 def test_empty_grid_runs_nothing():
