@@ -26,7 +26,7 @@ def test_default_quick_run_without_tilekit_ops_completes_and_writes_reports(tmp_
     pythonpath = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH")) if p)
     out = tmp_path / "out"
     done = run_bench(["--quick", "--json", str(out / "r.json"), "--report", str(out / "r.md"),
-                      "--plot", str(out / "r.png"), "--cpu-budget", "0.05"],
+                      "--plot", str(out / "r.png"), "--cpu-budget", "0.05", "--cpu-threads", "1"],
                      env_extra={"PYTHONPATH": pythonpath})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "quick sizes" in done.stderr

@@ -104,7 +104,7 @@ def _run_suite(tmp_path_factory):
     config = SuiteConfig(problems=discover_problems(str(root / "problems"), warn=lambda m: None),
                          candidates_dir=resolve_candidates_dir(str(candidates)), device="cpu", quick=True,
                          trials=5, timeout_s=4.0, compile_baseline=True, tilekit_candidates=False,
-                         cpu_budget_s=0.05, workdir=root / "work")
+                         cpu_budget_s=0.05, cpu_threads=1, workdir=root / "work")
     report = SuiteRunner(config).run()
     return {row["name"]: row for row in report["results"]}, report
 
@@ -196,7 +196,7 @@ def test_fresh_interpreter_isolation_records_failures_too(tmp_path):
     config = SuiteConfig(problems=discover_problems(str(problems), warn=lambda m: None),
                          candidates_dir=candidates, device="cpu", trials=2, timeout_s=3.0,
                          compile_baseline=False, tilekit_candidates=False, cpu_budget_s=0.02,
-                         fork_candidates=False)
+                         cpu_threads=1, fork_candidates=False)
     rows = {row["name"]: row for row in SuiteRunner(config).run()["results"]}
     assert {name: row["status"] for name, row in rows.items()} == {"correct": "correct", "abort": "crash",
                                                                     "hang": "timeout"}
