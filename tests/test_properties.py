@@ -25,10 +25,7 @@ pytestmark = [
 ]
 
 BACKENDS = ("reference", "triton")
-
-
-def backend_runs(backend, dtype):
-    return not (backend == "triton" and dtype == torch.bfloat16)
+backend_runs = corpus.supports
 
 
 def _ragged(lo, hi):
