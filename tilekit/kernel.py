@@ -19,6 +19,7 @@ from .errors import CompileError
 from .ir import TensorType, format_function
 from .language import constexpr
 from .packing import PackedTensor
+from .semantic import python_dtype
 
 LAUNCH_OPTIONS = ("backend", "num_warps", "num_stages")
 
@@ -125,16 +126,6 @@ class Specialization:
         self.key = (tuple(arg_specs.items()), tuple(constexprs.items()), backend, tuple(sorted(options.items())))
 
 
-def scalar_dtype(x):
-    if isinstance(x, bool):
-        return D.bool_
-    if isinstance(x, int):
-        return D.int32 if -2**31 <= x < 2**31 else D.int64
-    if isinstance(x, float):
-        return D.float32
-    return None
-
-
 # Storage at least this many bytes needs 64-bit element offsets (conservative: counts bytes, not elements).
 LARGE_STORAGE_BYTES = 2**31
 
@@ -148,7 +139,7 @@ def _arg_spec(name, x):
         return TensorType(D.from_torch(x.dtype), x.dim(), large=_is_large(x))
     if isinstance(x, PackedTensor):
         return TensorType(x.dtype, len(x.shape), packed=True, large=_is_large(x.words))
-    dt = scalar_dtype(x)
+    dt = python_dtype(x)
     if dt is None:
         raise TypeError(f"argument '{name}' is a {type(x).__name__}; kernels take torch tensors, "
                         f"tk.PackedTensor, int, float or bool")
