@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 import tilekit as tk
+from tilekit import examples
 from tilekit.backends.triton.gpu_compile import compile_for_target, cubin_resources
 from tilekit.artifact import summarize_amdgcn, summarize_ptx, amdgcn_resources
 from tilekit.backends import TARGETS
@@ -21,18 +22,7 @@ from tilekit.backends import TARGETS
 
 # ---- the tilekit kernels (the DESIGN.md examples) ----------------------------------------------
 
-@tk.kernel
-def tk_matmul(A, B, C, BM: tk.constexpr = 64, BN: tk.constexpr = 64, BK: tk.constexpr = 32):
-    M, K = A.shape
-    N = B.shape[1]
-    pm = tk.program_id(0)
-    pn = tk.program_id(1)
-    acc = tk.zeros((BM, BN), tk.float32)
-    for k in tk.range(0, K, BK):
-        a = tk.load(A, (pm * BM, k), (BM, BK))
-        b = tk.load(B, (k, pn * BN), (BK, BN))
-        acc = tk.mma(a, b, acc)
-    tk.store(C, (pm * BM, pn * BN), acc.to(C.dtype))
+tk_matmul = examples.matmul  # the DESIGN.md contract kernel, unchanged
 
 
 @tk.kernel

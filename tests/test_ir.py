@@ -8,24 +8,11 @@ import pytest
 import torch
 
 import tilekit as tk
+from tilekit.examples import matmul
 from tilekit import dtypes as D
 from tilekit.frontend import build_function
 from tilekit.ir import TensorType, TileType, Value, format_function, walk
 from tilekit.passes import eliminate_dead_code, fold_constants, infer_shapes, run_pipeline, verify
-
-
-@tk.kernel
-def matmul(A, B, C, BM: tk.constexpr = 64, BN: tk.constexpr = 64, BK: tk.constexpr = 32):
-    M, K = A.shape
-    N = B.shape[1]
-    pm = tk.program_id(0)
-    pn = tk.program_id(1)
-    acc = tk.zeros((BM, BN), tk.float32)
-    for k in tk.range(0, K, BK):
-        a = tk.load(A, (pm * BM, k), (BM, BK))
-        b = tk.load(B, (k, pn * BN), (BK, BN))
-        acc = tk.mma(a, b, acc)
-    tk.store(C, (pm * BM, pn * BN), acc.to(C.dtype))
 
 
 def mm_args(dtype=torch.float16):
