@@ -328,7 +328,9 @@ class CodeGen:
                    and isinstance(self.env[n], (Value, int, float, bool)) and not isinstance(self.env[n], D.DType)]
         inits = {n: self.env[n] for n in carried}
         forced = {}
-        for attempt in builtins.range(3):
+        # Each retry fixes the type of at least one more carried name (a name whose type changes only once
+        # another's has, as in a chain d = c; c = b; b = a), so len(carried) + 1 attempts always settle.
+        for attempt in builtins.range(len(carried) + 1):
             init_vals = []
             for n in carried:
                 v = inits[n]
