@@ -507,3 +507,25 @@ def test_associative_scan_operand_order(backend, reverse):
         h = a[t].item() * h + b[t].item()
         want[t] = h
     tolerances.assert_close(H, want)
+
+
+@tk.kernel
+def k_shift_register(X, Y, B: tk.constexpr = 16):
+    a = 0
+    b = 0
+    c = 0
+    d = 0
+    for k in tk.range(0, 5):  # each name takes the tile type only after the one before it has
+        d = c
+        c = b
+        b = a
+        a = tk.load(X, (k * B,), (B,))
+    tk.store(Y, (0,), a * 1000 + b * 100 + c * 10 + d)
+
+
+@backends
+def test_loop_carried_types_settle_through_a_chain(backend):
+    X = torch.arange(5.0).repeat_interleave(16)
+    Y = nan_like(torch.empty(16))
+    k_shift_register[(1,)](X, Y, backend=backend)
+    assert torch.equal(Y, torch.full((16,), 4321.0))
