@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="do not NaN-fill fresh allocations in candidate processes (debugging only)")
     parser.add_argument("--no-fork", dest="fork_candidates", action="store_false",
                         help="start every candidate with a fresh Python interpreter instead of forking it from a "
-                             "server that has imported torch (slower; the default elsewhere than Linux)")
+                             "server that has imported torch (slower; always the case on a GPU and off Linux)")
     parser.add_argument("--workdir", metavar="DIR", help="keep jobs, logs and outputs in DIR for inspection")
     parser.add_argument("--list", action="store_true", help="list the selected problems and candidates, then exit")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

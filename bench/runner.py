@@ -61,7 +61,7 @@ class SuiteConfig:
     cpu_budget_s: float = 1.0
     poison: bool = True
     cpu_threads: int | None = None           # torch threads in workers; None keeps torch's default
-    fork_candidates: bool = True             # fork candidates from a torch-loaded server (Linux)
+    fork_candidates: bool = True             # fork candidates from a torch-loaded server (Linux, CPU runs)
     workdir: Path | None = None              # kept for inspection when given
 
     @property
@@ -129,8 +129,10 @@ class SuiteRunner:
         workdir = Path(tempfile.mkdtemp(prefix="tilekit-bench-")) if own_workdir else Path(cfg.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         server = WorkerServer(workdir / "reference-worker.log")
+        # CPU runs only: CUDA cannot be used in a child forked from a process that has touched the
+        # driver (importing tilekit's backends may ask torch whether CUDA is available).
         self.fork_server = (ForkServer(workdir / "fork-server.log")
-                            if cfg.fork_candidates and ForkServer.available() else None)
+                            if cfg.fork_candidates and cfg.device == "cpu" and ForkServer.available() else None)
         results = []
         try:
             for index, problem in enumerate(cfg.problems):
