@@ -14,7 +14,7 @@ import tempfile
 from ...artifact import Artifact, amdgcn_resources, summarize_amdgcn, summarize_ptx
 from ...backends import TARGETS
 from ...ir import TileType
-from .lower import emit, tensor_param_names, tl_dtype
+from .lower import emit, scalar_param_name, tensor_param_names, tl_dtype
 from . import load_module
 from ...cache import write_generated
 
@@ -35,7 +35,7 @@ def signature_for(fn, divisible=None):
     idx = 0
     for p in fn.params:
         if p.kind == "scalar":
-            sig[p.name] = _SCALAR[p.value.dtype.name]
+            sig[scalar_param_name(p)] = _SCALAR[p.value.dtype.name]
             idx += 1
             continue
         t = p.value.type

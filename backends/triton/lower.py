@@ -51,6 +51,18 @@ def tensor_param_names(p):
     return names
 
 
+# Names the generated module itself uses; a scalar parameter called one of these would shadow it.
+_MODULE_NAMES = {"tl", "triton", "float", "range", "_jit"}
+
+
+def scalar_param_name(p):
+    """The Triton parameter a tilekit scalar parameter becomes (its own name unless that would shadow
+    something the generated code uses)."""
+    if p.name in _MODULE_NAMES or p.name.startswith(("_tk_", "_combine_")):
+        return f"{p.name}_arg"
+    return p.name
+
+
 _NARROW = ("float16", "bfloat16")
 _TRANSCENDENTAL = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2": "tl.log2({})",
                    "sqrt": "tl.sqrt({})", "rsqrt": "tl.rsqrt({})", "sigmoid": "1.0 / (1.0 + tl.exp(-{}))",
@@ -86,8 +98,8 @@ class TritonEmitter:
                 params += tensor_param_names(p)
                 self.names[p.value] = p.name
             else:
-                params.append(p.name)
-                self.names[p.value] = p.name
+                params.append(scalar_param_name(p))
+                self.names[p.value] = scalar_param_name(p)
         lines = self.block(self.fn.body)
         origin = str(self.fn.loc) if self.fn.loc else "?"
         return _ENV.get_template("module.py.j2").render(
