@@ -529,3 +529,18 @@ def test_loop_carried_types_settle_through_a_chain(backend):
     Y = nan_like(torch.empty(16))
     k_shift_register[(1,)](X, Y, backend=backend)
     assert torch.equal(Y, torch.full((16,), 4321.0))
+
+
+@tk.kernel
+def k_shadowing_names(X, Y, tl, triton, range, B: tk.constexpr = 16):
+    x = tk.load(X, (0,), (B,), other=-float("inf"))
+    tk.store(Y, (0,), tk.maximum(x, -1.0) * tl + triton + range)
+
+
+@backends
+def test_parameters_named_like_generated_code_globals(backend):
+    """Scalar parameters called tl / triton / range must not shadow what the Triton source uses."""
+    X = torch.arange(10.0)
+    Y = nan_like(X)
+    k_shadowing_names[(1,)](X, Y, 2.0, 1.0, 0.5, backend=backend)
+    assert torch.equal(Y, X * 2 + 1.5)
