@@ -88,6 +88,7 @@ class SuiteRunner:
     def __init__(self, config: SuiteConfig, on_progress: Callable[[str], None] | None = None):
         self.config = config
         self.on_progress = on_progress or (lambda stage: None)
+        self.fork_server: ForkServer | None = None
 
     # ---- jobs ------------------------------------------------------------------------------
     def _make_job(self, directory: Path, kind: str, problem: Problem, candidate: Path | None = None,
@@ -209,7 +210,7 @@ class SuiteRunner:
         self.on_progress(f"{problem.id}: candidate")
         cand_dir = directory / "candidate"
         job = self._make_job(cand_dir, "candidate", problem, candidate)
-        launch = self.fork_server.run if getattr(self, "fork_server", None) else run_job_in_subprocess
+        launch = self.fork_server.run if self.fork_server is not None else run_job_in_subprocess
         outcome = launch(job, cand_dir / "result.json", cand_dir / "worker.log", cfg.timeout_s,
                          progress_path=cand_dir / "stage.txt")
         cand_result = self._read_result(cand_dir)
@@ -226,10 +227,15 @@ class SuiteRunner:
                 row.update(status=ERROR, failure="the candidate process saw different inputs than the reference "
                                                  "(is get_inputs deterministic under torch.manual_seed?)")
             else:
-                candidate_trials = torch.load(cand_dir / "outputs.pt", weights_only=True)["trials"]
-                passed, reports, reason = compare_trials(reference_trials, candidate_trials)
-                row["trials"] = [dict(r, seed=s) for r, s in zip(reports, cfg.seeds)]
-                row.update(status=CORRECT if passed else INCORRECT, correct=passed, failure=reason)
+                try:
+                    candidate_trials = torch.load(cand_dir / "outputs.pt", weights_only=True)["trials"]
+                    passed, reports, reason = compare_trials(reference_trials, candidate_trials)
+                except Exception as exc:  # noqa: BLE001 - the file is written by the candidate's process
+                    row.update(status=ERROR, failure=f"cannot read the candidate's outputs: {type(exc).__name__}: "
+                                                     f"{str(exc)[:300]}")
+                else:
+                    row["trials"] = [dict(r, seed=s) for r, s in zip(reports, cfg.seeds)]
+                    row.update(status=CORRECT if passed else INCORRECT, correct=passed, failure=reason)
         if row["anticheat"]:
             cheat = "anti-cheat: " + "; ".join(row["anticheat"])
             if row["status"] in (CORRECT, INCORRECT):

@@ -58,6 +58,9 @@ CANDIDATE_BODIES = {
     "abort": "os.abort()",
     "hang": "time.sleep(3600)",
     "oom": "raise MemoryError('simulated allocation failure')",
+    # Replaces torch.save in its own process, so the outputs file it hands back is junk.
+    "tampers_outputs": "torch.save = lambda obj, path: open(path, 'w').write('junk')\n"
+                       "        return x * self.scale + y",
     "cheat_fallback": "try:\n            return torch.ops.tilekit.add(x, y)\n        except Exception:\n"
                       "            return x * self.scale + y",
 }
@@ -65,6 +68,7 @@ CANDIDATE_BODIES = {
 EXPECTED_STATUS = {
     "correct": "correct", "wrong": "incorrect", "writes_nothing": "incorrect", "partial_write": "incorrect",
     "nan": "incorrect", "abort": "crash", "hang": "timeout", "oom": "oom", "cheat_fallback": "anticheat",
+    "tampers_outputs": "error",
     "no_model_new": "error",
     "reference_only": "no_candidate", "broken_reference": "reference_error",
 }
@@ -145,6 +149,7 @@ def test_failures_name_their_cause(suite_report):
     assert "simulated allocation failure" in rows["oom"]["failure"]
     assert "try/except" in rows["cheat_fallback"]["failure"]
     assert "(outputs: correct)" in rows["cheat_fallback"]["failure"] and not rows["cheat_fallback"]["correct"]
+    assert "cannot read the candidate's outputs" in rows["tampers_outputs"]["failure"]
     assert "ModelNew" in rows["no_model_new"]["failure"]
     assert "bad problem" in rows["broken_reference"]["failure"]
     assert rows["reference_only"]["timing"]["reference_eager"]["median_ms"] > 0
@@ -153,8 +158,8 @@ def test_failures_name_their_cause(suite_report):
 def test_score_counts_only_problems_with_candidates(suite_report):
     _, report = suite_report
     summary = report["summary"]
-    assert summary["problems"] == 12 and summary["scored"] == 10      # not reference_only / broken_reference
-    assert summary["fast_p"]["0"] == pytest.approx(1 / 10)           # one correct candidate
+    assert summary["problems"] == 13 and summary["scored"] == 11      # not reference_only / broken_reference
+    assert summary["fast_p"]["0"] == pytest.approx(1 / 11)           # one correct candidate
     json.dumps(report)                                                # every number serialisable
 
 
