@@ -12,6 +12,12 @@ from pathlib import Path
 DEFAULT_OUT_DIR = "bench_out"
 
 
+def _cpu_threads(requested, device):
+    if requested is None:
+        return 1 if device == "cpu" else None
+    return requested or None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = ("Check correctness and speed of kernels against PyTorch on KernelBench-format problems. "
                           "With no arguments: tilekit's own problems and candidates on the best device "
@@ -46,8 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--cpu-budget", type=float, default=1.0, metavar="S",
                         help="seconds spent timing one thing on the CPU (1.0; at least 3 runs)")
     parser.add_argument("--cpu-threads", type=int, metavar="N",
-                        help="torch threads in the worker processes (default: torch's own). On a busy machine "
-                             "--cpu-threads 1 gives steadier CPU timings")
+                        help="torch threads in the worker processes. Default on the CPU: 1, since multi-threaded "
+                             "ops on a shared machine stall for whole scheduler slices and produce false "
+                             "speedups; 0 keeps torch's own thread count")
     parser.add_argument("--no-poison", dest="poison", action="store_false",
                         help="do not NaN-fill fresh allocations in candidate processes (debugging only)")
     parser.add_argument("--no-fork", dest="fork_candidates", action="store_false",
@@ -105,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, timeout_s=args.timeout or (180.0 if device == "cpu" else 600.0),
         compile_baseline=args.compile_baseline, tilekit_candidates=args.candidates in (None, "tilekit"),
         cuda_runs=max(args.runs or 100, 100), cpu_runs=args.runs or 20, cpu_budget_s=args.cpu_budget,
-        poison=args.poison, cpu_threads=args.cpu_threads, fork_candidates=args.fork_candidates, workdir=Path(args.workdir) if args.workdir else None,
+        poison=args.poison, cpu_threads=_cpu_threads(args.cpu_threads, device),
+        fork_candidates=args.fork_candidates, workdir=Path(args.workdir) if args.workdir else None,
     )
     with_candidates = sum(find_candidate(p, candidates_dir) is not None for p in problems)
     size_text = "quick sizes" + (" (default on the CPU; --full for LLM sizes)" if quick and not args.quick else "") \
