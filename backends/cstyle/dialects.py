@@ -1,0 +1,289 @@
+"""The three C dialects. Each overrides only what differs: thread/block indices, the barrier, the
+shared-memory qualifier, vector loads/stores, 16-bit float conversions (in its template's prelude),
+atomics and the matrix instruction. Everything else is :class:`~backends.cstyle.emitter.CEmitter`."""
+from __future__ import annotations
+
+from ... import dtypes as D
+from .types import rtype, stype
+
+_SIZEOF = {"bool": 1, "tk_i8": 1, "tk_u8": 1, "tk_i16": 2, "tk_u16": 2, "int": 4, "unsigned": 4, "float": 4,
+           "double": 8, "tk_i64": 8, "tk_u64": 8, "__half": 2, "__nv_bfloat16": 2, "_Float16": 2,
+           "signed char": 1}
+
+
+class Dialect:
+    name = "c"
+    template = None
+    warp_size = 32
+    default_num_warps = 4
+    default_vec = 4
+    global_qual = ""
+    fn_qual = "static inline"
+    barrier = "__syncthreads();"
+    unroll = "#pragma unroll"
+    vector_needs_alignment = True
+    pad_branch_barriers = False
+
+    def local_ptr(self, ctype):
+        return f"{ctype}*"
+
+    def sizeof(self, ctype):
+        return _SIZEOF[ctype]
+
+    def program_id(self, axis):
+        return f"(int)blockIdx.{'xyz'[axis]}"
+
+    def num_programs(self, axis):
+        return f"(int)gridDim.{'xyz'[axis]}"
+
+    # -- vector memory access: V elements of a tensor of dtype dt at ``ptr`` --
+    def vector_type(self, dt, v):
+        st = stype(dt)
+        size = self.sizeof(st)
+        if dt.is_bool or v * size not in (8, 16):
+            return None
+        if size == 4:
+            base = {"float": "float", "int": "int", "unsigned": "uint"}.get(st)
+            return f"{base}{v}" if base else None
+        if dt in (D.float16, D.bfloat16):
+            return "uint2" if v * size == 8 else "uint4"
+        return None
+
+    def vload(self, dt, v, ptr, dests):
+        vt = self.vector_type(dt, v)
+        size = self.sizeof(stype(dt))
+        comps = "xyzw"
+        lines = [f"const {vt} _v = *((const {vt}*){ptr});"]
+        if size == 4:
+            lines += [f"{d} = _v.{comps[j]};" for j, d in enumerate(dests)]
+            return lines
+        conv = "tk_h2f" if dt is D.float16 else "tk_b2f"
+        for j, d in enumerate(dests):
+            w = f"_v.{comps[j // 2]}"
+            bits = f"(tk_u16)({w} & 0xffffu)" if j % 2 == 0 else f"(tk_u16)({w} >> 16)"
+            lines.append(f"{d} = {conv}({bits});")
+        return lines
+
+    def vstore(self, dt, v, ptr, vals):
+        vt = self.vector_type(dt, v)
+        size = self.sizeof(stype(dt))
+        if size == 4:
+            return [f"*(({vt}*){ptr}) = make_{vt}({', '.join(vals)});"]
+        conv = "tk_f2h" if dt is D.float16 else "tk_f2b"
+        words = [f"((unsigned){conv}({vals[2 * i]}) | ((unsigned){conv}({vals[2 * i + 1]}) << 16))"
+                 for i in range(v // 2)]
+        return [f"*(({vt}*){ptr}) = make_{vt}({', '.join(words)});"]
+
+    # -- atomics --
+    def atomic_add(self, em, dt, ptr, val):
+        raise NotImplementedError
+
+    # -- matrix instruction: lines, or None for the FMA loop --
+    def mma(self, em, op):
+        return None
+
+
+def _mma_operands(em, op, smem_ctype, convert):
+    """Shared set-up of a matrix-instruction mma: a, b (as ``smem_ctype``) and acc (fp32/int32) to shared
+    memory. Returns (lines, a buffer, b buffer, c buffer)."""
+    a, b, acc = op.operands
+    (M, K), N = a.shape, b.shape[1]
+    cct = rtype(acc.dtype)
+    oa, ob, oc = em.smem_alloc([M * K * em.d.sizeof(smem_ctype), K * N * em.d.sizeof(smem_ctype),
+                                M * N * em.d.sizeof(cct)])
+    out = []
+    sa, sb, sc = em.fresh("mma_a"), em.fresh("mma_b"), em.fresh("mma_c")
+    out.append(f"{em.d.local_ptr(smem_ctype)} {sa} = {em.smem_ptr(smem_ctype, oa)};")
+    out.append(f"{em.d.local_ptr(smem_ctype)} {sb} = {em.smem_ptr(smem_ctype, ob)};")
+    out.append(f"{em.d.local_ptr(cct)} {sc} = {em.smem_ptr(cct, oc)};")
+    em.barrier(out)
+    em.to_smem(a, sa, out, convert=convert)
+    em.to_smem(b, sb, out, convert=convert)
+    em.to_smem(acc, sc, out)
+    em.barrier(out)
+    return out, sa, sb, sc
+
+
+def _mma_result(em, op, sc, out):
+    from .emitter import Val
+    r = op.results[0]
+    em.barrier(out)
+    name = em.name_of(r)
+    out.append(em.declare_reg(name, r.dtype, r.shape))
+    out += em.foreach(r.shape, [f"{name}[_s] = {sc}[_e];"])
+    em.vals[r] = Val("reg", name)
+    return out
+
+
+class CUDA(Dialect):
+    name = "cuda"
+    template = "cuda.j2"
+    fn_qual = "static __device__ __forceinline__"
+
+    def atomic_add(self, em, dt, ptr, val):
+        if dt is D.float16:
+            return f"atomicAdd((__half*){ptr}, __float2half_rn({val}))"
+        if dt is D.bfloat16:
+            return f"atomicAdd((__nv_bfloat16*){ptr}, __float2bfloat16_rn({val}))"
+        if dt.bits == 64 and dt.is_int:
+            return f"atomicAdd((unsigned long long*){ptr}, (unsigned long long)({val}))"
+        return f"atomicAdd({ptr}, {val})"
+
+    def mma(self, em, op):
+        """Tensor cores through WMMA (fp16/bf16 -> fp32, int8 -> int32), 16x16x16 tiles, one warp per output
+        tile; operands and the accumulator are staged in shared memory around the matrix instruction."""
+        a, b, acc = op.operands
+        (M, K), N = a.shape, b.shape[1]
+        if M % 16 or N % 16 or K % 16:
+            return None
+        frag = {"float16": ("__half", "__float2half_rn({})"), "bfloat16": ("__nv_bfloat16", "__float2bfloat16_rn({})"),
+                "int8": ("signed char", "(signed char)({})")}.get(a.dtype.name)
+        if frag is None:
+            return None
+        ft, conv = frag
+        em.features.add("wmma")
+        em.matrix_ops.append("wmma")
+        cft = "float" if acc.dtype.is_float else "int"
+        out, sa, sb, sc = _mma_operands(em, op, ft, lambda x: conv.format(x))
+        warps = em.T // 32
+        tiles_n = N // 16
+        out += [
+            "{",
+            "  const int _warp = tk_tid >> 5;",
+            f"  for (int _t = _warp; _t < {(M // 16) * tiles_n}; _t += {warps}) {{",
+            f"    const int _tm = _t / {tiles_n}, _tn = _t % {tiles_n};",
+            f"    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, {cft}> _fc;",
+            f"    nvcuda::wmma::load_matrix_sync(_fc, {sc} + _tm * {16 * N} + _tn * 16, {N}, nvcuda::wmma::mem_row_major);",
+            "    #pragma unroll",
+            f"    for (int _kk = 0; _kk < {K}; _kk += 16) {{",
+            f"      nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, {ft}, nvcuda::wmma::row_major> _fa;",
+            f"      nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, {ft}, nvcuda::wmma::row_major> _fb;",
+            f"      nvcuda::wmma::load_matrix_sync(_fa, {sa} + _tm * {16 * K} + _kk, {K});",
+            f"      nvcuda::wmma::load_matrix_sync(_fb, {sb} + _kk * {N} + _tn * 16, {N});",
+            "      nvcuda::wmma::mma_sync(_fc, _fa, _fb, _fc);",
+            "    }",
+            f"    nvcuda::wmma::store_matrix_sync({sc} + _tm * {16 * N} + _tn * 16, _fc, {N}, nvcuda::wmma::mem_row_major);",
+            "  }",
+            "}",
+        ]
+        return _mma_result(em, op, sc, out)
+
+
+class HIP(Dialect):
+    name = "hip"
+    template = "hip.j2"
+    warp_size = 64
+    fn_qual = "static __device__ inline"
+
+    def atomic_add(self, em, dt, ptr, val):
+        if dt in (D.float16, D.bfloat16):
+            return f"tk_atomic_add_16({ptr}, {val}, {1 if dt is D.bfloat16 else 0})"
+        if dt.bits == 64 and dt.is_int:
+            return f"atomicAdd((unsigned long long*){ptr}, (unsigned long long)({val}))"
+        return f"atomicAdd({ptr}, {val})"
+
+    def mma(self, em, op):
+        """MFMA on CDNA2 (gfx90a): v_mfma_f32_16x16x16f16 / _bf16_1k, one wave (64 lanes) per 16x16 output tile.
+        Lane l holds A[l%16][4(l/16)+i], B[4(l/16)+i][l%16] and D[4(l/16)+i][l%16], i = 0..3."""
+        a, b, acc = op.operands
+        (M, K), N = a.shape, b.shape[1]
+        if M % 16 or N % 16 or K % 16 or a.dtype not in (D.float16, D.bfloat16):
+            return None
+        em.features.add("mfma")
+        em.matrix_ops.append("mfma")
+        if a.dtype is D.float16:
+            ft, conv, vt, fn = "_Float16", "(_Float16)({})", "tk_h4", "__builtin_amdgcn_mfma_f32_16x16x16f16"
+        else:
+            ft, conv, vt, fn = "tk_i16", "(tk_i16)tk_f2b({})", "tk_s4", "__builtin_amdgcn_mfma_f32_16x16x16bf16_1k"
+        out, sa, sb, sc = _mma_operands(em, op, ft, lambda x: conv.format(x))
+        waves = em.T // 64
+        tiles_n = N // 16
+        out += [
+            "{",
+            "  const int _wave = tk_tid >> 6, _lane = tk_tid & 63;",
+            "  const int _lr = _lane & 15, _lk = (_lane >> 4) * 4;",
+            f"  for (int _t = _wave; _t < {(M // 16) * tiles_n}; _t += {waves}) {{",
+            f"    const int _tm = _t / {tiles_n}, _tn = _t % {tiles_n};",
+            "    tk_f4 _c;",
+            f"    for (int _q = 0; _q < 4; ++_q) _c[_q] = {sc}[(_tm * 16 + _lk + _q) * {N} + _tn * 16 + _lr];",
+            f"    for (int _kk = 0; _kk < {K}; _kk += 16) {{",
+            f"      {vt} _a, _b;",
+            f"      for (int _q = 0; _q < 4; ++_q) {{ _a[_q] = {sa}[(_tm * 16 + _lr) * {K} + _kk + _lk + _q]; "
+            f"_b[_q] = {sb}[(_kk + _lk + _q) * {N} + _tn * 16 + _lr]; }}",
+            f"      _c = {fn}(_a, _b, _c, 0, 0, 0);",
+            "    }",
+            f"    for (int _q = 0; _q < 4; ++_q) {sc}[(_tm * 16 + _lk + _q) * {N} + _tn * 16 + _lr] = _c[_q];",
+            "  }",
+            "}",
+        ]
+        return _mma_result(em, op, sc, out)
+
+
+class OpenCL(Dialect):
+    name = "opencl"
+    template = "opencl.j2"
+    global_qual = "__global "
+    barrier = "barrier(CLK_LOCAL_MEM_FENCE);"
+    vector_needs_alignment = False  # vloadn/vstoren need only element alignment
+    pad_branch_barriers = True
+
+    def local_ptr(self, ctype):
+        return f"__local {ctype}*"
+
+    def program_id(self, axis):
+        return f"(int)get_group_id({axis})"
+
+    def num_programs(self, axis):
+        return f"(int)get_num_groups({axis})"
+
+    def vector_type(self, dt, v):
+        if v not in (2, 4, 8) or dt.is_bool:
+            return None
+        st = stype(dt)
+        if dt is D.float16:
+            return f"float{v}"
+        names = {"float": "float", "int": "int", "unsigned": "uint", "tk_u16": "ushort", "tk_i16": "short",
+                 "double": "double", "tk_i64": "long", "tk_u64": "ulong"}
+        if st not in names or v * self.sizeof(st) > 32:
+            return None
+        return f"{names[st]}{v}"
+
+    def vload(self, dt, v, ptr, dests):
+        vt = self.vector_type(dt, v)
+        if dt is D.float16:
+            lines = [f"const {vt} _v = vload_half{v}(0, (__global const half*){ptr});"]
+        else:
+            lines = [f"const {vt} _v = vload{v}(0, {ptr});"]
+        conv = "tk_b2f" if dt is D.bfloat16 else ""
+        lines += [f"{d} = {conv}(_v.s{j});" for j, d in enumerate(dests)]
+        return lines
+
+    def vstore(self, dt, v, ptr, vals):
+        vt = self.vector_type(dt, v)
+        if dt is D.float16:
+            return [f"vstore_half{v}_rte(({vt})({', '.join(vals)}), 0, (__global half*){ptr});"]
+        if dt is D.bfloat16:
+            vals = [f"tk_f2b({x})" for x in vals]
+        return [f"vstore{v}(({vt})({', '.join(vals)}), 0, {ptr});"]
+
+    def atomic_add(self, em, dt, ptr, val):
+        if dt in (D.int32, D.uint32):
+            return f"atomic_add({ptr}, {val})"
+        if dt is D.float32:
+            return f"tk_atomic_add_f32_cas({ptr}, {val})"
+        if dt in (D.float16, D.bfloat16):
+            return f"tk_atomic_add_16({ptr}, {val}, {1 if dt is D.bfloat16 else 0})"
+        if dt.bits == 64:
+            em.features.add("int64_atomics")
+            if dt.is_int:
+                return f"atom_add((volatile __global {'long' if dt.kind == 'int' else 'ulong'}*){ptr}, {val})"
+            em.need("tk_atomic_add_f64", (
+                "static inline void tk_atomic_add_f64(volatile __global double* p, double v) { "
+                "volatile __global ulong* w = (volatile __global ulong*)p; ulong old = *w, assumed; "
+                "do { assumed = old; old = atom_cmpxchg(w, assumed, as_ulong(as_double(assumed) + v)); } "
+                "while (old != assumed); }"))
+            return f"tk_atomic_add_f64({ptr}, {val})"
+        raise NotImplementedError(f"opencl atomic_add of {dt}")
+
+
+DIALECTS = {"cuda": CUDA(), "hip": HIP(), "opencl": OpenCL()}
