@@ -11,7 +11,7 @@ import importlib
 
 from ..errors import BackendUnavailable
 
-BACKENDS = ("reference", "triton")
+BACKENDS = ("reference", "triton", "opencl", "cuda", "hip")
 _modules = {}
 
 
@@ -55,10 +55,13 @@ def select_backend(requested, device):
 TARGETS = {
     "sm_80": ("triton", "cuda", 80, 32),
     "sm_90": ("triton", "cuda", 90, 32),
-    "sm_90a": ("triton", "cuda", 90, 32),
+    "sm_90a": ("cuda", "cuda", 90, 32),  # CUDA C++ through NVRTC (arch-specific sm_90a); backend="triton" works too
     "gfx90a": ("triton", "hip", "gfx90a", 64),
     "gfx942": ("triton", "hip", "gfx942", 64),
+    "opencl-cpu": ("opencl", "opencl", "cpu", 0),  # OpenCL C built by the OpenCL device (PoCL on the CPU)
 }
+# Which targets each C-style backend compiles for (kernel.compile(target, ..., backend=name)).
+C_TARGETS = {"cuda": ("sm_80", "sm_90", "sm_90a"), "hip": ("gfx90a",), "opencl": ("opencl-cpu",)}
 
 
 def aot_compile(kernel, fn, spec, target, backend=None):
