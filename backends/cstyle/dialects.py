@@ -37,42 +37,60 @@ class Dialect:
         return f"(int)gridDim.{'xyz'[axis]}"
 
     # -- vector memory access: V elements of a tensor of dtype dt at ``ptr`` --
-    def vector_type(self, dt, v):
+    def vector_pieces(self, dt, v):
+        """(vector type, elements per piece): V elements move as 16-byte pieces (8 bytes when V is smaller)."""
         st = stype(dt)
         size = self.sizeof(st)
-        if dt.is_bool or v * size not in (8, 16):
+        if dt.is_bool or size not in (2, 4) or v * size < 8:
             return None
+        piece = 16 if v * size >= 16 else 8
+        per = piece // size
         if size == 4:
             base = {"float": "float", "int": "int", "unsigned": "uint"}.get(st)
-            return f"{base}{v}" if base else None
+            return (f"{base}{per}", per) if base else None
         if dt in (D.float16, D.bfloat16):
-            return "uint2" if v * size == 8 else "uint4"
+            return ("uint4" if piece == 16 else "uint2", per)
         return None
 
+    def vector_type(self, dt, v):
+        p = self.vector_pieces(dt, v)
+        return p and p[0]
+
+    def vector_align(self, dt, v):
+        """Bytes a V-element chunk's address must be aligned to for the vector path."""
+        return self.vector_pieces(dt, v)[1] * self.sizeof(stype(dt))
+
     def vload(self, dt, v, ptr, dests):
-        vt = self.vector_type(dt, v)
+        vt, per = self.vector_pieces(dt, v)
         size = self.sizeof(stype(dt))
         comps = "xyzw"
-        lines = [f"const {vt} _v = *((const {vt}*){ptr});"]
-        if size == 4:
-            lines += [f"{d} = _v.{comps[j]};" for j, d in enumerate(dests)]
-            return lines
+        lines = []
         conv = "tk_h2f" if dt is D.float16 else "tk_b2f"
-        for j, d in enumerate(dests):
-            w = f"_v.{comps[j // 2]}"
-            bits = f"(tk_u16)({w} & 0xffffu)" if j % 2 == 0 else f"(tk_u16)({w} >> 16)"
-            lines.append(f"{d} = {conv}({bits});")
+        for p in range(v // per):
+            name = f"_v{p}"
+            lines.append(f"const {vt} {name} = *((const {vt}*)({ptr} + {p * per}));")
+            for j in range(per):
+                d = dests[p * per + j]
+                if size == 4:
+                    lines.append(f"{d} = {name}.{comps[j]};")
+                else:
+                    w = f"{name}.{comps[j // 2]}"
+                    bits = f"(tk_u16)({w} & 0xffffu)" if j % 2 == 0 else f"(tk_u16)({w} >> 16)"
+                    lines.append(f"{d} = {conv}({bits});")
         return lines
 
     def vstore(self, dt, v, ptr, vals):
-        vt = self.vector_type(dt, v)
+        vt, per = self.vector_pieces(dt, v)
         size = self.sizeof(stype(dt))
-        if size == 4:
-            return [f"*(({vt}*){ptr}) = make_{vt}({', '.join(vals)});"]
         conv = "tk_f2h" if dt is D.float16 else "tk_f2b"
-        words = [f"((unsigned){conv}({vals[2 * i]}) | ((unsigned){conv}({vals[2 * i + 1]}) << 16))"
-                 for i in range(v // 2)]
-        return [f"*(({vt}*){ptr}) = make_{vt}({', '.join(words)});"]
+        lines = []
+        for p in range(v // per):
+            part = vals[p * per:(p + 1) * per]
+            if size != 4:
+                part = [f"((unsigned){conv}({part[2 * i]}) | ((unsigned){conv}({part[2 * i + 1]}) << 16))"
+                        for i in range(per // 2)]
+            lines.append(f"*(({vt}*)({ptr} + {p * per})) = make_{vt}({', '.join(part)});")
+        return lines
 
     # -- atomics --
     def atomic_add(self, em, dt, ptr, val):

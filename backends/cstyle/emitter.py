@@ -81,7 +81,7 @@ class CEmitter:
         self.d = dialect
         self.num_warps = num_warps or dialect.default_num_warps
         self.T = self.num_warps * dialect.warp_size
-        self.VEC = vec or dialect.default_vec
+        self.VEC = vec or self.pick_vec(fn, dialect)
         self.vals = {}
         self.names = {}
         self.counter = 0
@@ -94,6 +94,15 @@ class CEmitter:
         self.features = set()      # dialect features the kernel needs (e.g. "int64_atomics", "fp64")
         self.matrix_ops = []       # how each mma lowered: "wmma", "mfma", "fma"
         self.written = {op.operands[0] for op in walk(fn.body) if op.name in ("store", "atomic_add")}
+
+    @staticmethod
+    def pick_vec(fn, dialect):
+        """Elements per chunk: 16 bytes of the narrowest (non-packed) tensor the kernel touches, 4 to 8."""
+        sizes = [dialect.sizeof(stype(p.value.type.dtype)) for p in fn.params
+                 if p.kind == "tensor" and not p.value.type.packed and not p.value.type.dtype.is_bool]
+        if not sizes:
+            return dialect.default_vec
+        return max(dialect.default_vec, min(8, 16 // min(sizes)))
 
     # ---- names and helpers -------------------------------------------------------------------------
     def fresh(self, hint="t"):
@@ -697,7 +706,7 @@ class CEmitter:
         fast = [f"{t}_stride{last} == 1", f"{idx[last]} + {v} <= {t}_shape{last}"] + m0
         ptr = f"({t}_ptr + {addr})"
         if self.d.vector_needs_alignment:
-            fast.append(f"(((tk_uptr){ptr}) % {v * self.d.sizeof(stype(tensor.dtype))}) == 0")
+            fast.append(f"(((tk_uptr){ptr}) % {self.d.vector_align(tensor.dtype, v)}) == 0")
         head = [f"const int _s = _i * {v};", f"const int _e = _ch * {v};"] + self.coords(shape)
         if vector_load:
             name, dt = vector_load

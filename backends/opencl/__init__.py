@@ -109,8 +109,8 @@ class CompiledOpenCL:
             hit = buffers.get(key)
             if hit is None:
                 buf = cl.Buffer(ctx, mf.READ_WRITE, size=max(host.nbytes, 16))
-                if host.nbytes:
-                    copy_in.append(cl.enqueue_copy(queue, buf, host, is_blocking=False))
+                if host.nbytes:  # blocking: the kernel must never see a buffer before its data arrived
+                    copy_in.append(cl.enqueue_copy(queue, buf, host, is_blocking=True))
                 hit = [buf, host, False]
                 buffers[key] = hit
             if name in self.gen.written:
@@ -123,12 +123,12 @@ class CompiledOpenCL:
         knl.set_args(*flat_args)
         T = self.gen.threads
         g = tuple(grid) + (1,) * (3 - len(grid))
-        ev = cl.enqueue_nd_range_kernel(queue, knl, (g[0] * T, g[1], g[2]), (T, 1, 1), wait_for=copy_in or None)
+        ev = cl.enqueue_nd_range_kernel(queue, knl, (g[0] * T, g[1], g[2]), (T, 1, 1))
+        ev.wait()
         copy_out = []
         for buf, host, written in buffers.values():
             if written and host.nbytes:
-                copy_out.append(cl.enqueue_copy(queue, host, buf, wait_for=[ev], is_blocking=False))
-        cl.wait_for_events([ev] + copy_out)
+                copy_out.append(cl.enqueue_copy(queue, host, buf, is_blocking=True))
         span = lambda evs: sum((e.profile.end - e.profile.start) for e in evs) * 1e-9
         self.last_timing = {"copy_in_s": span(copy_in), "kernel_s": span([ev]), "copy_out_s": span(copy_out),
                             "wall_s": time.perf_counter() - t0}
