@@ -117,7 +117,11 @@ def eval_cast(x, src, dst):
         if src.is_float:
             x = np.nan_to_num(np.trunc(x), nan=0.0, posinf=0.0, neginf=0.0)  # C truncation toward zero
             lo, hi = D.int_range(dst)
-            x = np.clip(x, lo, hi)
+            # saturate in float64: in float32, hi (2**31 - 1) rounds up to 2**31 and would wrap to lo
+            xf = np.clip(np.asarray(x, dtype=np.float64), lo, hi)
+            top = xf >= float(hi)
+            x = np.where(top, hi, np.where(top, 0.0, xf).astype(np.int64))
+            return finish(np.asarray(x, dtype=np.int64), dst)
         return finish(x.astype(np.int64), dst)
 
 
