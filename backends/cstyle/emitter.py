@@ -872,11 +872,10 @@ class CEmitter:
         n = len(op.operands)
         fname = self.combine_function(region, n)
         cts = [rtype(v.dtype) for v in op.operands]
-        rev = op.attrs["reverse"]
 
         def comb(prev, cur):
-            left, right = (prev, cur) if not rev else (cur, prev)
-            return (fname, left, right, cts)
+            # the running value is the left operand in both directions: a reverse scan is flip, scan, flip
+            return (fname, prev, cur, cts)
         return self.scan_common(op, list(op.operands), comb, lambda e: e, multi=True)
 
     def combine_function(self, region, n):

@@ -61,7 +61,7 @@ class HipccError(RuntimeError):
 
 
 def compile_source(source: str, arch: str):
-    """(hsaco bytes, AMDGCN listing, command) from ``hipcc --genco`` for ``arch``."""
+    """(code object ELF bytes, AMDGCN listing, command) from ``hipcc --genco`` for ``arch``."""
     hipcc = hipcc_path()
     if hipcc is None:
         raise BackendUnavailable("hipcc is not on PATH (Debian: apt-get install hipcc libamdhip64-dev rocm-device-libs)")
@@ -75,7 +75,9 @@ def compile_source(source: str, arch: str):
         p = subprocess.run(cmd, cwd=d, capture_output=True, text=True, env=env, timeout=600)
         if p.returncode != 0:
             raise HipccError(f"hipcc failed for {arch} (exit {p.returncode}):\n{p.stderr[-6000:]}\n--- source ---\n{source}")
-        with open(out, "rb") as f:
+        # --genco writes a clang offload bundle; -save-temps leaves the gfx code object (an ELF) beside it
+        objs = glob.glob(os.path.join(d, f"*{arch}*.out"))
+        with open(objs[0] if objs else out, "rb") as f:
             binary = f.read()
         asm_files = glob.glob(os.path.join(d, f"*{arch}*.s"))
         asm = open(asm_files[0]).read() if asm_files else ""
