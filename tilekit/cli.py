@@ -117,8 +117,14 @@ def build_parser():
 
 
 def main(argv=None):
+    from tilekit.errors import TilekitError
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except (TilekitError, ValueError) as e:
+        # a bad request (unknown target for a backend, a missing tool): say so, without a traceback
+        print(f"tilekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

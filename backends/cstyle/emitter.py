@@ -1126,6 +1126,12 @@ class CEmitter:
             out.append(f"if ({cond}) {{" if i == 0 else "} else {")
             out += ["  " + l for l in inner]
         out.append("}")
+        if self.d.pad_branch_barriers and any(self.d.barrier in l for b in bodies for l in b):
+            # And a barrier where the branches join. Without it PoCL (3.0 and 3.1, pthread device) sometimes
+            # let a work-group read branch results (registers assigned after the branch's last barrier) that
+            # were wrong: whole tiles, only with more than one worker thread, and every time with
+            # POCL_AFFINITY=1. tests/test_opencl_corpus.py's matmul epilogue reproduced it.
+            out.append(self.d.barrier)
         return out
 
 

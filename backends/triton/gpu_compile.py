@@ -87,6 +87,9 @@ def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None
     from triton.runtime.jit import JITFunction
 
     _, backend, arch, warp = TARGETS[target]
+    if backend not in ("cuda", "hip"):
+        gpu_targets = [t for t, v in TARGETS.items() if v[1] in ("cuda", "hip")]
+        raise ValueError(f"the triton backend compiles for {gpu_targets}, not {target!r}")
     source = emit(fn, kernel.__name__)
     path = write_generated("triton", kernel.__name__, source, ".py")
     ns = load_module(path, interpret=False)

@@ -1,0 +1,43 @@
+"""The tilekit command: info, show, compile, and clear errors for bad requests."""
+import subprocess
+import sys
+
+import pytest
+
+from tilekit.cli import main
+
+
+def run(*argv):
+    return subprocess.run([sys.executable, "-m", "tilekit.cli", *argv], capture_output=True, text=True, timeout=600)
+
+
+def test_info_lists_every_backend_with_a_reason():
+    r = run("info")
+    assert r.returncode == 0, r.stderr
+    for name in ("reference", "triton", "opencl", "cuda", "hip"):
+        assert f"  {name}" in r.stdout
+    assert "cache directory" in r.stdout and "torch" in r.stdout
+
+
+@pytest.mark.parametrize("backend,marker", [("triton", "tl.load"), ("reference", "func @softmax_kernel"),
+                                            ("opencl", "__kernel"), ("cuda", "__global__"), ("hip", "__global__")])
+def test_show_prints_the_generated_source(backend, marker, capsys):
+    assert main(["show", "softmax", "--backend", backend, "--shape", "64,1000", "--dtype", "float32"]) == 0
+    assert marker in capsys.readouterr().out
+
+
+def test_compile_prints_resources_and_instructions(capsys):
+    assert main(["compile", "matmul", "--target", "sm_90", "--shape", "1024,1024,1024"]) == 0
+    out = capsys.readouterr().out
+    for field in ("registers", "spills", "shared_bytes", "wgmma", "widest_global_load_bits"):
+        assert field in out
+    assert int(out.split("wgmma")[1].split()[0]) > 0
+
+
+def test_bad_requests_are_errors_not_tracebacks():
+    r = run("compile", "matmul", "--target", "opencl-cpu", "--backend", "triton")
+    assert r.returncode == 2 and "triton backend compiles for" in r.stderr and "Traceback" not in r.stderr
+    r = run("show", "nosuchop")
+    assert r.returncode != 0 and "unknown op" in r.stderr
+    r = run("compile", "matmul", "--target", "sm_90", "--shape", "4,4")
+    assert r.returncode != 0 and "3-d --shape" in r.stderr
