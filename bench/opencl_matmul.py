@@ -16,21 +16,7 @@ import time
 import torch
 
 import tilekit as tk
-
-
-@tk.kernel
-def matmul(A, B, C, BM: tk.constexpr = 64, BN: tk.constexpr = 64, BK: tk.constexpr = 32):
-    M, K = A.shape
-    N = B.shape[1]
-    pm = tk.program_id(0)
-    pn = tk.program_id(1)
-    acc = tk.zeros((BM, BN), tk.float32)
-    for k in tk.range(0, K, BK):
-        a = tk.load(A, (pm * BM, k), (BM, BK))
-        b = tk.load(B, (k, pn * BN), (BK, BN))
-        acc = tk.mma(a, b, acc)
-    tk.store(C, (pm * BM, pn * BN), acc.to(C.dtype))
-
+from tilekit.examples import matmul  # the DESIGN.md contract kernel
 
 DEFAULT = {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4}
 SWEEP = [dict(BM=bm, BN=bn, BK=bk, num_warps=nw)
