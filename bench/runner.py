@@ -77,11 +77,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def device_description(device: str) -> str:
+def device_description(device: str, worker_threads: int | None = None) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(device)
     import os
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    threads = worker_threads or torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {threads} torch threads per worker"
 
 
 class SuiteRunner:
@@ -155,7 +156,7 @@ class SuiteRunner:
     def meta(self, started: float, finished: float) -> dict:
         cfg = self.config
         return {
-            "tool": "tilekit bench", "device": cfg.device, "device_name": device_description(cfg.device),
+            "tool": "tilekit bench", "device": cfg.device, "device_name": device_description(cfg.device, cfg.cpu_threads),
             "sizes": "quick" if cfg.quick else "full",
             "clock": "cuda-events" if cfg.device.startswith("cuda") else "cpu-wall",
             "timing_protocol": (f"median of >= {cfg.cuda_runs} runs, CUDA events, L2 flushed before each run"
