@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 import tilekit as tk
+from tilekit import tolerances
 
 # ---------------------------------------------------------------------------------------------------
 # Kernels
@@ -190,6 +191,8 @@ class Case:
     variants: tuple = (None,)
     edge_shapes: tuple = ()          # shapes that always run (config 0)
     valid: Callable = field(default=lambda config, shape: True)
+    # (args, dtype) -> per-element absolute error allowed on top of tilekit.tolerances, or None
+    error_bound: Callable | None = None
 
     def __repr__(self):
         return f"Case({self.name})"
@@ -353,6 +356,16 @@ def _scatter_launch(a, backend, cfg):
     return [a["Out"]]
 
 
+def _scatter_error_bound(a, dtype):
+    """Each destination element takes one rounded add per source row that lands on it, in any order."""
+    if not a["X"].is_floating_point():
+        return None
+    out0 = a["Out0"] if "Out0" in a else a["Out"]  # launches keep the pristine output as Out0
+    count = torch.bincount(a["Idx"].long(), minlength=out0.shape[0]).double()[:, None]
+    abs_sum = out0.double().abs().index_add(0, a["Idx"].long(), a["X"].double().abs())
+    return tolerances.sequential_rounding_bound(dtype, count, abs_sum)
+
+
 def _scatter_ref(a):
     wide = torch.float64 if a["X"].is_floating_point() else torch.int64
     out = a["Out0"].to(wide).clone()
@@ -459,6 +472,7 @@ CASES = [
     Case("scatter_add_rows", scatter_add_rows, dims=((1, 60), (1, 12), (1, 100)), dtypes=(F32, F16, BF16, I32),
          configs=({"BM": 16, "BN": 64}, {"BM": 32, "BN": 32}, {"BM": 64, "BN": 128}),
          make_inputs=_scatter_inputs, launch=_scatter_launch, reference=_scatter_ref,
+         error_bound=_scatter_error_bound,
          edge_shapes=((1, 1, 1), (17, 2, 65), (0, 3, 4))),
     Case("dequant_groups", dequant_groups, dims=((1, 40), (1, 100)), dtypes=FLOATS,
          configs=({"BN": 16, "BK": 32}, {"BN": 32, "BK": 64}, {"BN": 8, "BK": 128}),
