@@ -22,6 +22,7 @@ from .packing import PackedTensor
 from .semantic import python_dtype
 
 LAUNCH_OPTIONS = ("backend", "num_warps", "num_stages")
+_AOT = object()  # ``specialize(..., backend=_AOT)``: for kernel.compile, which names a target instead
 
 
 class JitFunction:
@@ -268,9 +269,11 @@ class Kernel:
                 hash(v)
             except TypeError:
                 raise TypeError(f"{self.__name__}: constexpr '{n}' must be hashable, got {type(v).__name__}") from None
+        opts = {k: v for k, v in options.items() if k != "backend"}
+        if backend is _AOT:  # compiling for a named target: no launch backend to choose
+            return Specialization(specs, cx, None, opts), device
         from .backends import select_backend
         name = select_backend(backend or options.get("backend"), device)
-        opts = {k: v for k, v in options.items() if k != "backend"}
         return Specialization(specs, cx, name, opts), device
 
     # -- compile pipeline --
@@ -314,7 +317,7 @@ class Kernel:
                       and k not in LAUNCH_OPTIONS else v) for k, v in kwargs.items()}
         runtime, cx, options = self.bind(args, dict(kwargs))
         backend = options.pop("backend", None)
-        spec, _ = self.specialize(runtime, cx, {**options, "backend": "reference"}, backend="reference")
+        spec, _ = self.specialize(runtime, cx, options, backend=_AOT)
         spec.divisible = _divisible_by_16(runtime)
         fn = self._ir(spec)
         return aot_compile(self, fn, spec, target, backend=backend)
