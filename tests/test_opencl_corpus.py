@@ -9,11 +9,9 @@ import copy
 
 import pytest
 import torch
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 import corpus
-from test_properties import _ragged, check
+from test_properties import _make_property_test, check
 from tilekit import tolerances
 from tilekit.backends import get_backend
 
@@ -28,28 +26,10 @@ pytestmark = [
 EXAMPLES = 4
 
 
-def _make(case):
-    @pytest.mark.parametrize("dtype", case.dtypes, ids=lambda d: str(d).replace("torch.", ""))
-    @settings(max_examples=EXAMPLES)
-    @given(shape=st.tuples(*(_ragged(lo, hi) for lo, hi in case.dims)),
-           config_index=st.integers(0, len(case.configs) - 1),
-           variant=st.sampled_from(case.variants),
-           seed=st.integers(0, 2**31 - 1))
-    def test(dtype, shape, config_index, variant, seed):
-        configs = case.configs_for(shape)
-        config = configs[config_index % len(configs)]
-        got, want, args = corpus.run_case(case, "opencl", shape, dtype, config, seed, variant)
-        check(case, got, want, dtype, args)
-
-    for shape in case.edge_shapes:
-        test = example(shape=shape, config_index=0, variant=case.variants[0], seed=1)(test)
-    test.__name__ = f"test_opencl_{case.name}"
-    return test
-
-
 for _case in corpus.CASES:
-    globals()[f"test_opencl_{_case.name}"] = _make(_case)
-del _case
+    _name = f"test_opencl_{_case.name}"
+    globals()[_name] = _make_property_test(_case, backends=("opencl",), max_examples=EXAMPLES, name=_name)
+del _case, _name
 
 
 @pytest.mark.parametrize("wdtype", corpus.PACKED_DTYPES, ids=lambda d: d.name)

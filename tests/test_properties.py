@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import corpus
@@ -42,9 +42,10 @@ def check(case, got, want, dtype, args=None):
                                 extra_atol=extra)
 
 
-def _make_property_test(case):
+def _make_property_test(case, backends=BACKENDS, max_examples=None, name=None):
+    """One Hypothesis test of ``case`` over (backend, dtype); other backends' test files reuse it."""
     pairs = [pytest.param(b, dt, id=f"{b}-{str(dt).replace('torch.', '')}")
-             for b in BACKENDS for dt in case.dtypes if backend_runs(b, dt)]
+             for b in backends for dt in case.dtypes if backend_runs(b, dt)]
 
     @pytest.mark.parametrize("backend,dtype", pairs)
     @given(shape=st.tuples(*(_ragged(lo, hi) for lo, hi in case.dims)),
@@ -60,7 +61,9 @@ def _make_property_test(case):
 
     for shape in case.edge_shapes:
         test = example(shape=shape, config_index=0, variant=case.variants[0], seed=1)(test)
-    test.__name__ = f"test_{case.name}_matches_reference"
+    if max_examples is not None:
+        test = settings(max_examples=max_examples)(test)
+    test.__name__ = name or f"test_{case.name}_matches_reference"
     return test
 
 
