@@ -15,7 +15,7 @@ import triton.language as tl
 
 import tilekit as tk
 from tilekit import examples
-from tilekit.backends.triton.gpu_compile import compile_for_target, cubin_resources
+from tilekit.backends.triton.gpu_compile import cubin_resources
 from tilekit.artifact import summarize_amdgcn, summarize_ptx, amdgcn_resources
 from tilekit.backends import TARGETS
 

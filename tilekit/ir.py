@@ -147,8 +147,6 @@ def broadcast_shapes(a, b):
     return tuple(out)
 
 
-def _same(op, *vals):
-    return [v.type for v in vals]
 
 
 def infer_types(op: Op) -> list:

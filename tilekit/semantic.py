@@ -5,8 +5,6 @@ Errors here become ``CompileError``\\s at the builder's current source location.
 """
 from __future__ import annotations
 
-import math
-
 from . import dtypes as D
 from .errors import CompileError
 from .ir import (COMPARE, Block, Loc, Op, TensorType, TileType, TypeRuleError, Value,
@@ -124,11 +122,6 @@ def to_value(b: Builder, x, dtype: D.DType | None = None) -> Value:
     return const(b, x, dt)
 
 
-def const_value(v):
-    """The Python value of a constant ``Value``, else None."""
-    if isinstance(v, Value) and v.owner is not None and v.owner.name == "const":
-        return v.owner.attrs["value"]
-    return None
 
 
 # ---- promotion ----------------------------------------------------------------------------------
@@ -421,12 +414,8 @@ def cumsum(b: Builder, x, axis=0, reverse=False) -> Value:
     return b.create("cumsum", [x], {"axis": normalize_axis(b, x, axis), "reverse": bool(reverse)}).result
 
 
-def ceil_div(a, b_):
-    return -(-a // b_)
 
 
-def is_pow2(n):
-    return n > 0 and (n & (n - 1)) == 0 and math.log2(n).is_integer()
 
 
 __all__ = ["Builder", "TensorRef", "TileType", "TensorType"]

@@ -631,7 +631,6 @@ class CEmitter:
                     key = ("gather", o, tuple(shape), d)
                     name = self.cache_get(key)
                     if name is None:
-                        st = strides(shape)
                         name = self.smem_gather(o, shape, lambda cs, d=d: cs[d], (o.name or "ix") + "_g", out)
                         self.cache_put(key, name)
                     i = f"{name}[_s]"

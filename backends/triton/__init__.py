@@ -22,10 +22,9 @@ def gpu_present() -> bool:
 
 def available():
     try:
-        import triton  # noqa: F401
+        import triton
     except Exception as e:
         return False, f"triton is not importable: {e}"
-    import triton
     if gpu_present():
         return True, f"triton {triton.__version__} on a GPU"
     return True, f"triton {triton.__version__} interpreter (no GPU found; CPU tensors)"

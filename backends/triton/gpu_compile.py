@@ -13,8 +13,7 @@ import tempfile
 
 from ...artifact import Artifact, amdgcn_resources, summarize_amdgcn, summarize_ptx
 from ...backends import TARGETS
-from ...ir import TileType
-from .lower import emit, scalar_param_name, tensor_param_names, tl_dtype
+from .lower import emit, scalar_param_name, tensor_param_names
 from . import load_module
 from ...cache import write_generated
 

@@ -350,7 +350,6 @@ class TritonEmitter:
     def packed_load(self, op, t, idx, mask, res):
         dt = op.results[0].dtype
         bits = dt.bits
-        rank = len(idx)
         row = " + ".join([f"{i}.to(tl.int64) * {t}_wstride{d}" for d, i in enumerate(idx[:-1])] or ["0"])
         pfx = f"{res}_"
         m = f", mask={mask}, other=0" if mask else ""
