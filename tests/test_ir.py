@@ -136,6 +136,30 @@ def test_verifier_rejects_an_ill_typed_op():
         verify(fn)
 
 
+@pytest.mark.parametrize("name, kind, attr", [("unary", "op", "erf"), ("binary", "op", "atan2"),
+                                              ("cmp", "op", "approx"), ("reduce", "kind", "prod")])
+def test_verifier_rejects_a_kind_not_in_the_op_table(name, kind, attr):
+    # regression: unary{op="erf"} used to pass verification and then fail three different ways in the backends
+    fn = run_pipeline(raw(k_every_table_kind, {"X": TensorType(D.float32, 1), "Y": TensorType(D.float32, 1)}))
+    the(fn, name).attrs[kind] = attr
+    with pytest.raises(tk.CompileError, match=f"IR verification failed at {name}: unknown .*'{attr}'"):
+        verify(fn)
+
+
+def test_verifier_rejects_an_op_not_in_the_op_table():
+    fn = good_fn()
+    the(fn, "mma").name = "mma_sparse"
+    with pytest.raises(tk.CompileError, match="IR verification failed at mma_sparse: not an op of tilekit's op table"):
+        verify(fn)
+
+
+@tk.kernel
+def k_every_table_kind(X, Y):
+    x = tk.load(X, (0,), (16,))
+    y = tk.exp(x) + x
+    tk.store(Y, (0,), tk.where(y > 0, y, 0.0) + tk.sum(y, 0))
+
+
 # ---- passes -------------------------------------------------------------------------------------------------
 
 @tk.kernel
@@ -184,7 +208,7 @@ def test_dead_code_elimination_keeps_effects():
 
     fn = run_pipeline(raw(effects, SPECS_1D))
     names = op_names(fn)
-    assert "for" in names and "if" in names and "store" in names and "atomic_add" in names
+    assert "for" in names and "if" in names and "store" in names and "atomic_rmw" in names
 
 
 def test_pipeline_result_runs_correctly():

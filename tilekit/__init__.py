@@ -9,10 +9,7 @@ from . import dtypes as _dtypes
 from .dtypes import DType, all_dtypes  # noqa: F401
 from .errors import BackendUnavailable, CompileError, OutOfBoundsError, TilekitError  # noqa: F401
 from .kernel import JitFunction, Kernel, func, kernel  # noqa: F401
-from .language import (abs, arange, associative_scan, atomic_add, broadcast_to, cdiv, ceil, constexpr,  # noqa: F401,A004
-                       cos, cumsum, dot, exp, exp2, fma, floor, full, load, log, log2, max, maximum, min,
-                       minimum, mma, num_programs, program_id, range, reshape, rsqrt, sigmoid, sin, softplus,
-                       sqrt, static_assert, static_range, store, sum, tanh, trans, where, zeros)
+from .language import *  # noqa: F401,F403,A004  (every tk.* builtin: language.__all__, from the op table)
 from .packing import PackedTensor, pack, unpack  # noqa: F401
 from .tunables import Tunables  # noqa: F401
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .ir import Function, walk
+from .optable import BINARY
 
 
 def loop_owners(fn: Function) -> dict:
@@ -29,7 +30,7 @@ def is_nonnegative(v, owners: dict, depth=0) -> bool:
         return op.attrs["value"] >= 0
     if n in ("program_id", "num_programs", "dim", "arange"):
         return True
-    if n == "binary" and op.attrs["op"] in ("add", "mul", "floordiv", "shr", "maximum", "minimum", "mod", "and"):
+    if n == "binary" and BINARY[op.attrs["op"]].nonneg:
         a, b = op.operands
         if op.attrs["op"] == "maximum":
             return is_nonnegative(a, owners, depth + 1) or is_nonnegative(b, owners, depth + 1)

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from . import dtypes as D
+from .optable import ATOMIC_RMW, BINARY, COMPARE, FLOAT_ONLY_UNARY, IR_OPS, REDUCE, UNARY  # noqa: F401  (the op set)
 
 
 @dataclass(frozen=True)
@@ -112,17 +113,6 @@ class Function:
     loc: Loc | None = None
 
 
-# ---- the op set ---------------------------------------------------------------------------------
-UNARY = ("neg", "not", "invert", "exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh",
-         "softplus", "abs", "sin", "cos", "floor", "ceil")
-FLOAT_ONLY_UNARY = {"exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "softplus", "sin",
-                    "cos", "floor", "ceil"}
-ARITH = ("add", "sub", "mul", "div", "floordiv", "mod", "maximum", "minimum", "pow")
-BITWISE = ("and", "or", "xor", "shl", "shr")
-COMPARE = ("lt", "le", "gt", "ge", "eq", "ne")
-REDUCE_KINDS = ("sum", "max", "min")
-
-
 class TypeRuleError(Exception):
     """An op's operands break its typing rule (raised from ``infer_types``)."""
 
@@ -152,6 +142,8 @@ def broadcast_shapes(a, b):
 def infer_types(op: Op) -> list:
     """Result types of ``op`` from its operands and attributes. The one place typing rules live."""
     n, a, at = op.name, op.operands, op.attrs
+    if n not in IR_OPS:
+        raise TypeRuleError(f"unknown op {n}")
     t = lambda shape, dt: TileType(tuple(shape), dt)
     if n == "const":
         return [t((), at["dtype"])]
@@ -171,7 +163,9 @@ def infer_types(op: Op) -> list:
         tensor, offs = a[0], a[1:1 + tensor_rank(a[0])]
         _check_offsets(tensor, offs, at["shape"])
         return [t(at["shape"], tensor.type.dtype)]
-    if n in ("store", "atomic_add"):
+    if n in ("store", "atomic_rmw"):
+        if n == "atomic_rmw" and at.get("kind") not in ATOMIC_RMW:
+            raise TypeRuleError(f"unknown atomic kind {at.get('kind')!r}")
         tensor, rank = a[0], tensor_rank(a[0])
         offs, value = a[1:1 + rank], a[1 + rank]
         _check_offsets(tensor, offs, value.type.shape)
@@ -179,10 +173,14 @@ def infer_types(op: Op) -> list:
             raise TypeRuleError(f"stored value {value.type} does not match {tensor.type}")
         return []
     if n == "unary":
+        if at.get("op") not in UNARY:
+            raise TypeRuleError(f"unknown unary op {at.get('op')!r}")
         if at["op"] in FLOAT_ONLY_UNARY and not a[0].dtype.is_float:
             raise TypeRuleError(f"{at['op']} needs a float operand, got {a[0].type}")
         return [a[0].type]
     if n in ("binary", "cmp"):
+        if at.get("op") not in (BINARY if n == "binary" else COMPARE):
+            raise TypeRuleError(f"unknown {n} op {at.get('op')!r}")
         x, y = a
         if x.dtype is not y.dtype:
             raise TypeRuleError(f"operands of {at['op']} have different dtypes {x.dtype} and {y.dtype}")
@@ -212,6 +210,8 @@ def infer_types(op: Op) -> list:
             raise TypeRuleError(f".T needs a 2-D tile, got {a[0].type}")
         return [t(a[0].shape[::-1], a[0].dtype)]
     if n == "reduce":
+        if at.get("kind") not in REDUCE:
+            raise TypeRuleError(f"unknown reduction {at.get('kind')!r}")
         s = list(a[0].shape)
         del s[at["axis"]]
         return [t(s, a[0].dtype)]
@@ -266,7 +266,7 @@ def _check_offsets(tensor, offs, shape):
 
 
 def offsets_and_mask(op: Op):
-    """(tensor, offsets, value or None, mask or None) of a load/store/atomic_add."""
+    """(tensor, offsets, value or other, mask or None) of a load/store/atomic_rmw."""
     rank = tensor_rank(op.operands[0])
     rest = op.operands[1 + rank:]
     value = None

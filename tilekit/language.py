@@ -6,6 +6,7 @@ mean something inside ``@tk.kernel`` / ``@tk.func`` code; called on the host the
 from __future__ import annotations
 
 from . import semantic as S
+from .optable import ATOMIC_RMW, REDUCE, UNARY_BUILTINS
 
 
 class constexpr:
@@ -16,10 +17,12 @@ class constexpr:
 
 
 class Builtin:
-    __slots__ = ("name", "impl", "host", "__doc__")
+    # reads_tensor: the first argument is a tensor parameter the builtin reads or writes (the argument-kind
+    # check of launches relies on it: analysis.param_uses).
+    __slots__ = ("name", "impl", "host", "reads_tensor", "__doc__")
 
-    def __init__(self, name, impl, host=None, doc=None):
-        self.name, self.impl, self.host = name, impl, host
+    def __init__(self, name, impl, host=None, doc=None, reads_tensor=False):
+        self.name, self.impl, self.host, self.reads_tensor = name, impl, host, reads_tensor
         self.__doc__ = doc
 
     def __call__(self, *args, **kwargs):
@@ -34,11 +37,12 @@ class Builtin:
 _REGISTRY = {}
 
 
-def builtin(name=None, host=None):
+def builtin(name=None, host=None, reads_tensor=False):
     def wrap(impl):
         n = name or impl.__name__.lstrip("_")
-        b = Builtin(n, impl, host, impl.__doc__)
+        b = Builtin(n, impl, host, impl.__doc__, reads_tensor)
         _REGISTRY[n] = b
+        globals()[n] = b
         return b
     return wrap
 
@@ -67,7 +71,7 @@ def num_programs(b, axis):
     return b.create("num_programs", [], {"axis": axis}).result
 
 
-@builtin()
+@builtin(reads_tensor=True)
 def load(b, tensor, offsets, shape, other=0, mask=None):
     """Read a tile of ``shape`` at ``offsets``. Elements outside the tensor read as ``other``.
 
@@ -77,16 +81,22 @@ def load(b, tensor, offsets, shape, other=0, mask=None):
     return S.load(b, tensor, offsets, shape, other, mask)
 
 
-@builtin()
+@builtin(reads_tensor=True)
 def store(b, tensor, offsets, value, mask=None):
     """Write ``value`` at ``offsets``. Elements outside the tensor are not written."""
     S.store(b, tensor, offsets, value, mask)
 
 
-@builtin()
-def atomic_add(b, tensor, offsets, value, mask=None):
-    """Atomically add ``value`` into the tensor at ``offsets`` (edge-masked like ``store``)."""
-    S.store(b, tensor, offsets, value, mask, atomic=True)
+def _atomic(kind):
+    def impl(b, tensor, offsets, value, mask=None):
+        S.store(b, tensor, offsets, value, mask, atomic=kind)
+    impl.__doc__ = (f"Atomically combine ``value`` into the tensor at ``offsets`` with {kind} (edge-masked like "
+                    f"``store``).")
+    return builtin(f"atomic_{kind}", reads_tensor=True)(impl)
+
+
+for _kind in ATOMIC_RMW:  # tk.atomic_add, ...: one per optable.ATOMIC_RMW entry
+    _atomic(_kind)
 
 
 @builtin()
@@ -117,9 +127,8 @@ def _unary(name):
     return builtin(name)(impl)
 
 
-exp, exp2, log, log2, sqrt, rsqrt, sigmoid, tanh, softplus, abs, sin, cos, floor, ceil = (
-    _unary(n) for n in ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "softplus", "abs",
-                        "sin", "cos", "floor", "ceil"))
+for _name in UNARY_BUILTINS:  # tk.exp, tk.floor, ...: one per optable.UNARY entry marked builtin
+    _unary(_name)
 
 
 @builtin()
@@ -150,7 +159,8 @@ def _reduction(kind):
     return builtin(kind)(impl)
 
 
-sum, max, min = _reduction("sum"), _reduction("max"), _reduction("min")
+for _kind in REDUCE:  # tk.sum, tk.max, tk.min
+    _reduction(_kind)
 
 
 @builtin()
@@ -212,3 +222,7 @@ def static_assert(b, cond, msg=""):
 
 def lookup(name):
     return _REGISTRY[name]
+
+
+# What ``from tilekit.language import *`` (and so ``tilekit``) exports: every builtin and special form.
+__all__ = sorted(set(_REGISTRY) | {"range", "static_range", "associative_scan", "constexpr", "cdiv"})

@@ -15,6 +15,7 @@ from . import dtypes as D
 from . import packing
 from .errors import OutOfBoundsError
 from .ir import offsets_and_mask
+from .optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY
 
 
 # ---- elementwise semantics (shared with constant folding) ---------------------------------------
@@ -47,20 +48,16 @@ def _trunc_div(x, y):
 
 
 def eval_binary(op, x, y, dt):
-    """``x op y`` for operands of dtype ``dt`` (a comparison gives bool)."""
+    """``x op y`` for operands of dtype ``dt`` (a comparison gives bool). Regular kinds come from the op
+    table; integer division, modulo and shifts are C's, written out here."""
     with np.errstate(all="ignore"):
-        if op in ("lt", "le", "gt", "ge", "eq", "ne"):
-            return getattr(np, {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-                                "eq": "equal", "ne": "not_equal"}[op])(x, y)
+        if op in COMPARE:
+            return COMPARE[op][1](x, y)
+        entry = BINARY[op]
         if dt.is_float:
-            r = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-                 "maximum": np.maximum, "minimum": np.minimum, "pow": np.power,
-                 "floordiv": lambda a, b: np.floor(a / b), "mod": np.fmod}[op](x, y)
-            return finish(r, dt)
+            return finish(entry.float_np(x, y), dt)
         if dt.is_bool:
-            r = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor,
-                 "maximum": np.logical_or, "minimum": np.logical_and}[op](x, y)
-            return r
+            return entry.bool_np(x, y)
         x64, y64 = np.asarray(x).astype(np.int64), np.asarray(y).astype(np.int64)
         if op == "floordiv":
             r = _trunc_div(x64, y64)  # C semantics: truncate toward zero, as GPUs do
@@ -73,23 +70,8 @@ def eval_binary(op, x, y, dt):
             if dt.kind == "uint":
                 r = (np.asarray(x).astype(np.uint64) >> np.clip(y64, 0, 63).astype(np.uint64)).astype(np.int64)
         else:
-            r = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
-                 "minimum": np.minimum, "and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor,
-                 "pow": np.power}[op](x64, y64)
+            r = entry.int_np(x64, y64)
         return finish(r, dt)
-
-
-def softplus(x):
-    """log(1 + exp(x)), and x itself above 20 (PyTorch's threshold), in float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
-
-
-_FLOAT_UNARY = {
-    "exp": np.exp, "exp2": np.exp2, "log": np.log, "log2": np.log2, "sqrt": np.sqrt,
-    "rsqrt": lambda x: 1.0 / np.sqrt(x), "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "tanh": np.tanh,
-    "softplus": softplus, "sin": np.sin, "cos": np.cos, "floor": np.floor, "ceil": np.ceil,
-}
 
 
 def eval_unary(op, x, dt):
@@ -104,7 +86,7 @@ def eval_unary(op, x, dt):
             if dt.is_bool:
                 return np.logical_not(x)
             return finish(~np.asarray(x).astype(np.int64), dt)
-        return finish(_FLOAT_UNARY[op](x), dt)
+        return finish(UNARY[op].numpy(x), dt)
 
 
 def eval_cast(x, src, dst):
@@ -162,15 +144,16 @@ class TensorView:
     def write(self, idx, v):
         self.raw[idx] = self.encode(v)
 
-    def add(self, idx, v):
-        # one element at a time in index order, so duplicate targets accumulate (and round) like atomics do
+    def rmw(self, combine, idx, v):
+        """``T[idx] = combine(T[idx], v)``, one element at a time in index order, so duplicate targets
+        accumulate (and round) as atomics do."""
         if self.dtype.is_float:
             for k in range(len(v)):
                 key = tuple(i[k] for i in idx)
                 old = self.read(key)
-                self.raw[key] = self.encode(np.asarray(finish(np.asarray(old + v[k]), self.dtype)))
+                self.raw[key] = self.encode(np.asarray(finish(np.asarray(combine(old, v[k])), self.dtype)))
         else:
-            np.add.at(self.raw, idx, v.astype(self.raw.dtype))
+            combine.at(self.raw, idx, v.astype(self.raw.dtype))
 
 
 # ---- the executor ---------------------------------------------------------------------------------
@@ -236,7 +219,8 @@ def _memory_index(prog, op, vals, tile_shape):
         if bad.any():
             where = tuple(int(x[0]) for x in np.nonzero(bad))
             coord = tuple(int(cc[where]) for cc in full)
-            what = {"load": "tk.load reads", "store": "tk.store writes", "atomic_add": "tk.atomic_add writes"}[op.name]
+            what = {"load": "tk.load reads", "store": "tk.store writes"}.get(
+                op.name, f"tk.atomic_{op.attrs.get('kind')} writes")
             raise prog.oob(op, f"{what} {tensor_v.name}{list(coord)} outside its shape {list(view.shape)}: "
                                f"dimension {d} is indexed by a tile, which is not masked automatically; "
                                f"pass mask= to cover out-of-range indices")
@@ -261,7 +245,7 @@ def _store(prog, op, vals):
     if op.name == "store":
         view.write(idx, data)
     else:
-        view.add(idx, data)
+        view.rmw(ATOMIC_RMW[op.attrs["kind"]].numpy, idx, data)
 
 
 def _scan(prog, op, vals):
@@ -319,7 +303,7 @@ def _reduce(prog, op, vals):
     if kind == "sum":
         acc = np.float64 if dt.bits == 64 else np.float32 if dt.is_float else np.int64
         return finish(np.sum(x.astype(acc), axis=axis), dt)
-    return (np.max if kind == "max" else np.min)(x, axis=axis)
+    return REDUCE[kind].numpy(x, axis=axis)
 
 
 def _cumsum(prog, op, vals):
@@ -347,7 +331,7 @@ _HANDLERS = {
     "full": lambda p, op, v: np.full(op.attrs["shape"], v[0], dtype=D.numpy_compute_dtype(op.attrs["dtype"])),
     "load": _load,
     "store": _store,
-    "atomic_add": _store,
+    "atomic_rmw": _store,
     "unary": lambda p, op, v: eval_unary(op.attrs["op"], v[0], op.results[0].dtype),
     "binary": lambda p, op, v: eval_binary(op.attrs["op"], v[0], v[1], op.operands[0].dtype),
     "cmp": lambda p, op, v: eval_binary(op.attrs["op"], v[0], v[1], op.operands[0].dtype),

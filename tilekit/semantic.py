@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from . import dtypes as D
 from .errors import CompileError
-from .ir import (COMPARE, Block, Loc, Op, TensorType, TileType, TypeRuleError, Value,
+from .optable import ATOMIC_RMW, BINARY, COMPARE, FLOAT_ONLY_UNARY
+from .ir import (Block, Loc, Op, TensorType, TileType, TypeRuleError, Value,
                  broadcast_shapes, infer_types)
 
 
@@ -185,7 +186,7 @@ def binary(b: Builder, op: str, x, y) -> Value:
     _check_arith_dtype(b, x.dtype, op)
     if op == "div" and not x.dtype.is_float:
         x, y = cast(b, x, D.float32), cast(b, y, D.float32)
-    if op in ("and", "or", "xor", "shl", "shr") and x.dtype.is_float:
+    if op in BINARY and BINARY[op].int_only and x.dtype.is_float:
         raise b.error(f"bitwise {op} needs integer operands, got {x.dtype}")
     if op in COMPARE:
         return b.create("cmp", [x, y], {"op": op}).result
@@ -195,8 +196,7 @@ def binary(b: Builder, op: str, x, y) -> Value:
 def unary(b: Builder, op: str, x) -> Value:
     x = to_value(b, x)
     _check_arith_dtype(b, x.dtype, op)
-    if op in ("exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "softplus", "sin", "cos") \
-            and not x.dtype.is_float:
+    if op in FLOAT_ONLY_UNARY and not x.dtype.is_float:
         x = cast(b, x, D.float32)
     if op == "not" and not x.dtype.is_bool:
         x = binary(b, "ne", x, 0)
@@ -359,8 +359,9 @@ def load(b: Builder, tensor, offsets, shape, other=0, mask=None) -> Value:
     return b.create("load", ops, {"shape": shape, "has_mask": mask is not None}).result
 
 
-def store(b: Builder, tensor, offsets, value, mask=None, atomic=False):
-    what = "tk.atomic_add" if atomic else "tk.store"
+def store(b: Builder, tensor, offsets, value, mask=None, atomic=None):
+    """``tk.store``, or with ``atomic=kind`` the read-modify-write ``tk.atomic_<kind>`` (optable.ATOMIC_RMW)."""
+    what = f"tk.atomic_{atomic}" if atomic else "tk.store"
     if not isinstance(tensor, TensorRef):
         raise b.error(f"{what} writes a tensor parameter, got {type(tensor).__name__}")
     dt = tensor.dtype
@@ -372,8 +373,8 @@ def store(b: Builder, tensor, offsets, value, mask=None, atomic=False):
         if v.dtype.is_float != dt.is_float or v.dtype.is_bool != dt.is_bool:
             raise b.error(f"{what} of a {v.dtype} tile into a {dt} tensor: convert explicitly with .to({dt!r})")
         v = cast(b, v, dt)
-    if atomic and not (dt.is_float and dt.bits >= 16 or dt in (D.int32, D.int64, D.uint32)):
-        raise b.error(f"tk.atomic_add supports fp16/bf16/fp32/fp64 and 32/64-bit ints, not {dt}")
+    if atomic and not ATOMIC_RMW[atomic].dtypes(dt):
+        raise b.error(f"{what} supports {ATOMIC_RMW[atomic].supported}, not {dt}")
     shape = v.shape if v.shape else (1,) * tensor.ndim
     if v.shape == ():
         v = broadcast_to(b, expand_all(b, v, tensor.ndim), shape)
@@ -383,7 +384,10 @@ def store(b: Builder, tensor, offsets, value, mask=None, atomic=False):
     ops = [tensor.value, *offs, v]
     if mask is not None:
         ops.append(mask_value(b, mask, shape, what))
-    b.create("atomic_add" if atomic else "store", ops, {"has_mask": mask is not None})
+    if atomic:
+        b.create("atomic_rmw", ops, {"kind": atomic, "has_mask": mask is not None})
+    else:
+        b.create("store", ops, {"has_mask": mask is not None})
 
 
 def expand_all(b, v, rank):

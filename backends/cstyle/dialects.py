@@ -1,6 +1,7 @@
-"""The three C dialects. Each overrides only what differs: thread/block indices, the barrier, the
-shared-memory qualifier, vector loads/stores, 16-bit float conversions (in its template's prelude),
-atomics and the matrix instruction. Everything else is :class:`~backends.cstyle.emitter.CEmitter`."""
+"""The three C dialects. Each overrides only what differs: the kernel signature, thread/block indices, the
+barrier, the shared-memory qualifier, math function names, the fp64 cast, vector loads/stores, 16-bit
+float conversions (in its template's prelude), atomics and the matrix instruction. Everything else is
+:class:`~backends.cstyle.emit.CEmitter`."""
 from __future__ import annotations
 
 from ... import dtypes as D
@@ -24,8 +25,33 @@ class Dialect:
     vector_needs_alignment = True
     pad_branch_barriers = False
 
+    math_names = {}    # C math function -> this dialect's name for it (optable's C spellings use C names)
+
     def local_ptr(self, ctype):
         return f"{ctype}*"
+
+    # -- the kernel signature --
+    def tensor_params(self, name, t, written):
+        """The C parameters one tensor parameter becomes: pointer, shapes, (word) strides."""
+        const = "" if written else "const "
+        out = [f"{self.global_qual}{const}{stype(t.dtype, t.packed)}* {name}_ptr"]
+        out += [f"int {name}_shape{d}" for d in range(t.rank)]
+        if t.packed:
+            return out + [f"int {name}_wstride{d}" for d in range(t.rank - 1)]
+        return out + [f"int {name}_stride{d}" for d in range(t.rank)]
+
+    def scalar_param(self, cname, dt):
+        """A scalar parameter (bools travel as int: ``{cname}_i``)."""
+        return f"int {cname}_i" if dt.is_bool else f"{rtype(dt)} {cname}"
+
+    # -- math --
+    def math_name(self, fn):
+        return self.math_names.get(fn, fn)
+
+    def to_double(self, em, expr):
+        """``expr`` widened to double (a feature the kernel then needs on OpenCL: cl_khr_fp64)."""
+        em.features.add("fp64")
+        return f"(double)({expr})"
 
     def sizeof(self, ctype):
         return _SIZEOF[ctype]
@@ -92,45 +118,16 @@ class Dialect:
             lines.append(f"*(({vt}*)({ptr} + {p * per})) = make_{vt}({', '.join(part)});")
         return lines
 
-    # -- atomics --
-    def atomic_add(self, em, dt, ptr, val):
-        raise NotImplementedError
+    # -- atomics: atomic_rmw{kind} is spelled by atomic_<kind> --
+    def atomic_rmw(self, em, kind, dt, ptr, val):
+        spell = getattr(self, f"atomic_{kind}", None)
+        if spell is None:
+            raise NotImplementedError(f"{self.name}: atomic_rmw{{kind={kind}}} has no spelling")
+        return spell(em, dt, ptr, val)
 
     # -- matrix instruction: lines, or None for the FMA loop --
     def mma(self, em, op):
         return None
-
-
-def _mma_operands(em, op, smem_ctype, convert):
-    """Shared set-up of a matrix-instruction mma: a, b (as ``smem_ctype``) and acc (fp32/int32) to shared
-    memory. Returns (lines, a buffer, b buffer, c buffer)."""
-    a, b, acc = op.operands
-    (M, K), N = a.shape, b.shape[1]
-    cct = rtype(acc.dtype)
-    oa, ob, oc = em.smem_alloc([M * K * em.d.sizeof(smem_ctype), K * N * em.d.sizeof(smem_ctype),
-                                M * N * em.d.sizeof(cct)])
-    out = []
-    sa, sb, sc = em.fresh("mma_a"), em.fresh("mma_b"), em.fresh("mma_c")
-    out.append(f"{em.d.local_ptr(smem_ctype)} {sa} = {em.smem_ptr(smem_ctype, oa)};")
-    out.append(f"{em.d.local_ptr(smem_ctype)} {sb} = {em.smem_ptr(smem_ctype, ob)};")
-    out.append(f"{em.d.local_ptr(cct)} {sc} = {em.smem_ptr(cct, oc)};")
-    em.barrier(out)
-    em.to_smem(a, sa, out, convert=convert)
-    em.to_smem(b, sb, out, convert=convert)
-    em.to_smem(acc, sc, out)
-    em.barrier(out)
-    return out, sa, sb, sc
-
-
-def _mma_result(em, op, sc, out):
-    from .emitter import Val
-    r = op.results[0]
-    em.barrier(out)
-    name = em.name_of(r)
-    out.append(em.declare_reg(name, r.dtype, r.shape))
-    out += em.foreach(r.shape, [f"{name}[_s] = {sc}[_e];"])
-    em.vals[r] = Val("reg", name)
-    return out
 
 
 class CUDA(Dialect):
@@ -162,7 +159,7 @@ class CUDA(Dialect):
         em.features.add("wmma")
         em.matrix_ops.append("wmma")
         cft = "float" if acc.dtype.is_float else "int"
-        out, sa, sb, sc = _mma_operands(em, op, ft, lambda x: conv.format(x))
+        out, sa, sb, sc = em.mma_operands(op, ft, lambda x: conv.format(x))
         warps = em.T // 32
         tiles_n = N // 16
         out += [
@@ -184,7 +181,7 @@ class CUDA(Dialect):
             "  }",
             "}",
         ]
-        return _mma_result(em, op, sc, out)
+        return em.mma_result(op, sc, out)
 
 
 class HIP(Dialect):
@@ -213,7 +210,7 @@ class HIP(Dialect):
             ft, conv, vt, fn = "_Float16", "(_Float16)({})", "tk_h4", "__builtin_amdgcn_mfma_f32_16x16x16f16"
         else:
             ft, conv, vt, fn = "tk_i16", "(tk_i16)tk_f2b({})", "tk_s4", "__builtin_amdgcn_mfma_f32_16x16x16bf16_1k"
-        out, sa, sb, sc = _mma_operands(em, op, ft, lambda x: conv.format(x))
+        out, sa, sb, sc = em.mma_operands(op, ft, lambda x: conv.format(x))
         waves = em.T // 64
         tiles_n = N // 16
         out += [
@@ -234,7 +231,7 @@ class HIP(Dialect):
             "  }",
             "}",
         ]
-        return _mma_result(em, op, sc, out)
+        return em.mma_result(op, sc, out)
 
 
 class OpenCL(Dialect):

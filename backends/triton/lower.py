@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-
-import jinja2
 
 from ... import __version__
 from ... import dtypes as D
 from ...analysis import is_nonnegative, loop_owners
 from ...ir import offsets_and_mask
+from ..templating import render
+from ...optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY, Trait, has
 
-_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                          undefined=jinja2.StrictUndefined)
 
 
 def tl_dtype(dt: D.DType) -> str:
@@ -64,12 +60,9 @@ def scalar_param_name(p):
 
 
 _NARROW = ("float16", "bfloat16")
-_TRANSCENDENTAL = {"exp": "tl.exp({})", "exp2": "tl.exp2({})", "log": "tl.log({})", "log2": "tl.log2({})",
-                   "sqrt": "tl.sqrt({})", "rsqrt": "tl.rsqrt({})", "sigmoid": "1.0 / (1.0 + tl.exp(-{}))",
-                   "sin": "tl.sin({})", "cos": "tl.cos({})", "floor": "tl.floor({})", "ceil": "tl.ceil({})",
-                   "abs": "tl.abs({})"}
-_BINARY_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^", "shl": "<<",
-                  "shr": ">>", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+# Python infix operators Triton gives C semantics (``//``, ``%`` and ``/`` are spelled below).
+_BINARY_SYMBOL = {**{k: b.symbol for k, b in BINARY.items() if b.symbol and k not in ("div", "floordiv", "mod")},
+                  **{k: sym for k, (sym, _) in COMPARE.items()}}
 
 
 class TritonEmitter:
@@ -102,7 +95,7 @@ class TritonEmitter:
                 self.names[p.value] = scalar_param_name(p)
         lines = self.block(self.fn.body)
         origin = str(self.fn.loc) if self.fn.loc else "?"
-        return _ENV.get_template("module.py.j2").render(
+        return render("module.py.j2",
             version=__version__, origin=origin, kernel_name=self.kernel_name, name=self.kernel_name,
             constexprs=", ".join(f"{k}={v!r}" for k, v in self.fn.constexprs.items()) or "none",
             params=params, lines=lines or ["pass"], helpers=self.helpers)
@@ -127,7 +120,7 @@ class TritonEmitter:
             return self.for_op(op)
         if n == "if":
             return self.if_op(op)
-        if n in ("store", "atomic_add"):
+        if has(n, Trait.WRITES_MEMORY):
             return self.store(op)
         expr = getattr(self, "e_" + n)(op)
         return [f"{self.name(op.results[0])} = {expr}"] if isinstance(expr, str) else expr
@@ -192,14 +185,7 @@ class TritonEmitter:
             return f"tl.abs({x})"
         narrow = dt.name in _NARROW
         xf = f"{x}.to(tl.float32)" if narrow else x
-        if k == "tanh":
-            # tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|): stable at both ends, core tl only
-            e = f"tl.exp(-2.0 * tl.abs({xf}))"
-            expr = f"tl.where({xf} >= 0, 1.0, -1.0) * (1.0 - {e}) / (1.0 + {e})"
-        elif k == "softplus":
-            expr = f"tl.where({xf} > 20.0, {xf}, tl.log(1.0 + tl.exp(tl.minimum({xf}, 20.0))))"
-        else:
-            expr = _TRANSCENDENTAL[k].format(xf)
+        expr = UNARY[k].triton.format(x=xf)
         return f"({expr}).to({tl_dtype(dt)})" if narrow else expr
 
     def e_binary(self, op):
@@ -251,11 +237,8 @@ class TritonEmitter:
     # before Triton was imported. The combiners are Triton's own (tl.standard), which the interpreter
     # recognizes and runs as one numpy reduction; a combiner emitted here would send it to its
     # element-by-element Python fallback (seconds per 4x2048 tile). The compiled code is the same.
-    _COMBINERS = {"sum": "tl.standard._sum_combine", "max": "tl.standard._elementwise_max",
-                  "min": "tl.standard._elementwise_min"}
-
     def combiner(self, kind):
-        return self._COMBINERS[kind]
+        return REDUCE[kind].triton_combiner
 
     def e_reduce(self, op):
         x = self.name(op.operands[0])
@@ -394,7 +377,7 @@ class TritonEmitter:
         lines, idx, mask = self.address(op, value.shape)
         t = tensor.name
         ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
-        fn = "tl.store" if op.name == "store" else "tl.atomic_add"
+        fn = "tl.store" if op.name == "store" else ATOMIC_RMW[op.attrs["kind"]].triton
         m = f", mask={mask}" if mask else ""
         return lines + [f"{fn}({ptr}, {self.name(value)}{m})"]
 

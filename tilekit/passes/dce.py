@@ -1,5 +1,13 @@
-"""Dead-code elimination: drop pure ops whose results nobody uses."""
-_SIDE_EFFECTS = {"store", "atomic_add", "yield"}
+"""Dead-code elimination: drop pure ops whose results nobody uses (traits from ``optable.IR_OPS``)."""
+from ..optable import Trait, has
+
+
+def _keeps_itself(op):
+    """An op that must stay even when its results are unused: a write, a terminator, or a region op
+    whose body writes."""
+    if has(op.name, Trait.WRITES_MEMORY | Trait.TERMINATOR):
+        return True
+    return any(_keeps_itself(o) for r in op.regions for o in r.ops if o.name != "yield")
 
 
 def eliminate_dead_code(fn):
@@ -21,19 +29,10 @@ def eliminate_dead_code(fn):
             for op in block.ops:
                 for r in op.regions:
                     sweep(r)
-                if op.name in _SIDE_EFFECTS or any(r in used for r in op.results) or \
-                        (op.name in ("for", "if") and _has_effects(op)):
+                if _keeps_itself(op) or any(r in used for r in op.results):
                     keep.append(op)
                 else:
                     changed = True
             block.ops = keep
         sweep(fn.body)
     return fn
-
-
-def _has_effects(op):
-    for r in op.regions:
-        for o in r.ops:
-            if o.name in ("store", "atomic_add") or (o.regions and _has_effects(o)):
-                return True
-    return False

@@ -2,6 +2,7 @@
 the IR, ``if`` on a constant condition)."""
 import numpy as np
 
+from ..optable import Trait, has
 from ..reference import _const as const_array, eval_binary, eval_cast, eval_unary
 
 
@@ -25,7 +26,7 @@ def fold_constants(fn):
             op.operands = [sub(v) for v in op.operands]
             for r in op.regions:
                 visit(r)
-            if op.name in ("binary", "cmp", "unary", "cast") and all(v.shape == () for v in op.operands) \
+            if has(op.name, Trait.FOLDABLE) and all(v.shape == () for v in op.operands) \
                     and all(_const(v) is not None for v in op.operands):
                 vals = [const_array(_const(v), v.dtype) for v in op.operands]
                 res = op.results[0]

@@ -1,6 +1,7 @@
 """Structural checks: SSA dominance, region terminators and arities, types matching ``infer_types``."""
 from ..errors import CompileError
 from ..ir import TypeRuleError, infer_types
+from ..optable import IR_OPS, Trait, has
 
 
 def _fail(op, msg):
@@ -15,6 +16,8 @@ def verify(fn):
     def check_block(block, scope, expect_yield=None):
         scope = set(scope) | set(block.args)
         for i, op in enumerate(block.ops):
+            if op.name not in IR_OPS:
+                _fail(op, "not an op of tilekit's op table (tilekit/optable.py)")
             for v in op.operands:
                 if v not in scope:
                     _fail(op, f"operand {v} is used before it is defined or outside its region")
@@ -43,8 +46,8 @@ def verify(fn):
                     check_block(r, scope, [t for t in op.attrs["result_types"]])
             elif op.name == "scan":
                 check_block(op.regions[0], set(), [a.type for a in op.regions[0].args[:len(op.operands)]])
-            elif op.regions:
-                _fail(op, "unexpected region")
+            elif op.regions or has(op.name, Trait.REGION):
+                _fail(op, "unexpected region" if op.regions else "missing region")
             scope.update(op.results)
         if expect_yield is not None and block.terminator is None:
             raise CompileError("region does not end in yield")

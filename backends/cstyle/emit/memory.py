@@ -1,0 +1,189 @@
+"""Global memory: addresses and edge masks, element and vector loads/stores, packed (sub-byte) decoding,
+stores and atomic read-modify-writes."""
+from __future__ import annotations
+
+from .... import dtypes as D
+from ....analysis import is_nonnegative
+from ....ir import offsets_and_mask
+from .values import Val
+
+
+class MemoryMixin:
+    def address(self, op, shape, out, coords_fn=None):
+        """Per-element address pieces for a load/store of a ``shape`` tile.
+
+        Returns (index exprs per dim, mask exprs, subst) using ``_c<d>`` coordinates and slot ``_s``."""
+        tensor, offs, _, mask = offsets_and_mask(op)
+        t = tensor.name
+        idx, masks, subst = [], [], {}
+        for d, (o, s) in enumerate(zip(offs, shape)):
+            c = f"_c{d}"
+            if o.shape == ():
+                i = f"({self.vals[o].name} + {c})"
+                masks.append(f"{i} < {t}_shape{d}")
+                if not is_nonnegative(o, self.owners):
+                    masks.append(f"{i} >= 0")
+            else:
+                k = self.vals[o]
+                if k.kind == "virtual":
+                    i = f"({self.vexpr(o, [c])})"
+                else:
+                    key = ("gather", o, tuple(shape), d)
+                    name = self.cache_get(key)
+                    if name is None:
+                        name = self.smem_gather(o, shape, lambda cs, d=d: cs[d], (o.name or "ix") + "_g", out)
+                        self.cache_put(key, name)
+                    i = f"{name}[_s]"
+            idx.append(i)
+        if mask is not None:
+            k = self.vals[mask]
+            if k.kind == "reg" and tuple(mask.shape) != tuple(shape):
+                subst[mask] = self.broadcast_reg(mask, shape, out)
+            masks.append(self.at(mask, self.coords_list(shape), shape, subst=subst))
+        return idx, masks, subst
+
+    def linear(self, t, idx, packed=False):
+        if packed:
+            raise AssertionError
+        return " + ".join(f"(tk_i64)({i}) * {t}_stride{d}" for d, i in enumerate(idx))
+
+    def load_elem(self, dt, ptr):
+        if dt is D.float16:
+            return f"tk_h2f({ptr})"
+        if dt is D.bfloat16:
+            return f"tk_b2f({ptr})"
+        if dt.is_bool:
+            return f"(({ptr}) != 0)"
+        return ptr
+
+    def store_elem(self, dt, val):
+        if dt is D.float16:
+            return f"tk_f2h({val})"
+        if dt is D.bfloat16:
+            return f"tk_f2b({val})"
+        if dt.is_bool:
+            return f"(tk_u8)(({val}) ? 1 : 0)"
+        return val
+
+    def vector_ok(self, op, shape, dt):
+        tensor, offs, _, mask = offsets_and_mask(op)
+        v = self.layout(shape)[0]
+        return (mask is None and not tensor.type.packed and v > 1 and shape[-1] % v == 0
+                and offs[-1].shape == () and self.d.vector_type(dt, v) is not None)
+
+    def op_load(self, op):
+        tensor, offs, other, mask = offsets_and_mask(op)
+        r = op.results[0]
+        shape = op.attrs["shape"]
+        out = []
+        idx, masks, _ = self.address(op, shape, out)
+        t = tensor.name
+        name = self.name_of(r)
+        self.vals[r] = Val("reg", name)
+        out.append(self.declare_reg(name, r.dtype, shape))
+        other_s = self.vals[other].name
+        if tensor.type.packed:
+            val = self.packed_value(tensor, r.dtype, idx)
+        else:
+            val = self.load_elem(tensor.dtype, f"{t}_ptr[{self.linear(t, idx)}]")
+        cond = " && ".join(f"({m})" for m in masks)
+        scalar = [f"{name}[_s] = ({cond}) ? ({val}) : {other_s};" if cond else f"{name}[_s] = {val};"]
+        if not self.vector_ok(op, shape, tensor.dtype):
+            return out + self.foreach(shape, scalar)
+        return out + self.vector_loop(op, shape, idx, masks, scalar, vector_load=(name, tensor.dtype))
+
+    def vector_loop(self, op, shape, idx, masks, scalar_body, vector_load=None, vector_store=None):
+        """The element loop of a load/store with a V-wide fast path for whole, aligned, in-bounds chunks."""
+        tensor = op.operands[0]
+        t = tensor.name
+        v, chunks, ptc, _, guard = self.layout(shape)
+        rank = len(shape)
+        last = rank - 1
+        u = self.d.unroll
+        addr = self.linear(t, idx)
+        m0 = [m for m in masks]
+        fast = [f"{t}_stride{last} == 1", f"{idx[last]} + {v} <= {t}_shape{last}"] + m0
+        ptr = f"({t}_ptr + {addr})"
+        if self.d.vector_needs_alignment:
+            fast.append(f"(((tk_uptr){ptr}) % {self.d.vector_align(tensor.dtype, v)}) == 0")
+        head = [f"const int _s = _i * {v};", f"const int _e = _ch * {v};"] + self.coords(shape)
+        if vector_load:
+            name, dt = vector_load
+            vec_lines = self.d.vload(dt, v, ptr, [f"{name}[_s + {j}]" for j in range(v)])
+        else:
+            value, dt = vector_store
+            vals = []
+            for j in range(v):
+                cs = self.coords_list(shape)
+                cs[last] = f"(_c{last} + {j})"
+                vals.append(self.at(value, cs, shape, slot=f"_s + {j}"))
+            vec_lines = self.d.vstore(dt, v, ptr, vals)
+        slow = [u, f"for (int _j = 0; _j < {v}; ++_j) {{", f"  const int _s = _i * {v} + _j;",
+                f"  const int _e = _ch * {v} + _j;"] + ["  " + l for l in self.coords(shape) + scalar_body] + ["}"]
+        chunk = head + [f"if ({' && '.join(f'({c})' for c in fast)}) {{"] + ["  " + l for l in vec_lines] + \
+            ["} else {"] + ["  " + l for l in slow if l] + ["}"]
+        lines = [u, f"for (int _i = 0; _i < {ptc}; ++_i) {{", f"  const int _ch = _i * {self.T} + tk_tid;"]
+        if guard:
+            lines += [f"  if (_ch < {chunks}) {{"] + ["    " + l for l in chunk] + ["  }"]
+        else:
+            lines += ["  " + l for l in chunk]
+        lines.append("}")
+        return [l for l in lines if l.strip()]
+
+    def packed_value(self, tensor, dt, idx):
+        """Expression decoding one element of a packed tensor (dense little-endian bits per row, rows on
+        int32 word boundaries, as tilekit/packing.py lays it out)."""
+        t = tensor.name
+        bits = dt.bits
+        row = " + ".join([f"(tk_i64)({i}) * {t}_wstride{d}" for d, i in enumerate(idx[:-1])] or ["(tk_i64)0"])
+        fq = self.d.fn_qual
+        g = self.d.global_qual
+        ld = self.need("tk_packed_code", (
+            f"{fq} int tk_packed_code({g}const int* p, tk_i64 row, tk_i64 col, int bits) {{ "
+            f"tk_i64 bit = col * bits; tk_i64 w = row + (bit >> 5); int sh = (int)(bit & 31); "
+            f"tk_u64 lo = (tk_u64)(unsigned)p[w]; "
+            f"tk_u64 hi = (sh + bits > 32) ? (tk_u64)(unsigned)p[w + 1] : (tk_u64)0; "
+            f"return (int)(((lo | (hi << 32)) >> sh) & (tk_u64)((1u << bits) - 1u)); }}"))
+        code = f"{ld}({t}_ptr, {row}, (tk_i64)({idx[-1]}), {bits})"
+        if dt.is_int:
+            if dt.kind == "int":
+                s = 1 << (bits - 1)
+                return f"(({code} ^ {s}) - {s})"
+            return code
+        top = (1 << dt.exponent_bits) - 1
+        special = 1 if dt.ieee_specials else 2 if dt is D.float8_e4m3 else 0
+        name = self.need("tk_decode_small_float", (
+            f"{fq} float tk_decode_small_float(int code, int bits, int eb, int mb, int bias, int special) {{ "
+            f"float sign = ((code >> (bits - 1)) & 1) ? -1.0f : 1.0f; int e = (code >> mb) & ((1 << eb) - 1); "
+            f"int m = code & ((1 << mb) - 1); float v; "
+            f"if (e == 0) v = (float)m * tk_u2f((unsigned)(127 + 1 - bias - mb) << 23); "
+            f"else v = tk_u2f(((unsigned)(e + 127 - bias) << 23) | ((unsigned)m << (23 - mb))); "
+            f"if (special == 1 && e == (1 << eb) - 1) v = (m == 0) ? TK_INF : TK_NAN; "
+            f"if (special == 2 && e == (1 << eb) - 1 && m == (1 << mb) - 1) v = TK_NAN; "
+            f"return sign * v; }}"))
+        del top
+        return (f"{name}({code}, {bits}, {dt.exponent_bits}, {dt.mantissa_bits}, {dt.bias}, {special})")
+
+    def store_like(self, op):
+        tensor, _, value, _ = offsets_and_mask(op)
+        shape = value.shape
+        out = []
+        idx, masks, subst = self.address(op, shape, out)
+        if value.shape != () and self.vals[value].kind == "reg" and tuple(value.shape) != tuple(shape):
+            subst[value] = self.broadcast_reg(value, shape, out)
+        t = tensor.name
+        val = self.at(value, self.coords_list(shape), shape, subst=subst)
+        cond = " && ".join(f"({m})" for m in masks)
+        addr = self.linear(t, idx)
+        if op.name == "store":
+            stmt = f"{t}_ptr[{addr}] = {self.store_elem(tensor.dtype, val)};"
+        else:
+            stmt = self.d.atomic_rmw(self, op.attrs["kind"], tensor.dtype, f"({t}_ptr + {addr})", val) + ";"
+        body = [f"if ({cond}) {stmt}" if cond else stmt]
+        if op.name == "store" and self.vector_ok(op, shape, tensor.dtype) and not subst:
+            return out + self.vector_loop(op, shape, idx, masks, body, vector_store=(value, tensor.dtype))
+        return out + self.foreach(shape, body)
+
+    op_store = store_like
+
+    op_atomic_rmw = store_like
