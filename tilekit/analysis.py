@@ -1,8 +1,17 @@
-"""Small facts about IR values that emitters use to drop needless work."""
+"""Small facts found by analysis: about IR values (emitters use them to drop needless work) and about a
+kernel's source (how it uses its parameters, which launches check before anything compiles)."""
 from __future__ import annotations
 
+import ast
+
 from .ir import Function, walk
+from .jit import JitFunction
+from .language import Builtin, all_builtins
 from .optable import BINARY
+
+# Names of the builtins whose first argument is a tensor (for callees the source names but that do not
+# resolve, e.g. ``tk`` imported under another name inside a helper module).
+_TENSOR_BUILTINS = frozenset(n for n, b in all_builtins().items() if b.reads_tensor)
 
 
 def loop_owners(fn: Function) -> dict:
@@ -38,3 +47,63 @@ def is_nonnegative(v, owners: dict, depth=0) -> bool:
     if n in ("cast", "broadcast", "expand_dims"):
         return op.operands[0].dtype.is_int and is_nonnegative(op.operands[0], owners, depth + 1)
     return False
+
+
+# ---- parameter uses, from the source (before any IR exists) -------------------------------------------
+
+def _resolve(node, env):
+    """The object a callee expression (a name or a dotted name) refers to in ``env``, else None."""
+    if isinstance(node, ast.Name):
+        return env.get(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _resolve(node.value, env)
+        return getattr(base, node.attr, None) if base is not None else None
+    return None
+
+
+def param_uses(fn_node, names, env, seen=()):
+    """(tensor uses, scalar uses): the parameters in ``names`` that a kernel or @tk.func body reads or
+    writes as tensors (first argument of a builtin that reads a tensor -- tk.load, tk.store, tk.atomic_* --,
+    ``.shape``/``.ndim``, indexing,
+    or passed to a @tk.func that does so) and those it uses any other way. Found syntactically, so
+    launches can check argument kinds before anything compiles."""
+    tensor, claimed = set(), set()
+    for node in ast.walk(fn_node):
+        if isinstance(node, ast.Call):
+            callee = _resolve(node.func, env)
+            cname = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            is_memory = callee.reads_tensor if isinstance(callee, Builtin) else \
+                (callee is None and cname in _TENSOR_BUILTINS)
+            if is_memory and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in names:
+                tensor.add(node.args[0].id)
+                claimed.add(id(node.args[0]))
+            elif not isinstance(callee, (Builtin, JitFunction)):
+                # not a tk builtin: a Python call the front end judges; it names what is wrong with a tensor there
+                claimed.update(id(a) for a in node.args if isinstance(a, ast.Name))
+            elif isinstance(callee, JitFunction) and callee not in seen:
+                try:
+                    bound = callee.signature.bind_partial(*node.args, **{k.arg: k.value for k in node.keywords
+                                                                        if k.arg is not None})
+                except TypeError:
+                    continue  # the front end reports the bad call
+                inner = {p: a.id for p, a in bound.arguments.items() if isinstance(a, ast.Name) and a.id in names}
+                if not inner:
+                    continue
+                sub_tensor, sub_scalar = param_uses(callee.source_info().node, set(inner), callee.fn.__globals__,
+                                                     seen + (callee,))
+                for p, outer in inner.items():
+                    if p in sub_tensor:
+                        tensor.add(outer)
+                    if p not in sub_scalar:
+                        claimed.update(id(a) for a in bound.arguments.values() if isinstance(a, ast.Name)
+                                       and a.id == outer)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names \
+                and node.attr in ("shape", "ndim"):
+            tensor.add(node.value.id)
+            claimed.add(id(node.value))
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in names:
+            tensor.add(node.value.id)  # a wrong use of a tensor: the front end says how to read it
+            claimed.add(id(node.value))
+    scalar = {n.id for n in ast.walk(fn_node) if isinstance(n, ast.Name) and n.id in names
+              and isinstance(n.ctx, ast.Load) and id(n) not in claimed}
+    return tensor, scalar

@@ -147,25 +147,51 @@ def numpy_compute_dtype(dt: DType):
 
 # ---- small-float codecs (also used for fp16/bf16 rounding) -------------------------------------
 
+class CodeRule:
+    """How a packed code becomes a value: the one definition of the decode rule, which the reference
+    (``decode``, in numpy), Triton (``backends/triton/lower.py``) and C (``backends/cstyle/memory.py``)
+    each render. Ints: ``(code ^ sign_bit) - sign_bit`` when signed. Small floats: sign, exponent and
+    mantissa fields; a normal value is assembled as the fp32 bit pattern ``((e + f32_exp_offset) << 23) |
+    (m << f32_man_shift)``, a subnormal is ``m * subnormal_scale`` (exact in fp32); ``special`` says what
+    the top exponent means: "ieee" (inf for m == 0, else NaN), "nan_at_max" (NaN only for the all-ones
+    mantissa, e4m3) or "none"."""
+
+    def __init__(self, dt: DType):
+        self.dtype = dt
+        self.bits = dt.bits
+        self.is_float = dt.is_float
+        self.sign_bit = 1 << (dt.bits - 1) if (dt.is_float or dt.kind == "int") else 0
+        if dt.is_float:
+            e, m = dt.exponent_bits, dt.mantissa_bits
+            self.exp_shift, self.exp_mask, self.man_mask = m, (1 << e) - 1, (1 << m) - 1
+            self.f32_exp_offset, self.f32_man_shift = 127 - dt.bias, 23 - m
+            self.subnormal_scale = 2.0 ** (1 - dt.bias - m)
+            self.special = "ieee" if dt.ieee_specials else "nan_at_max" if dt is float8_e4m3 else "none"
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes (int64) to values: sign-extended ints, or small-float values as float64 (NaN for NaNs)."""
+        if not self.is_float:
+            return (codes ^ self.sign_bit) - self.sign_bit if self.sign_bit else codes
+        sign = np.where(codes & self.sign_bit, -1.0, 1.0)
+        exp = (codes >> self.exp_shift) & self.exp_mask
+        man = codes & self.man_mask
+        normal = (1.0 + man / (self.man_mask + 1)) * np.exp2(exp.astype(np.float64) - 127 + self.f32_exp_offset)
+        vals = sign * np.where(exp == 0, man * self.subnormal_scale, normal)
+        top = exp == self.exp_mask
+        if self.special == "ieee":
+            vals = np.where(top, np.where(man == 0, sign * np.inf, np.nan), vals)
+        elif self.special == "nan_at_max":
+            vals = np.where(top & (man == self.man_mask), np.nan, vals)
+        return vals
+
+
+def code_rule(dt: DType) -> CodeRule:
+    return CodeRule(dt)
+
+
 def small_float_table(dt: DType) -> np.ndarray:
     """Value of every code of a small float, as float64 (NaN for NaN codes)."""
-    n = 1 << dt.bits
-    codes = np.arange(n, dtype=np.int64)
-    m = dt.mantissa_bits
-    e = dt.exponent_bits
-    sign = np.where((codes >> (dt.bits - 1)) & 1, -1.0, 1.0)
-    exp = (codes >> m) & ((1 << e) - 1)
-    man = codes & ((1 << m) - 1)
-    normal = (1.0 + man / (1 << m)) * np.exp2(exp.astype(np.float64) - dt.bias)
-    subnormal = (man / (1 << m)) * np.exp2(1.0 - dt.bias)
-    vals = sign * np.where(exp == 0, subnormal, normal)
-    top = (1 << e) - 1
-    if dt.ieee_specials:
-        vals = np.where((exp == top) & (man == 0), sign * np.inf, vals)
-        vals = np.where((exp == top) & (man != 0), np.nan, vals)
-    elif dt is float8_e4m3:
-        vals = np.where((exp == top) & (man == (1 << m) - 1), np.nan, vals)
-    return vals
+    return code_rule(dt).decode(np.arange(1 << dt.bits, dtype=np.int64))
 
 
 def small_float_max(dt: DType) -> float:

@@ -11,13 +11,13 @@ import ast
 import builtins
 import inspect
 import operator
-import textwrap
 
 from . import dtypes as D
 from . import language as L
 from . import semantic as S
 from .errors import CompileError
-from .ir import Block, Function, Loc, Param, TensorType, TileType, Value
+from .ir import Block, Function, Param, TensorType, TileType, Value
+from .jit import JitFunction, KernelObject, SourceInfo  # noqa: F401  (SourceInfo: re-exported)
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.FloorDiv: "floordiv",
            ast.Mod: "mod", ast.Pow: "pow", ast.BitAnd: "and", ast.BitOr: "or", ast.BitXor: "xor",
@@ -56,30 +56,6 @@ class _Return(Exception):
 class BoundMethod:
     def __init__(self, name, target):
         self.name, self.target = name, target
-
-
-class SourceInfo:
-    """A function's parsed AST plus the mapping back to its file's line numbers."""
-
-    def __init__(self, fn):
-        try:
-            lines, start = inspect.getsourcelines(fn)
-        except (OSError, TypeError) as e:
-            raise CompileError(f"cannot read the source of {fn.__qualname__}: {e}. tilekit parses kernel source, "
-                               f"so kernels must be defined in a file") from None
-        self.filename = inspect.getsourcefile(fn) or "<unknown>"
-        self.file_lines = lines
-        self.start = start
-        self.text = textwrap.dedent("".join(lines))
-        tree = ast.parse(self.text)
-        self.node = next(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
-        self.globals = fn.__globals__
-        self.closure = inspect.getclosurevars(fn).nonlocals if fn.__closure__ else {}
-
-    def loc(self, node) -> Loc:
-        lineno = getattr(node, "lineno", 1)
-        line = self.file_lines[lineno - 1] if 0 < lineno <= len(self.file_lines) else ""
-        return Loc(self.filename, lineno + self.start - 1, line.rstrip("\n"))
 
 
 def _same_binding(a, b):
@@ -586,10 +562,9 @@ class CodeGen:
         impl = getattr(fn, "__tilekit_impl__", None)
         if impl is not None:
             return impl(self.b, *args, **kwargs)
-        from .kernel import JitFunction, Kernel, Launcher
         if isinstance(fn, JitFunction):
             return self.inline(node, fn, args, kwargs)
-        if isinstance(fn, (Kernel, Launcher)):
+        if isinstance(fn, KernelObject):
             raise self.error(node, "calling a @tk.kernel from a kernel is not supported; make it a @tk.func")
         if callable(fn):
             if any(isinstance(a, (Value, S.TensorRef)) for a in list(args) + list(kwargs.values())):
@@ -640,7 +615,6 @@ class CodeGen:
     def associative_scan(self, node):
         args = [self.eval(a) for a in node.args]
         kwargs = {k.arg: self.eval(k.value) for k in node.keywords}
-        from .kernel import JitFunction
         try:
             bound = _SCAN_SIG.bind(*args, **kwargs)
         except TypeError as e:

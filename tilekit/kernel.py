@@ -7,7 +7,6 @@ launcher, doing no front-end or lowering work.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import inspect
 
@@ -16,7 +15,9 @@ import torch
 from . import __version__
 from . import dtypes as D
 from .errors import CompileError
+from .analysis import param_uses as _param_uses
 from .ir import TensorType, format_function
+from .jit import JitFunction, KernelObject, SourceInfo, func  # noqa: F401  (re-exported: tk.func, tk.JitFunction)
 from .language import constexpr
 from .packing import PackedTensor
 from .semantic import python_dtype
@@ -25,95 +26,10 @@ LAUNCH_OPTIONS = ("backend", "num_warps", "num_stages")
 _AOT = object()  # ``specialize(..., backend=_AOT)``: for kernel.compile, which names a target instead
 
 
-class JitFunction:
-    """A ``@tk.func`` helper: inlined into the kernels that call it."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self.signature = inspect.signature(fn)
-        self._info = None
-        self.__name__ = fn.__name__
-        self.__doc__ = fn.__doc__
-
-    def source_info(self):
-        if self._info is None:
-            from .frontend import SourceInfo
-            self._info = SourceInfo(self.fn)
-        return self._info
-
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError(f"@tk.func {self.fn.__name__} can only be called from inside a @tk.kernel")
-
-
-def func(fn):
-    return JitFunction(fn)
-
-
 def _is_constexpr_annotation(ann):
     if ann is constexpr or isinstance(ann, constexpr):
         return True
     return isinstance(ann, str) and ann.split(".")[-1] == "constexpr"
-
-
-_MEMORY_OPS = ("load", "store", "atomic_add")
-
-
-def _resolve(node, env):
-    """The object a callee expression (a name or a dotted name) refers to in ``env``, else None."""
-    if isinstance(node, ast.Name):
-        return env.get(node.id)
-    if isinstance(node, ast.Attribute):
-        base = _resolve(node.value, env)
-        return getattr(base, node.attr, None) if base is not None else None
-    return None
-
-
-def _param_uses(fn_node, names, env, seen=()):
-    """(tensor uses, scalar uses): the parameters in ``names`` that a kernel or @tk.func body reads or
-    writes as tensors (first argument of tk.load/tk.store/tk.atomic_add, ``.shape``/``.ndim``, indexing,
-    or passed to a @tk.func that does so) and those it uses any other way. Found syntactically, so
-    launches can check argument kinds before anything compiles."""
-    from .language import Builtin
-    tensor, claimed = set(), set()
-    for node in ast.walk(fn_node):
-        if isinstance(node, ast.Call):
-            callee = _resolve(node.func, env)
-            cname = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            is_memory = callee.name in _MEMORY_OPS if isinstance(callee, Builtin) else \
-                (callee is None and cname in _MEMORY_OPS)
-            if is_memory and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in names:
-                tensor.add(node.args[0].id)
-                claimed.add(id(node.args[0]))
-            elif not isinstance(callee, (Builtin, JitFunction)):
-                # not a tk builtin: a Python call the front end judges; it names what is wrong with a tensor there
-                claimed.update(id(a) for a in node.args if isinstance(a, ast.Name))
-            elif isinstance(callee, JitFunction) and callee not in seen:
-                try:
-                    bound = callee.signature.bind_partial(*node.args, **{k.arg: k.value for k in node.keywords
-                                                                        if k.arg is not None})
-                except TypeError:
-                    continue  # the front end reports the bad call
-                inner = {p: a.id for p, a in bound.arguments.items() if isinstance(a, ast.Name) and a.id in names}
-                if not inner:
-                    continue
-                sub_tensor, sub_scalar = _param_uses(callee.source_info().node, set(inner), callee.fn.__globals__,
-                                                     seen + (callee,))
-                for p, outer in inner.items():
-                    if p in sub_tensor:
-                        tensor.add(outer)
-                    if p not in sub_scalar:
-                        claimed.update(id(a) for a in bound.arguments.values() if isinstance(a, ast.Name)
-                                       and a.id == outer)
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in names \
-                and node.attr in ("shape", "ndim"):
-            tensor.add(node.value.id)
-            claimed.add(id(node.value))
-        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in names:
-            tensor.add(node.value.id)  # a wrong use of a tensor: the front end says how to read it
-            claimed.add(id(node.value))
-    scalar = {n.id for n in ast.walk(fn_node) if isinstance(n, ast.Name) and n.id in names
-              and isinstance(n.ctx, ast.Load) and id(n) not in claimed}
-    return tensor, scalar
 
 
 class Specialization:
@@ -159,7 +75,7 @@ def _def_line(fn):
     return start
 
 
-class Kernel:
+class Kernel(KernelObject):
     def __init__(self, fn, tunables=None):
         self.fn = fn
         self.__name__ = fn.__name__
@@ -189,7 +105,6 @@ class Kernel:
     # -- source --
     def source_info(self):
         if self._info is None:
-            from .frontend import SourceInfo
             self._info = SourceInfo(self.fn)
         return self._info
 
@@ -397,7 +312,7 @@ def _divisible_by_16(runtime):
     return out
 
 
-class Launcher:
+class Launcher(KernelObject):
     """``kernel[grid]``. Its call is the warm launch path: one dict lookup on a key built from the
     arguments' types, then the backend's launcher; everything else happens once per key."""
     __slots__ = ("kernel", "grid")

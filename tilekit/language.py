@@ -224,5 +224,10 @@ def lookup(name):
     return _REGISTRY[name]
 
 
+def all_builtins() -> dict:
+    """Every ``tk.*`` builtin by name."""
+    return dict(_REGISTRY)
+
+
 # What ``from tilekit.language import *`` (and so ``tilekit``) exports: every builtin and special form.
 __all__ = sorted(set(_REGISTRY) | {"range", "static_range", "associative_scan", "constexpr", "cdiv"})

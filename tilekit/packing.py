@@ -101,13 +101,8 @@ def codes(p: PackedTensor) -> np.ndarray:
 
 
 def decode(c: np.ndarray, dtype: D.DType) -> np.ndarray:
-    """Codes to values: sign-extended ints, or small-float values as float64."""
-    if dtype.is_float:
-        return D.small_float_table(dtype)[c]
-    if dtype.kind == "int":
-        sign = 1 << (dtype.bits - 1)
-        return (c ^ sign) - sign
-    return c
+    """Codes to values: sign-extended ints, or small-float values as float64 (``dtypes.CodeRule``)."""
+    return D.code_rule(dtype).decode(c)
 
 
 def unpack(p: PackedTensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from ... import dtypes as D
 from .dialects import DIALECTS, Dialect  # noqa: F401
-from .emit import CEmitter, EmitError, emit  # noqa: F401
+from .emitter import CEmitter, EmitError, emit  # noqa: F401
 
 
 def kernel_symbol(name: str) -> str:

@@ -1,7 +1,7 @@
 """The three C dialects. Each overrides only what differs: the kernel signature, thread/block indices, the
 barrier, the shared-memory qualifier, math function names, the fp64 cast, vector loads/stores, 16-bit
 float conversions (in its template's prelude), atomics and the matrix instruction. Everything else is
-:class:`~backends.cstyle.emit.CEmitter`."""
+:class:`~backends.cstyle.emitter.CEmitter`."""
 from __future__ import annotations
 
 from ... import dtypes as D

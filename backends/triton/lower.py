@@ -347,29 +347,25 @@ class TritonEmitter:
             f".to(tl.uint32).to(tl.uint64)",
             f"{pfx}code = ((({pfx}lo | ({pfx}hi << 32)) >> {pfx}shift.to(tl.uint64)) & {(1 << bits) - 1}).to(tl.int32)",
         ]
-        if dt.is_int:
-            if dt.kind == "int":
-                sign = 1 << (bits - 1)
-                lines.append(f"{res} = ({pfx}code ^ {sign}) - {sign}")
-            else:
-                lines.append(f"{res} = {pfx}code")
+        rule = D.code_rule(dt)  # the decode rule, rendered in Triton
+        if not rule.is_float:
+            sb = rule.sign_bit
+            lines.append(f"{res} = ({pfx}code ^ {sb}) - {sb}" if sb else f"{res} = {pfx}code")
             return lines
-        e_bits, m_bits, bias = dt.exponent_bits, dt.mantissa_bits, dt.bias
         lines += [
-            f"{pfx}sign = tl.where((({pfx}code >> {bits - 1}) & 1) != 0, -1.0, 1.0)",
-            f"{pfx}exp = ({pfx}code >> {m_bits}) & {(1 << e_bits) - 1}",
-            f"{pfx}man = {pfx}code & {(1 << m_bits) - 1}",
-            # normal: assemble the float32 bit pattern; subnormal: man * 2^(1 - bias - m), exact in fp32
-            f"{pfx}normal = ((({pfx}exp + {127 - bias}) << 23) | ({pfx}man << {23 - m_bits})).to(tl.float32, bitcast=True)",
-            f"{pfx}sub = {pfx}man.to(tl.float32) * {2.0 ** (1 - bias - m_bits)!r}",
+            f"{pfx}sign = tl.where(({pfx}code & {rule.sign_bit}) != 0, -1.0, 1.0)",
+            f"{pfx}exp = ({pfx}code >> {rule.exp_shift}) & {rule.exp_mask}",
+            f"{pfx}man = {pfx}code & {rule.man_mask}",
+            f"{pfx}normal = ((({pfx}exp + {rule.f32_exp_offset}) << 23) | ({pfx}man << {rule.f32_man_shift}))"
+            f".to(tl.float32, bitcast=True)",
+            f"{pfx}sub = {pfx}man.to(tl.float32) * {rule.subnormal_scale!r}",
             f"{res} = {pfx}sign * tl.where({pfx}exp == 0, {pfx}sub, {pfx}normal)",
         ]
-        top = (1 << e_bits) - 1
-        if dt.ieee_specials:
-            lines.append(f"{res} = tl.where({pfx}exp == {top}, tl.where({pfx}man == 0, {pfx}sign * float('inf'), "
+        if rule.special == "ieee":
+            lines.append(f"{res} = tl.where({pfx}exp == {rule.exp_mask}, tl.where({pfx}man == 0, {pfx}sign * float('inf'), "
                          f"float('nan')), {res})")
-        elif dt is D.float8_e4m3:
-            lines.append(f"{res} = tl.where(({pfx}exp == {top}) & ({pfx}man == {(1 << m_bits) - 1}), float('nan'), {res})")
+        elif rule.special == "nan_at_max":
+            lines.append(f"{res} = tl.where(({pfx}exp == {rule.exp_mask}) & ({pfx}man == {rule.man_mask}), float('nan'), {res})")
         return lines
 
     def store(self, op):

@@ -1,7 +1,7 @@
 """Control flow: ``for`` with loop-carried values, ``if`` with results, and yields between them."""
 from __future__ import annotations
 
-from ..types import rtype
+from .types import rtype
 from .values import Val
 
 

@@ -2,9 +2,10 @@
 stores and atomic read-modify-writes."""
 from __future__ import annotations
 
-from .... import dtypes as D
-from ....analysis import is_nonnegative
-from ....ir import offsets_and_mask
+from ... import dtypes as D
+from ...analysis import is_nonnegative
+from ...ir import offsets_and_mask
+from .types import float_lit
 from .values import Val
 
 
@@ -145,24 +146,21 @@ class MemoryMixin:
             f"tk_u64 hi = (sh + bits > 32) ? (tk_u64)(unsigned)p[w + 1] : (tk_u64)0; "
             f"return (int)(((lo | (hi << 32)) >> sh) & (tk_u64)((1u << bits) - 1u)); }}"))
         code = f"{ld}({t}_ptr, {row}, (tk_i64)({idx[-1]}), {bits})"
-        if dt.is_int:
-            if dt.kind == "int":
-                s = 1 << (bits - 1)
-                return f"(({code} ^ {s}) - {s})"
-            return code
-        top = (1 << dt.exponent_bits) - 1
-        special = 1 if dt.ieee_specials else 2 if dt is D.float8_e4m3 else 0
-        name = self.need("tk_decode_small_float", (
-            f"{fq} float tk_decode_small_float(int code, int bits, int eb, int mb, int bias, int special) {{ "
-            f"float sign = ((code >> (bits - 1)) & 1) ? -1.0f : 1.0f; int e = (code >> mb) & ((1 << eb) - 1); "
-            f"int m = code & ((1 << mb) - 1); float v; "
-            f"if (e == 0) v = (float)m * tk_u2f((unsigned)(127 + 1 - bias - mb) << 23); "
-            f"else v = tk_u2f(((unsigned)(e + 127 - bias) << 23) | ((unsigned)m << (23 - mb))); "
-            f"if (special == 1 && e == (1 << eb) - 1) v = (m == 0) ? TK_INF : TK_NAN; "
-            f"if (special == 2 && e == (1 << eb) - 1 && m == (1 << mb) - 1) v = TK_NAN; "
-            f"return sign * v; }}"))
-        del top
-        return (f"{name}({code}, {bits}, {dt.exponent_bits}, {dt.mantissa_bits}, {dt.bias}, {special})")
+        rule = D.code_rule(dt)  # the decode rule, rendered in C: one helper per small-float format
+        if not rule.is_float:
+            sb = rule.sign_bit
+            return f"(({code} ^ {sb}) - {sb})" if sb else code
+        special = {"ieee": f"if (e == {rule.exp_mask}) v = (m == 0) ? TK_INF : TK_NAN; ",
+                   "nan_at_max": f"if (e == {rule.exp_mask} && m == {rule.man_mask}) v = TK_NAN; ",
+                   "none": ""}[rule.special]
+        name = self.need(f"tk_decode_{dt.name}", (
+            f"{fq} float tk_decode_{dt.name}(int code) {{ "
+            f"float sign = (code & {rule.sign_bit}) ? -1.0f : 1.0f; int e = (code >> {rule.exp_shift}) & {rule.exp_mask}; "
+            f"int m = code & {rule.man_mask}; float v; "
+            f"if (e == 0) v = (float)m * {float_lit(rule.subnormal_scale, D.float32)}; "
+            f"else v = tk_u2f(((unsigned)(e + {rule.f32_exp_offset}) << 23) | ((unsigned)m << {rule.f32_man_shift})); "
+            f"{special}return sign * v; }}"))
+        return f"{name}({code})"
 
     def store_like(self, op):
         tensor, _, value, _ = offsets_and_mask(op)

@@ -1,7 +1,7 @@
 """``mma``: the dialect's matrix instruction where it has one, else a k-outer FMA loop over shared memory."""
 from __future__ import annotations
 
-from ..types import rtype
+from .types import rtype
 from .values import Val
 
 

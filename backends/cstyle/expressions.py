@@ -2,9 +2,9 @@
 and the layout-only ops (broadcast, expand_dims, reshape, ``.T``)."""
 from __future__ import annotations
 
-from .... import dtypes as D
-from ....optable import UNARY, c_spelling
-from ..types import float_lit, is_narrow, literal, round_fn, rtype, wide_unsigned
+from ... import dtypes as D
+from ...optable import UNARY, c_spelling
+from .types import float_lit, is_narrow, literal, round_fn, rtype, wide_unsigned
 from .values import EmitError, Val
 
 VIRTUAL_COST_LIMIT = 48  # expression nodes a virtual tile may expand to before it is materialized

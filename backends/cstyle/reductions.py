@@ -2,8 +2,8 @@
 scan, segment totals, prefix fold) for cumsum and ``tk.associative_scan`` combiners."""
 from __future__ import annotations
 
-from ....optable import ELEMENTWISE_OPS, REDUCE
-from ..types import is_narrow, rtype, wide_unsigned
+from ...optable import ELEMENTWISE_OPS, REDUCE
+from .types import is_narrow, rtype, wide_unsigned
 from .layout import log2, prod, strides
 from .values import EmitError, Val
 

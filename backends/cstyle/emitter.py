@@ -32,15 +32,15 @@ The emitter is one class composed of a mixin per concern, each in its own module
 """
 from __future__ import annotations
 
-from .... import __version__
-from ....analysis import loop_owners
-from ....ir import walk
-from ....optable import ELEMENTWISE_OPS, Trait, has
-from ...templating import render
-from ..types import literal, rtype, stype
+from ... import __version__
+from ...analysis import loop_owners
+from ...ir import walk
+from ...optable import ELEMENTWISE_OPS, Trait, has
+from ..templating import render
+from .types import literal, rtype, stype
 from .control import ControlMixin
-from .expressions import VIRTUAL_COST_LIMIT, ExpressionsMixin  # noqa: F401
-from .layout import LayoutMixin, log2, prod, strides  # noqa: F401
+from .expressions import ExpressionsMixin
+from .layout import LayoutMixin
 from .memory import MemoryMixin
 from .mma import MmaMixin
 from .reductions import ReductionsMixin

@@ -2,8 +2,8 @@
 tiles between threads through the shared scratch area (materialize, broadcast, gather)."""
 from __future__ import annotations
 
-from ....optable import ELEMENTWISE_OPS
-from ..types import rtype
+from ...optable import ELEMENTWISE_OPS
+from .types import rtype
 from .layout import prod
 
 
