@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tilekit as tk
+from tilekit.optable import UNARY as UNARY_TABLE, UNARY_BUILTINS
 import tilekit.frontend
 from tilekit import tolerances
 
@@ -339,64 +340,59 @@ def test_program_ids_num_programs_cdiv(backend):
 
 # ---- the elementwise vocabulary against PyTorch ---------------------------------------------------------------
 
-UNARY = {
-    "exp": torch.exp, "exp2": torch.exp2, "log": torch.log, "log2": torch.log2, "sqrt": torch.sqrt,
-    "rsqrt": torch.rsqrt, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-    "softplus": torch.nn.functional.softplus, "abs": torch.abs, "sin": torch.sin, "cos": torch.cos,
-    "floor": torch.floor, "ceil": torch.ceil,
-}
-POSITIVE_ONLY = {"log", "log2", "sqrt", "rsqrt"}
+def torch_oracle(path):
+    fn = torch
+    for part in path.split("."):
+        fn = getattr(fn, part)
+    return fn
 
 
-@tk.kernel
-def k_unary(X, Y, OP: tk.constexpr, B: tk.constexpr = 64):
-    x = tk.load(X, (0,), (B,))
-    if OP == "exp":
-        y = tk.exp(x)
-    elif OP == "exp2":
-        y = tk.exp2(x)
-    elif OP == "log":
-        y = tk.log(x)
-    elif OP == "log2":
-        y = tk.log2(x)
-    elif OP == "sqrt":
-        y = tk.sqrt(x)
-    elif OP == "rsqrt":
-        y = tk.rsqrt(x)
-    elif OP == "sigmoid":
-        y = tk.sigmoid(x)
-    elif OP == "tanh":
-        y = tk.tanh(x)
-    elif OP == "softplus":
-        y = tk.softplus(x)
-    elif OP == "abs":
-        y = tk.abs(x)
-    elif OP == "sin":
-        y = tk.sin(x)
-    elif OP == "cos":
-        y = tk.cos(x)
-    elif OP == "floor":
-        y = tk.floor(x)
-    else:
-        tk.static_assert(OP == "ceil", "unknown op")
-        y = tk.ceil(x)
-    tk.store(Y, (0,), y)
+def unary_kernel(builtin):
+    """A kernel applying one tk.* unary builtin (a closure: the front end resolves ``OP`` there)."""
+    OP = builtin
+
+    @tk.kernel
+    def k_unary(X, Y, B: tk.constexpr = 64):
+        tk.store(Y, (0,), OP(tk.load(X, (0,), (B,))))
+    return k_unary
+
+
+# Every unary builtin of the op table, each against its independent torch oracle.
+UNARY = {name: (unary_kernel(getattr(tk, name)), torch_oracle(UNARY_TABLE[name].torch), UNARY_TABLE[name].domain)
+         for name in UNARY_BUILTINS}
+
+
+def test_every_unary_builtin_has_a_torch_oracle():
+    assert UNARY and all(UNARY_TABLE[n].torch for n in UNARY_BUILTINS)
+    assert {"exp", "floor", "softplus", "abs"} <= set(UNARY)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("op", sorted(UNARY))
 @backends
 def test_unary_math_matches_torch(backend, op, dtype):
+    kern, oracle, domain = UNARY[op]
     x = rand(61, seed=12) * 2.5
     x[:2] = torch.tensor([0.5, -0.5])  # floor/ceil of halves
     if op in ("sigmoid", "tanh", "softplus"):
         x[2:4] = torch.tensor([25.0, -25.0])  # saturation, and softplus's linear branch
-    if op in POSITIVE_ONLY:
+    if domain == "positive":
         x = x.abs() + 0.01
     X = x.to(dtype)
     Y = nan_like(X)
-    k_unary[(1,)](X, Y, OP=op, backend=backend)
-    tolerances.assert_close(Y, UNARY[op](X.double()), dtype)
+    kern[(1,)](X, Y, backend=backend)
+    tolerances.assert_close(Y, oracle(X.double()), dtype)
+
+
+@pytest.mark.parametrize("op", sorted(n for n in UNARY if UNARY_TABLE[n].float_only))
+def test_float_only_unary_of_an_int_tile_computes_in_fp32(op):
+    # regression: semantic.py kept its own float-only list without floor/ceil, so tk.floor(int tile) failed
+    # with an IR-level message while tk.exp(int tile) computed in fp32; now both read optable.FLOAT_ONLY_UNARY
+    kern, oracle, domain = UNARY[op]
+    x = torch.arange(1, 62, dtype=torch.int32) * (1 if domain == "positive" else -1) + 30
+    Y = torch.full((61,), float("nan"))
+    kern[(1,)](x, Y, backend="reference")
+    tolerances.assert_close(Y, oracle(x.double()), torch.float32)
 
 
 @tk.kernel
