@@ -367,9 +367,15 @@ def test_every_unary_builtin_has_a_torch_oracle():
     assert {"exp", "floor", "softplus", "abs"} <= set(UNARY)
 
 
+def _opencl_param():
+    from tilekit.backends import get_backend
+    ok, why = get_backend("opencl").available()
+    return pytest.param("opencl", marks=pytest.mark.skipif(not ok, reason=f"OpenCL backend unavailable: {why}"))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("op", sorted(UNARY))
-@backends
+@pytest.mark.parametrize("backend", [*BACKENDS, _opencl_param()])  # opencl: the C emitter's spellings, run
 def test_unary_math_matches_torch(backend, op, dtype):
     kern, oracle, domain = UNARY[op]
     x = rand(61, seed=12) * 2.5
