@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tilekit as tk
-from tilekit.optable import UNARY as UNARY_TABLE, UNARY_BUILTINS
+from tilekit.optable import ATOMIC_RMW, UNARY as UNARY_TABLE, UNARY_BUILTINS
 import tilekit.frontend
 from tilekit import tolerances
 
@@ -399,6 +399,36 @@ def test_float_only_unary_of_an_int_tile_computes_in_fp32(op):
     Y = torch.full((61,), float("nan"))
     kern[(1,)](x, Y, backend="reference")
     tolerances.assert_close(Y, oracle(x.double()), torch.float32)
+
+
+def atomic_kernel(builtin):
+    """A kernel scattering X into Out[Idx] with one tk.atomic_<kind> builtin (duplicate targets collide)."""
+    OP = builtin
+
+    @tk.kernel
+    def k_atomic(X, Idx, Out, n, B: tk.constexpr = 64):
+        valid = tk.arange(B) < n
+        OP(Out, (tk.load(Idx, (0,), (B,)),), tk.load(X, (0,), (B,)), mask=valid)
+    return k_atomic
+
+
+ATOMICS = {kind: atomic_kernel(getattr(tk, f"atomic_{kind}")) for kind in ATOMIC_RMW}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32], ids=["fp32", "i32"])
+@pytest.mark.parametrize("kind", sorted(ATOMICS))
+@pytest.mark.parametrize("backend", [*BACKENDS, _opencl_param()])
+def test_atomic_rmw_matches_torch_scatter_reduce(backend, kind, dtype):
+    if not ATOMIC_RMW[kind].dtypes(tk.dtypes.from_torch(dtype)):
+        pytest.skip(f"tk.atomic_{kind} does not support {dtype} ({ATOMIC_RMW[kind].supported})")
+    g = torch.Generator().manual_seed(7)
+    n, m = 53, 9  # ragged: 53 of 64 lanes, 9 targets, so every target is hit several times
+    x = torch.randint(-50, 50, (n,), generator=g).to(dtype)  # integer values: float sums are exact in any order
+    idx = torch.randint(0, m, (n,), generator=g, dtype=torch.int32)
+    out = torch.randint(-20, 20, (m,), generator=g).to(dtype)
+    want = out.clone().scatter_reduce_(0, idx.long(), x, reduce=ATOMIC_RMW[kind].torch, include_self=True)
+    ATOMICS[kind][(1,)](x, idx, out, n, backend=backend)
+    assert torch.equal(out, want), (out, want)
 
 
 @tk.kernel

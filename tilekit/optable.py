@@ -172,10 +172,11 @@ class AtomicRMW:
     triton: str          # the tl function
     dtypes: object       # predicate: which tensor dtypes the backends support
     supported: str       # those dtypes, in words, for the error message
+    torch: str           # the test oracle: Tensor.scatter_reduce_'s reduce= name
 
 
 ATOMIC_RMW = {a.kind: a for a in (
-    AtomicRMW("add", np.add, "tl.atomic_add", _add_dtypes, "fp16/bf16/fp32/fp64 and 32/64-bit ints"),
+    AtomicRMW("add", np.add, "tl.atomic_add", _add_dtypes, "fp16/bf16/fp32/fp64 and 32/64-bit ints", "sum"),
 )}
 
 
