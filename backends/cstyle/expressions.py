@@ -3,7 +3,7 @@ and the layout-only ops (broadcast, expand_dims, reshape, ``.T``)."""
 from __future__ import annotations
 
 from ... import dtypes as D
-from ...optable import UNARY, c_spelling
+from ...optable import BINARY, COMPARE, UNARY, c_spelling
 from .types import float_lit, is_narrow, literal, round_fn, rtype, wide_unsigned
 from .values import EmitError, Val
 
@@ -132,33 +132,30 @@ class ExpressionsMixin:
         return name
 
     def binary_expr(self, k, a, b, dt):
-        sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-        if k in sym:
-            return f"(({a}) {sym[k]} ({b}))"
+        if k in COMPARE:
+            return f"(({a}) {COMPARE[k][0]} ({b}))"
         ct = rtype(dt)
         if dt.is_bool:
             return {"and": f"(({a}) && ({b}))", "or": f"(({a}) || ({b}))", "xor": f"(({a}) != ({b}))",
                     "maximum": f"(({a}) || ({b}))", "minimum": f"(({a}) && ({b}))"}[k]
         if dt.is_float:
             if k in ("add", "sub", "mul", "div"):
-                s = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[k]
-                return self.rounded(f"(({a}) {s} ({b}))", dt)
+                return self.rounded(f"(({a}) {BINARY[k].symbol} ({b}))", dt)
+            m = self.d.math_name
             if k == "floordiv":
-                return self.rounded(f"floor(({a}) / ({b}))", dt)
+                return self.rounded(f"{m('floor')}(({a}) / ({b}))", dt)
             if k == "mod":
-                return self.rounded(f"fmod({a}, {b})", dt)
+                return self.rounded(f"{m('fmod')}({a}, {b})", dt)
             if k == "pow":
-                return self.rounded(f"pow({a}, {b})", dt)
+                return self.rounded(f"{m('pow')}({a}, {b})", dt)
             if k in ("maximum", "minimum"):
                 return f"{self.float_helper(k[:3], dt)}({a}, {b})"
             raise EmitError(f"binary {k} on {dt}")
         u = wide_unsigned(dt)
-        if k in ("add", "sub", "mul"):
-            s = {"add": "+", "sub": "-", "mul": "*"}[k]
-            return f"(({ct})(({u})({a}) {s} ({u})({b})))"
+        if k in ("add", "sub", "mul"):  # wrap: computed unsigned (signed overflow is undefined in C)
+            return f"(({ct})(({u})({a}) {BINARY[k].symbol} ({u})({b})))"
         if k in ("and", "or", "xor"):
-            s = {"and": "&", "or": "|", "xor": "^"}[k]
-            return f"(({ct})(({a}) {s} ({b})))"
+            return f"(({ct})(({a}) {BINARY[k].symbol} ({b})))"
         if k in ("maximum", "minimum"):
             c = ">" if k == "maximum" else "<"
             name = f"tk_{k[:3]}_{ct}"
