@@ -577,3 +577,18 @@ def test_parameters_named_like_generated_code_globals(backend):
     Y = nan_like(X)
     k_shadowing_names[(1,)](X, Y, 2.0, 1.0, 0.5, backend=backend)
     assert torch.equal(Y, X * 2 + 1.5)
+
+
+def test_front_end_and_launch_layer_do_not_import_each_other():
+    # regression: frontend.py imported kernel.py (for JitFunction) and kernel.py imported frontend.py (for
+    # SourceInfo); both now depend on the leaf tilekit/jit.py. The launch layer may still call the front end.
+    import ast
+    import pathlib
+
+    def imports(module):
+        tree = ast.parse(pathlib.Path(tilekit.frontend.__file__).with_name(f"{module}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    assert "kernel" not in imports("frontend")
+    assert not {"frontend", "kernel"} & imports("jit")
+    assert "jit" in imports("kernel") and "jit" in imports("frontend")
+    assert tk.func is tilekit.jit.func and tk.JitFunction is tilekit.jit.JitFunction
