@@ -232,3 +232,22 @@ def test_values_know_their_defining_op():
     for op in walk(fn.body):
         for r in op.results:
             assert isinstance(r, Value) and r.owner is op
+
+
+def test_every_op_of_the_table_has_a_reference_handler_and_both_emitters():
+    from tilekit import optable, reference
+    from tilekit.backends.cstyle import CEmitter
+    from tilekit.backends.triton.lower import TritonEmitter
+    from tilekit.optable import Trait
+
+    for name in optable.IR_OPS:
+        if optable.has(name, Trait.TERMINATOR):
+            continue
+        assert name in reference._HANDLERS, name
+        assert hasattr(CEmitter, f"op_{name}") or optable.has(name, Trait.ELEMENTWISE), name
+        assert (hasattr(TritonEmitter, f"e_{name}") or optable.has(name, Trait.WRITES_MEMORY | Trait.REGION)
+                and name != "scan"), name
+    for kind, entry in optable.UNARY.items():
+        assert entry.builtin == hasattr(tk, kind), kind
+        if entry.float_only:
+            assert entry.numpy and entry.triton and entry.c, kind
