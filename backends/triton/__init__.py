@@ -6,8 +6,9 @@ With no GPU the generated kernel runs under Triton's interpreter automatically; 
 from __future__ import annotations
 
 import functools
+import threading
 
-from ...cache import write_generated
+from ...cache import read_generated, write_generated
 from .lower import emit, tensor_param_names
 
 
@@ -30,16 +31,25 @@ def available():
     return True, f"triton {triton.__version__} interpreter (no GPU found; CPU tensors)"
 
 
-def load_module(path, interpret: bool):
-    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper."""
+def load_module(path, interpret: bool, source=None):
+    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper.
+
+    The file is checked first: against ``source`` (what it must hold; a file that differs is regenerated)
+    or else against the content hash in its name. Triton reads the kernel's source back from the file, so
+    the checked file is what both Python and Triton see. ``ns["__file__"]`` is where it was loaded from."""
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
     wrap = InterpretedFunction if interpret else JITFunction
-    with open(path) as f:
-        code = compile(f.read(), path, "exec")
+    path, text = read_generated(path, source)
+    code = compile(text, path, "exec")
     ns = {"__name__": f"tilekit_generated_{abs(hash(path))}", "__file__": path, "_jit": wrap}
     exec(code, ns)
     return ns
+
+
+# Triton's interpreter patches triton.language while a kernel runs and restores it afterwards, so two
+# threads interpreting at once break each other ("Did you forget to add @triton.jit ?"): they take turns.
+_INTERPRETER_LOCK = threading.Lock()
 
 
 def _flattener(fn):
@@ -79,7 +89,8 @@ class CompiledTriton:
     @property
     def jit_fn(self):
         if self._jit is None:
-            ns = load_module(self.path, self.interpret)
+            ns = load_module(self.path, self.interpret, self.source)
+            self.path = ns["__file__"]
             from triton.runtime.interpreter import InterpretedFunction
             from triton.runtime.jit import JITFunction
             self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[self.name])
@@ -91,7 +102,11 @@ class CompiledTriton:
             raise ValueError(f"the Triton interpreter runs on CPU tensors; got tensors on {device}")
 
     def launch(self, args, grid):
-        self.jit_fn[grid](*self.flatten(args), **self.options)
+        if self.interpret:
+            with _INTERPRETER_LOCK:
+                self.jit_fn[grid](*self.flatten(args), **self.options)
+        else:
+            self.jit_fn[grid](*self.flatten(args), **self.options)
 
 
 def build(kernel, fn, spec):
