@@ -201,3 +201,62 @@ def test_source_hash_covers_helper_source_not_only_kernel_source():
     k1 = Kernel(types.FunctionType(calls_bump.fn.__code__, ns1))
     k2 = Kernel(types.FunctionType(calls_bump.fn.__code__, ns2))
     assert k1.source_hash != k2.source_hash
+
+
+@tk.func
+def add_combine(a, b):
+    return a + b
+
+
+@tk.func
+def max_combine(a, b):
+    return tk.maximum(a, b)
+
+
+@tk.kernel
+def scan_with(X, Y, B: tk.constexpr = 16):
+    x = tk.load(X, (0,), (B,))
+    tk.store(Y, (0,), tk.associative_scan(x, 0, add_combine))
+
+
+def test_redefined_scan_combiner_recompiles(monkeypatch):
+    """A helper that is passed (a scan's combiner), not called, is reached too."""
+    k = _fresh(scan_with)
+    X = torch.randn(16)
+    Y = torch.empty(16)
+    k[(1,)](X, Y, backend="reference")
+    torch.testing.assert_close(Y, torch.cumsum(X, 0))
+    monkeypatch.setitem(globals(), "add_combine", max_combine)
+    k[(1,)](X, Y, backend="reference")
+    assert torch.equal(Y, torch.cummax(X, 0).values)
+
+
+def _closure_kernel():
+    @tk.func
+    def helper(x):
+        return x + 1.0
+
+    @tk.kernel
+    def uses_closure(X, Y, B: tk.constexpr = 16):
+        p = tk.program_id(0)
+        tk.store(Y, (p * B,), helper(tk.load(X, (p * B,), (B,))))
+
+    def redefine():
+        nonlocal helper
+
+        @tk.func
+        def helper(x):
+            return x * 10.0
+
+    return uses_closure, redefine
+
+
+def test_redefined_closure_helper_recompiles():
+    k, redefine = _closure_kernel()
+    X = torch.randn(16)
+    Y = torch.empty(16)
+    k[(1,)](X, Y, backend="reference")
+    assert torch.equal(Y, X + 1)
+    redefine()
+    k[(1,)](X, Y, backend="reference")
+    assert torch.equal(Y, X * 10)
