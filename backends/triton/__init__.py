@@ -52,6 +52,22 @@ def load_module(path, interpret: bool, source=None):
 _INTERPRETER_LOCK = threading.Lock()
 
 
+class _TakingTurns:
+    """An interpreted kernel whose runs hold ``_INTERPRETER_LOCK`` (compiled GPU kernels need no lock)."""
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getitem__(self, grid):
+        run = self.fn[grid]
+
+        def locked(*args, **kwargs):
+            with _INTERPRETER_LOCK:
+                return run(*args, **kwargs)
+        return locked
+
+
 def _flattener(fn):
     """A function from {param name: arg} to Triton's positional argument list (see ``tensor_param_names``).
 
@@ -93,7 +109,8 @@ class CompiledTriton:
             self.path = ns["__file__"]
             from triton.runtime.interpreter import InterpretedFunction
             from triton.runtime.jit import JITFunction
-            self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[self.name])
+            fn = ns[self.name]
+            self._jit = _TakingTurns(InterpretedFunction(fn)) if self.interpret else JITFunction(fn)
         return self._jit
 
     def check_device(self, args, device):
@@ -102,11 +119,7 @@ class CompiledTriton:
             raise ValueError(f"the Triton interpreter runs on CPU tensors; got tensors on {device}")
 
     def launch(self, args, grid):
-        if self.interpret:
-            with _INTERPRETER_LOCK:
-                self.jit_fn[grid](*self.flatten(args), **self.options)
-        else:
-            self.jit_fn[grid](*self.flatten(args), **self.options)
+        self.jit_fn[grid](*self.flatten(args), **self.options)
 
 
 def build(kernel, fn, spec):
