@@ -6,8 +6,9 @@ With no GPU the generated kernel runs under Triton's interpreter automatically; 
 from __future__ import annotations
 
 import functools
+import threading
 
-from ...cache import write_generated
+from ...cache import read_generated, write_generated
 from .lower import emit, tensor_param_names
 
 
@@ -30,16 +31,41 @@ def available():
     return True, f"triton {triton.__version__} interpreter (no GPU found; CPU tensors)"
 
 
-def load_module(path, interpret: bool):
-    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper."""
+def load_module(path, interpret: bool, source=None):
+    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper.
+
+    The file is checked first: against ``source`` (what it must hold; a file that differs is regenerated)
+    or else against the content hash in its name. Triton reads the kernel's source back from the file, so
+    the checked file is what both Python and Triton see. ``ns["__file__"]`` is where it was loaded from."""
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
     wrap = InterpretedFunction if interpret else JITFunction
-    with open(path) as f:
-        code = compile(f.read(), path, "exec")
+    path, text = read_generated(path, source)
+    code = compile(text, path, "exec")
     ns = {"__name__": f"tilekit_generated_{abs(hash(path))}", "__file__": path, "_jit": wrap}
     exec(code, ns)
     return ns
+
+
+# Triton's interpreter patches triton.language while a kernel runs and restores it afterwards, so two
+# threads interpreting at once break each other ("Did you forget to add @triton.jit ?"): they take turns.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+class _TakingTurns:
+    """An interpreted kernel whose runs hold ``_INTERPRETER_LOCK`` (compiled GPU kernels need no lock)."""
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getitem__(self, grid):
+        run = self.fn[grid]
+
+        def locked(*args, **kwargs):
+            with _INTERPRETER_LOCK:
+                return run(*args, **kwargs)
+        return locked
 
 
 def _flattener(fn):
@@ -79,10 +105,12 @@ class CompiledTriton:
     @property
     def jit_fn(self):
         if self._jit is None:
-            ns = load_module(self.path, self.interpret)
+            ns = load_module(self.path, self.interpret, self.source)
+            self.path = ns["__file__"]
             from triton.runtime.interpreter import InterpretedFunction
             from triton.runtime.jit import JITFunction
-            self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[self.name])
+            fn = ns[self.name]
+            self._jit = _TakingTurns(InterpretedFunction(fn)) if self.interpret else JITFunction(fn)
         return self._jit
 
     def check_device(self, args, device):

@@ -91,7 +91,7 @@ def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None
         raise ValueError(f"the triton backend compiles for {gpu_targets}, not {target!r}")
     source = emit(fn, kernel.__name__)
     path = write_generated("triton", kernel.__name__, source, ".py")
-    ns = load_module(path, interpret=False)
+    ns = load_module(path, interpret=False, source=source)
     jf = JITFunction(ns[kernel.__name__])
     sig, constants, attrs = signature_for(fn, divisible if divisible is not None else spec.divisible)
     options = {"enable_fp_fusion": True}  # Triton's current default, stated so it does not warn
