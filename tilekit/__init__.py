@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 from . import dtypes as _dtypes
 from .dtypes import DType, all_dtypes  # noqa: F401
-from .errors import BackendUnavailable, CompileError, OutOfBoundsError, TilekitError  # noqa: F401
+from .errors import BackendError, BackendUnavailable, CompileError, OutOfBoundsError, TilekitError  # noqa: F401
 from .kernel import JitFunction, Kernel, func, kernel  # noqa: F401
 from .language import (abs, arange, associative_scan, atomic_add, broadcast_to, cdiv, ceil, constexpr,  # noqa: F401,A004
                        cos, cumsum, dot, exp, exp2, fma, floor, full, load, log, log2, max, maximum, min,

@@ -5,19 +5,13 @@ With no GPU the generated kernel runs under Triton's interpreter automatically; 
 """
 from __future__ import annotations
 
-import functools
-
 from ...cache import write_generated
+from .. import toolchain
 from .lower import emit, tensor_param_names
 
 
-@functools.lru_cache(maxsize=None)
 def gpu_present() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+    return toolchain.gpu_present()  # Triton compiles for NVIDIA and AMD GPUs alike
 
 
 def available():
@@ -69,6 +63,7 @@ class CompiledTriton:
     def __init__(self, kernel, fn, spec):
         self.fn = fn
         self.name = kernel.__name__
+        self.kernel = kernel
         self.source = emit(fn, self.name)
         self.path = write_generated("triton", self.name, self.source, ".py")
         self.interpret = not gpu_present()
@@ -91,7 +86,8 @@ class CompiledTriton:
             raise ValueError(f"the Triton interpreter runs on CPU tensors; got tensors on {device}")
 
     def launch(self, args, grid):
-        self.jit_fn[grid](*self.flatten(args), **self.options)
+        with toolchain.reported_as(self.kernel, "triton"):  # on a GPU, Triton compiles at the first launch
+            self.jit_fn[grid](*self.flatten(args), **self.options)
 
 
 def build(kernel, fn, spec):
