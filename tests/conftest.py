@@ -1,13 +1,23 @@
-"""Shared test configuration: Hypothesis profiles.
+"""Shared test configuration: Hypothesis profiles, and the backend lists tests parametrize over (read from
+the backend registry, ``tilekit.backends.REGISTRY``, never restated).
 
 ``ci`` (loaded when the ``CI`` environment variable is set) is derandomized with a bounded number of
 examples and no deadline, so the suite's time is predictable: the Triton interpreter costs about 3 ms
 per (program x loop iteration), and a first launch of each specialization also compiles. ``dev`` draws
 fresh examples every run. ``HYPOTHESIS_PROFILE`` picks one explicitly.
 """
+import functools
 import os
 
 from hypothesis import HealthCheck, settings
+
+from tilekit.backends import BACKENDS, runnable_backends  # noqa: F401  (ALL backends, for tests to import)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_backends():
+    """The backends that execute kernels on CPU tensors here (and are installed)."""
+    return runnable_backends("cpu")
 
 settings.register_profile(
     "ci",

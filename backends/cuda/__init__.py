@@ -14,11 +14,11 @@ import tempfile
 
 from ...artifact import summarize_sass
 from ...errors import BackendUnavailable
-from .. import toolchain
+from .. import record, toolchain
 from ..cstyle import Generated, flatten_args, storage_view
 from . import nvrtc as _nvrtc
 
-TARGET_ARCH = {"sm_80": "sm_80", "sm_90": "sm_90", "sm_90a": "sm_90a"}
+TARGET_ARCH = {t: t for t in record("cuda").target_names}  # NVRTC takes the target names as archs
 
 
 def gpu_present() -> bool:

@@ -17,11 +17,11 @@ import subprocess
 import tempfile
 
 from ...errors import BackendError, BackendUnavailable
-from .. import toolchain
+from .. import record, toolchain
 from ..cstyle import Generated
 from ..cuda import CompiledCUDA
 
-TARGETS = ("gfx90a", "gfx908", "gfx942")
+TARGETS = record("hip").target_names  # hipcc (clang 15 in Debian) knows no gfx942
 
 
 def hipcc_path():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ...errors import BackendError, BackendUnavailable
-from .. import toolchain
+from .. import record, toolchain
 from ..cstyle import Generated, flatten_args, storage_view
 
 BUILD_OPTIONS = ["-cl-std=CL1.2"]
@@ -146,8 +146,8 @@ def aot(kernel, fn, spec, target):
     device binary PoCL returns, and what the runtime reports about the kernel's resources."""
     import pyopencl as cl
     from ...artifact import Artifact
-    if target != "opencl-cpu":
-        raise ValueError(f"the opencl backend compiles for 'opencl-cpu', not {target!r}")
+    if target not in record("opencl").target_names:
+        raise ValueError(f"the opencl backend compiles for {list(record('opencl').target_names)}, not {target!r}")
     gen = Generated(kernel.__name__, fn, "opencl", num_warps=spec.options.get("num_warps"))
     t0 = time.perf_counter()
     with toolchain.reported_as(kernel, "opencl", target):

@@ -7,7 +7,7 @@ object's metadata (``backends/toolchain.py``).
 from __future__ import annotations
 
 from ...artifact import Artifact, amdgcn_resources, summarize_amdgcn, summarize_ptx
-from ...backends import TARGETS
+from ...backends import TARGETS, record
 from .lower import emit, scalar_param_name, tensor_param_names
 from . import load_module
 from .. import toolchain
@@ -59,10 +59,10 @@ def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
+    mine = record("triton").target_names
+    if target not in mine:
+        raise ValueError(f"the triton backend compiles for {list(mine)}, not {target!r}")
     _, backend, arch, warp = TARGETS[target]
-    if backend not in ("cuda", "hip"):
-        gpu_targets = [t for t, v in TARGETS.items() if v[1] in ("cuda", "hip")]
-        raise ValueError(f"the triton backend compiles for {gpu_targets}, not {target!r}")
     source = emit(fn, kernel.__name__)
     path = write_generated("triton", kernel.__name__, source, ".py")
     ns = load_module(path, interpret=False)
