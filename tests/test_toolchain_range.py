@@ -81,7 +81,7 @@ def low_end_pins():
 @pytest.fixture(scope="session")
 def low_end_python(tmp_path_factory):
     pins = low_end_pins()
-    key = hashlib.sha256(f"{sys.version}|{sys.prefix}|{pins}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"2|{sys.version}|{sys.prefix}|{pins}".encode()).hexdigest()[:12]  # 2: the recipe
     base = Path(os.environ.get("TILEKIT_CI_CACHE") or Path.home() / ".cache" / "tilekit-ci")
     venv = base / f"toolchain-low-{key}"
     python = venv / "bin" / "python"
@@ -98,9 +98,12 @@ def low_end_python(tmp_path_factory):
                                   capture_output=True, text=True, check=True).stdout.strip()
         Path(site_dir, "_tilekit_parent_site.pth").write_text(
             "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
-        r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
-                           capture_output=True, text=True, timeout=1800)
-        assert r.returncode == 0, f"pip install {' '.join(pins)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        # Then again, each pin copied into the venv even where the shared site already satisfies it:
+        # pocl-binary-distribution installs its ICD file inside pyopencl's folder, which must be the venv's.
+        for extra in ([], ["--no-deps", "--ignore-installed"]):
+            r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *extra,
+                                *pins], capture_output=True, text=True, timeout=1800)
+            assert r.returncode == 0, f"pip install {' '.join(pins)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         done.write_text("\n".join(pins) + "\n")
     return str(python)
 
@@ -148,8 +151,8 @@ def test_optuna_api_the_autotuner_uses(tmp_path):
     g.optimize(objective, n_trials=4)
     assert g.best_params == {"BM": 64, "num_warps": 4} and g.best_value == 0.5
     rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tune.db'}", heartbeat_interval=60, grace_period=120)
-    assert len(run(rdb, optuna.samplers.RandomSampler(seed=1), 5).trials) == 6
+    assert len(run(rdb, optuna.samplers.RandomSampler(seed=1), 5).trials) == 5  # the enqueued one counts
     journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "tune.log")))
     run(journal, optuna.samplers.RandomSampler(seed=1), 3)
     again = run(journal, optuna.samplers.RandomSampler(seed=2), 2)  # a resumed study keeps the finished trials
-    assert len(again.trials) == 7 and all(t.state == optuna.trial.TrialState.COMPLETE for t in again.trials)
+    assert len(again.trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in again.trials)
