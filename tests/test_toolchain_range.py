@@ -83,11 +83,14 @@ def low_end_python(tmp_path_factory):
     pins = low_end_pins()
     key = hashlib.sha256(f"2|{sys.version}|{sys.prefix}|{pins}".encode()).hexdigest()[:12]  # 2: the recipe
     base = Path(os.environ.get("TILEKIT_CI_CACHE") or Path.home() / ".cache" / "tilekit-ci")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable home: build it for this session only
+        base = tmp_path_factory.mktemp("tilekit-ci")
     venv = base / f"toolchain-low-{key}"
     python = venv / "bin" / "python"
     done = venv / "tilekit-ready"
     if not done.exists():
-        base.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", "--system-site-packages", str(venv)], check=True,
                        timeout=300)
         # This interpreter's own site folders (a venv's, the editable tilekit's finder) after the venv's:
