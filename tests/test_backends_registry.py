@@ -73,3 +73,32 @@ def test_cli_choices_are_the_registry():
 def test_unknown_backend_names_list_the_registry():
     with pytest.raises(ValueError, match="choose one of " + ", ".join(BACKENDS)):
         record("vulkan")
+
+
+def test_triton_interpreter_floor():
+    """Triton < 3.8's interpreter fails on int arguments equal to 1; a CPU launch there says so instead.
+    Both branches run: the main run has the newest triton, tests/test_toolchain_range.py the oldest."""
+    import triton
+    import tilekit as tk
+    from tilekit.backends.triton import INTERPRETER_MIN_VERSION, launch_unavailable_reason
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: Triton compiles instead of interpreting")
+    x = torch.randn(1, 37)
+    y = torch.empty_like(x)
+    old = tuple(int(v) for v in triton.__version__.split(".")[:2]) < INTERPRETER_MIN_VERSION
+    assert (launch_unavailable_reason() is not None) == old
+    if old:
+        with pytest.raises(tk.BackendUnavailable, match="mistypes int arguments equal to 1"):
+            copy_rows[(1,)](x, y, backend="triton")
+    else:
+        copy_rows[(1,)](x, y, backend="triton")  # shape (1, 37): int arguments equal to 1
+        torch.testing.assert_close(y, x)
+
+
+import tilekit as _tk  # noqa: E402
+
+
+@_tk.kernel
+def copy_rows(X, Y, BN: _tk.constexpr = 64):
+    r = _tk.program_id(0)
+    _tk.store(Y, (r, 0), _tk.load(X, (r, 0), (1, BN)))

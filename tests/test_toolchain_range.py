@@ -32,6 +32,7 @@ LOW_END_TESTS = [
     "tests/test_nvrtc_compile.py::test_bf16_matmul_uses_tensor_cores",
     "tests/test_nvrtc_compile.py::test_a_cuobjdump_without_nvdisasm_beside_it_is_given_one",
     "tests/test_opencl_regressions.py",
+    "tests/test_backend_errors.py", "tests/test_backends_registry.py",
     "tests/test_toolchain_range.py::test_optuna_api_the_autotuner_uses",
     "tests/test_toolchain_range.py::test_installed_toolchain_is_in_range",
 ]
