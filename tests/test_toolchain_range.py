@@ -116,11 +116,13 @@ def low_end_python(tmp_path_factory):
 def test_low_end_toolchain(low_end_python, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(TILEKIT_TOOLCHAIN_END="low", TILEKIT_CACHE_DIR=str(tmp_path / "cache"), CI="true")
-    r = subprocess.run([low_end_python, "-c", "import tilekit, triton; print(tilekit.__file__, triton.__version__)"],
+    r = subprocess.run([low_end_python, "-c", "import tilekit, tilekit.backends, triton; "
+                        "print(tilekit.__file__, tilekit.backends.__file__, triton.__version__)"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    tk_file, triton_version = r.stdout.split()
+    tk_file, backends_file, triton_version = r.stdout.split()
     assert Path(tk_file).resolve().parent == ROOT / "tilekit", f"the low-end venv imports another tilekit: {tk_file}"
+    assert Path(backends_file).resolve().parent == ROOT / "backends", backends_file
     assert triton_version.startswith(toolchain_ranges()["triton"][0])
     r = subprocess.run([low_end_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOW_END_TESTS],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
