@@ -94,6 +94,15 @@ def _pairings():
         yield cuobjdump, beside if beside in nvdisasms else (nvdisasms[0] if nvdisasms else None)
 
 
+def sass_tools_description():
+    """What ``tilekit info`` says about reading SASS here."""
+    pair = _working.get("sass") or next(_pairings(), None)
+    if pair is None:
+        return f"no cuobjdump ({INSTALL_NVIDIA_TOOLS})"
+    tool, nvdisasm = pair
+    return f"{tool} with nvdisasm {nvdisasm}" if nvdisasm else f"{tool}, but no nvdisasm ({INSTALL_NVIDIA_TOOLS})"
+
+
 def _run(tool, nvdisasm, flag, cubin: bytes):
     env = dict(os.environ)
     if nvdisasm:

@@ -42,7 +42,7 @@ def available():
     ok, nv = _nvrtc.available()
     launch = launch_unavailable_reason()
     return True, (f"emits CUDA C++; compile: {nv if ok else 'unavailable (' + nv + ')'}; "
-                  f"launch: {'yes' if launch is None else launch}")
+                  f"SASS: {toolchain.sass_tools_description()}; launch: {'yes' if launch is None else launch}")
 
 
 def device_array(t):
