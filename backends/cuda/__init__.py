@@ -21,13 +21,10 @@ from . import nvrtc as _nvrtc
 TARGET_ARCH = {t: t for t in record("cuda").target_names}  # NVRTC takes the target names as archs
 
 
-def gpu_present() -> bool:
-    return toolchain.gpu_present("nvidia")
-
 
 def launch_unavailable_reason():
     """None when a launch can work here, else why not."""
-    if not gpu_present():
+    if not toolchain.gpu_present("nvidia"):
         return ("no NVIDIA GPU (torch.cuda.is_available() is False); source and kernel.compile(target, ..., "
                 "backend='cuda') work without one")
     try:

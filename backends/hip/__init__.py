@@ -28,12 +28,9 @@ def hipcc_path():
     return os.environ.get("TILEKIT_HIPCC") or shutil.which("hipcc")
 
 
-def gpu_present() -> bool:
-    return toolchain.gpu_present("amd")
-
 
 def launch_unavailable_reason():
-    if not gpu_present():
+    if not toolchain.gpu_present("amd"):
         return "no AMD GPU (a ROCm torch with a device); source and kernel.compile('gfx90a', ..., backend='hip') work without one"
     try:
         import cupy  # noqa: F401

@@ -11,9 +11,6 @@ from .. import check_launch_device, toolchain
 from .lower import emit, tensor_param_names
 
 
-def gpu_present() -> bool:
-    return toolchain.gpu_present()  # Triton compiles for NVIDIA and AMD GPUs alike
-
 
 # Triton 3.6 and 3.7's interpreter types an int argument equal to 1 as int1 and fails ("numpy data itemsize
 # (32 bits) exceeds dtype primitive_bitwidth (1 bits)"), so any tensor with a dimension of 1 breaks it;
@@ -34,7 +31,7 @@ def interpreter_unavailable_reason():
 
 def launch_unavailable_reason():
     """None when a launch can work here (a GPU, or an interpreter that works), else why not."""
-    return None if gpu_present() else interpreter_unavailable_reason()
+    return None if toolchain.gpu_present() else interpreter_unavailable_reason()
 
 
 def available():
@@ -42,7 +39,7 @@ def available():
         import triton
     except Exception as e:
         return False, f"triton is not importable: {e}"
-    if gpu_present():
+    if toolchain.gpu_present():
         return True, f"triton {triton.__version__} on a GPU"
     why = interpreter_unavailable_reason()
     if why:
@@ -92,7 +89,7 @@ class CompiledTriton:
         self.kernel = kernel
         self.source = emit(fn, self.name)
         self.path = write_generated("triton", self.name, self.source, ".py")
-        self.interpret = not gpu_present()
+        self.interpret = not toolchain.gpu_present()
         self.options = {} if self.interpret else {k: v for k, v in spec.options.items() if k in ("num_warps", "num_stages")}
         self._jit = None
         self.flatten = _flattener(fn)
