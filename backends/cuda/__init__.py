@@ -21,7 +21,6 @@ from . import nvrtc as _nvrtc
 TARGET_ARCH = {t: t for t in record("cuda").target_names}  # NVRTC takes the target names as archs
 
 
-
 def launch_unavailable_reason():
     """None when a launch can work here, else why not."""
     if not toolchain.gpu_present("nvidia"):

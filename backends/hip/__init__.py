@@ -28,7 +28,6 @@ def hipcc_path():
     return os.environ.get("TILEKIT_HIPCC") or shutil.which("hipcc")
 
 
-
 def launch_unavailable_reason():
     if not toolchain.gpu_present("amd"):
         return "no AMD GPU (a ROCm torch with a device); source and kernel.compile('gfx90a', ..., backend='hip') work without one"
