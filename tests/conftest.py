@@ -11,13 +11,14 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-from tilekit.backends import BACKENDS, runnable_backends  # noqa: F401  (ALL backends, for tests to import)
+from tilekit.backends import BACKENDS, record, runnable_backends  # noqa: F401  (BACKENDS: for tests to import)
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_backends():
-    """The backends that execute kernels on CPU tensors here (and are installed)."""
-    return runnable_backends("cpu")
+def cpu_backends(cstyle=None):
+    """The backends that execute kernels on CPU tensors here (and are installed); ``cstyle=False``: only
+    those not built by the C-style emitter (reference and the Triton interpreter: the Python-level ones)."""
+    return tuple(b for b in runnable_backends("cpu") if cstyle is None or record(b).cstyle == cstyle)
 
 settings.register_profile(
     "ci",

@@ -102,3 +102,15 @@ import tilekit as _tk  # noqa: E402
 def copy_rows(X, Y, BN: _tk.constexpr = 64):
     r = _tk.program_id(0)
     _tk.store(Y, (r, 0), _tk.load(X, (r, 0), (1, BN)))
+
+
+def test_every_backend_that_can_run_on_the_cpu_runs_here():
+    """The tests' backend lists (tests/conftest.py) keep only what runs here; CI must lose none of them."""
+    import os
+    from conftest import cpu_backends
+    want = [b.name for b in REGISTRY if "cpu" in b.launches_on_without_gpu]
+    missing = [b for b in want if b not in cpu_backends()]
+    if os.environ.get("TILEKIT_TOOLCHAIN_END") == "low" or torch.cuda.is_available():
+        missing = [b for b in missing if b != "triton"]  # the 3.6 interpreter is refused; a GPU compiles instead
+    assert not missing, {b: record(b).available()[1] for b in missing}
+    assert cpu_backends(cstyle=False) == tuple(b for b in cpu_backends() if not record(b).cstyle)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tilekit as tk
+from conftest import cpu_backends
 import tilekit.frontend
 from tilekit import tolerances
 
@@ -15,7 +16,7 @@ pytestmark = [  # padding lanes of a ragged tile compute log(0), 1/0: never stor
     pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
 ]
 
-BACKENDS = ("reference", "triton")
+BACKENDS = cpu_backends(cstyle=False)  # reference and triton, from the backend registry (conftest.py)
 backends = pytest.mark.parametrize("backend", BACKENDS)
 
 
