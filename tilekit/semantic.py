@@ -335,20 +335,33 @@ def mask_value(b: Builder, mask, shape, what):
     return broadcast_to(b, m, shape)
 
 
-def load(b: Builder, tensor, offsets, shape, other=0, mask=None) -> Value:
+def load(b: Builder, tensor, offsets, shape=(), other=0, mask=None) -> Value:
     if not isinstance(tensor, TensorRef):
         raise b.error(f"tk.load reads a tensor parameter, got {type(tensor).__name__}")
+    scalar = shape == () or shape == []
+    if scalar:
+        # One element: a 1-element tile, reshaped to a scalar (every backend holds it as one value).
+        shape = (1,) * tensor.ndim
+        if not isinstance(offsets, (tuple, list)):
+            offsets = (offsets,)
+        if any(is_value(o) and o.shape != () for o in offsets):
+            raise b.error("a scalar tk.load (no shape) needs scalar offsets; pass a shape to gather a tile")
     shape = check_tile_shape(b, shape, "tk.load")
     if len(shape) != tensor.ndim:
         raise b.error(f"tk.load of a {tensor.ndim}-d tensor needs a {tensor.ndim}-d shape, got {shape}")
     offs = memory_offsets(b, tensor, offsets, shape, "tk.load")
     dt = tensor.dtype
-    if is_value(other):
-        raise b.error("tk.load's other= must be a compile-time constant")
     if dt.is_packed:
-        if other != 0:
+        if is_value(other) or other != 0:
             raise b.error(f"tk.load of a packed {dt} tensor fills masked elements with code 0; other= must be 0")
         other_v = const(b, 0, D.int32 if dt.is_int else D.float32)
+    elif is_value(other):
+        if other.shape != ():
+            raise b.error(f"tk.load's other= must be a scalar (a constant or a runtime scalar), got a {other.type} tile")
+        if other.dtype is not dt and (other.dtype.is_float and not dt.is_float):
+            raise b.error(f"other= is {other.dtype}, which an {dt} tensor's tile cannot hold: convert it with "
+                          f".to({dt!r})")
+        other_v = cast(b, other, dt)
     else:
         if dt.is_int and isinstance(other, float) and not other.is_integer():
             raise b.error(f"other={other} cannot be held by an {dt} tensor")
@@ -356,7 +369,10 @@ def load(b: Builder, tensor, offsets, shape, other=0, mask=None) -> Value:
     ops = [tensor.value, *offs, other_v]
     if mask is not None:
         ops.append(mask_value(b, mask, shape, "tk.load"))
-    return b.create("load", ops, {"shape": shape, "has_mask": mask is not None}).result
+    tile = b.create("load", ops, {"shape": shape, "has_mask": mask is not None}).result
+    if scalar:
+        return b.create("reshape", [tile], {"shape": ()}).result
+    return tile
 
 
 def store(b: Builder, tensor, offsets, value, mask=None, atomic=None):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ... import dtypes as D
 from ...analysis import is_nonnegative
 from ...ir import offsets_and_mask
-from .types import float_lit
+from .layout import prod
+from .types import float_lit, rtype
 from .values import Val
 
 
@@ -72,11 +73,19 @@ class MemoryMixin:
         return (mask is None and not tensor.type.packed and v > 1 and shape[-1] % v == 0
                 and offs[-1].shape == () and self.d.vector_type(dt, v) is not None)
 
+    def uniform_load_ok(self, op):
+        """A 1-element load every thread can issue itself: its address and mask are uniform."""
+        _, offs, _, mask = offsets_and_mask(op)
+        ins = [o for o in offs if o.shape != ()] + ([mask] if mask is not None else [])
+        return prod(op.attrs["shape"]) == 1 and all(self.vals[v].kind in ("virtual", "scalar") for v in ins)
+
     def op_load(self, op):
         tensor, offs, other, mask = offsets_and_mask(op)
         r = op.results[0]
         shape = op.attrs["shape"]
         out = []
+        if self.uniform_load_ok(op):
+            return self.uniform_load(op)
         idx, masks, _ = self.address(op, shape, out)
         t = tensor.name
         name = self.name_of(r)
@@ -92,6 +101,28 @@ class MemoryMixin:
         if not self.vector_ok(op, shape, tensor.dtype):
             return out + self.foreach(shape, scalar)
         return out + self.vector_loop(op, shape, idx, masks, scalar, vector_load=(name, tensor.dtype))
+
+    def uniform_load(self, op):
+        """A 1-element tile loaded by every thread into one variable (held as a ``scalar``): a scalar
+        ``tk.load`` costs no scratch-area round trip, and uses of it read the variable."""
+        tensor, _, other, _ = offsets_and_mask(op)
+        r = op.results[0]
+        shape = op.attrs["shape"]
+        out = []
+        idx, masks, _ = self.address(op, shape, out)
+        name = self.name_of(r)
+        self.vals[r] = Val("scalar", name)
+        if tensor.type.packed:
+            val = self.packed_value(tensor, r.dtype, idx)
+        else:
+            val = self.load_elem(tensor.dtype, f"{tensor.name}_ptr[{self.linear(tensor.name, idx)}]")
+        cond = " && ".join(f"({m})" for m in masks)
+        coords = [f"const int _c{d} = 0;" for d in range(len(shape))]
+        out.append(f"{rtype(r.dtype)} {name};")
+        out += ["{", "  const int _s = 0;"] + ["  " + c for c in coords]
+        out.append(f"  {name} = ({cond}) ? ({val}) : {self.vals[other].name};" if cond else f"  {name} = {val};")
+        out.append("}")
+        return out
 
     def vector_loop(self, op, shape, idx, masks, scalar_body, vector_load=None, vector_store=None):
         """The element loop of a load/store with a V-wide fast path for whole, aligned, in-bounds chunks."""

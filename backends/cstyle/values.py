@@ -39,7 +39,7 @@ class ValuesMixin:
         """C expression of ``v`` at the element of a ``shape`` tile with coordinates ``coords``
         (``v`` broadcasts to ``shape``: it is a scalar, or has the same rank with size-1 dims)."""
         k = self.vals[v]
-        if v.shape == ():
+        if v.shape == () or k.kind == "scalar":  # a scalar, or a 1-element tile every thread holds
             return k.name
         if subst and v in subst:
             return f"{subst[v]}[{slot}]"

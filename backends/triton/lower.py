@@ -218,10 +218,18 @@ class TritonEmitter:
             return f"{self.name(x)} != 0"
         if tl_dtype(x.dtype) == tl_dtype(dst):
             return self.name(x)
+        if x.owner is None and x.shape == ():
+            # a scalar parameter: the interpreter passes a Python number, which has no .to()
+            return f"tl.cast({self.name(x)}, {tl_dtype(dst)})"
         return f"{self.name(x)}.to({tl_dtype(dst)})"
 
     def e_broadcast(self, op):
-        return f"tl.broadcast_to({self.name(op.operands[0])}, {list(op.attrs['shape'])})"
+        x = op.operands[0]
+        if x.shape == () and x.dtype.is_bool:
+            # Triton's interpreter rejects a load mask made by tl.broadcast_to of a scalar int1 ("mask has
+            # unsupported dtype"); and-ing it into a full tile is the same value on every backend.
+            return f"tl.full({list(op.attrs['shape'])}, True, tl.int1) & {self.name(x)}"
+        return f"tl.broadcast_to({self.name(x)}, {list(op.attrs['shape'])})"
 
     def e_expand_dims(self, op):
         return f"tl.expand_dims({self.name(op.operands[0])}, {op.attrs['axis']})"
@@ -327,8 +335,11 @@ class TritonEmitter:
         ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
         if mask is None:
             return lines + [f"{res} = tl.load({ptr})"]
-        o = other.owner.attrs["value"]
-        return lines + [f"{res} = tl.load({ptr}, mask={mask}, other={literal(o, other.dtype)})"]
+        if other.owner is not None and other.owner.name == "const":
+            o = literal(other.owner.attrs["value"], other.dtype)
+        else:
+            o = self.name(other)  # a runtime scalar
+        return lines + [f"{res} = tl.load({ptr}, mask={mask}, other={o})"]
 
     def packed_load(self, op, t, idx, mask, res):
         dt = op.results[0].dtype
