@@ -340,6 +340,8 @@ _HANDLERS = {
     "broadcast": lambda p, op, v: np.broadcast_to(v[0], op.attrs["shape"]).copy(),
     "expand_dims": lambda p, op, v: np.expand_dims(v[0], op.attrs["axis"]),
     "reshape": lambda p, op, v: np.reshape(v[0], op.attrs["shape"]),
+    "slice": lambda p, op, v: np.take(v[0], np.arange(op.attrs["start"], op.attrs["start"] + op.attrs["size"]),
+                                      axis=op.attrs["axis"]),
     "trans": lambda p, op, v: np.ascontiguousarray(np.transpose(v[0])),
     "reduce": _reduce,
     "cumsum": _cumsum,

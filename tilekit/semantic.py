@@ -241,6 +241,41 @@ def expand_dims(b: Builder, x: Value, axis: int) -> Value:
     return b.create("expand_dims", [x], {"axis": axis}).result
 
 
+def slice_tile(b: Builder, x: Value, axis: int, start, stop) -> Value:
+    """``x[..., start:stop, ...]`` along ``axis`` with compile-time bounds (Python's rules for None and
+    negative bounds); the length must be a power of two, as every tile dimension."""
+    n = x.shape[axis]
+    for v, nm in ((start, "start"), (stop, "stop")):
+        if is_value(v) or not (v is None or (isinstance(v, int) and not isinstance(v, bool))):
+            raise b.error(f"a tile slice needs compile-time int bounds; its {nm} is "
+                          f"{'a runtime value' if is_value(v) else repr(v)} (use tk.load with an offset instead)")
+    lo, hi, _ = slice(start, stop).indices(n)
+    size = hi - lo
+    if size <= 0:
+        raise b.error(f"slice [{start}:{stop}] of an axis of size {n} is empty")
+    if size & (size - 1):
+        raise b.error(f"slice [{start}:{stop}] of an axis of size {n} has length {size}, which is not a power of "
+                      f"two: tile dimensions must be powers of two")
+    if size == n:
+        return x
+    return b.create("slice", [x], {"axis": axis, "start": lo, "size": size}).result
+
+
+def index_tile(b: Builder, x: Value, axis: int, k) -> Value:
+    """``x[..., k, ...]``: the compile-time index ``k`` of ``axis`` (negative counts from the end); the axis
+    is removed."""
+    n = x.shape[axis]
+    if is_value(k) or not isinstance(k, int) or isinstance(k, bool):
+        raise b.error(f"a tile index must be a compile-time int, got "
+                      f"{'a runtime value' if is_value(k) else repr(k)}; use tk.where or tk.load with an offset")
+    if not -n <= k < n:
+        raise b.error(f"index {k} is out of range for an axis of size {n}")
+    k %= n
+    one = x if n == 1 else b.create("slice", [x], {"axis": axis, "start": k, "size": 1}).result
+    shape = x.shape[:axis] + x.shape[axis + 1:]
+    return b.create("reshape", [one], {"shape": tuple(shape)}).result
+
+
 def normalize_axis(b: Builder, x: Value, axis) -> int:
     if not isinstance(axis, int):
         raise b.error(f"axis must be a compile-time int, got {axis!r}")

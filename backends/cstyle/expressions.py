@@ -71,6 +71,20 @@ class ExpressionsMixin:
         out.append(f"const {ct} {name} = {buf}[0];")
         return out
 
+    def op_slice(self, op):
+        x, r = op.operands[0], op.results[0]
+        k = self.vals[x]
+        if k.kind in ("virtual", "scalar"):
+            self.vals[r] = Val(k.kind, k.name)
+            return []
+        axis, start = op.attrs["axis"], op.attrs["start"]
+
+        def src(cs):
+            return self.flat_expr([f"({c} + {start})" if d == axis else c for d, c in enumerate(cs)], x.shape)
+        out = []
+        self.vals[r] = Val("reg", self.smem_gather(x, r.shape, src, (x.name or "s") + "_sl", out))
+        return out
+
     def op_trans(self, op):
         x, r = op.operands[0], op.results[0]
         if self.vals[x].kind == "virtual":

@@ -76,6 +76,9 @@ class ValuesMixin:
             return self.vexpr(x, self.coord_exprs(f"({flat})", x.shape))
         if n == "trans":
             return self.vexpr(op.operands[0], cs[::-1])
+        if n == "slice":
+            a, start = op.attrs["axis"], op.attrs["start"]
+            return self.vexpr(op.operands[0], [f"({c} + {start})" if d == a else c for d, c in enumerate(cs)])
         if n in ELEMENTWISE_OPS:
             args = []
             for o in op.operands:

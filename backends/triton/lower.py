@@ -237,6 +237,18 @@ class TritonEmitter:
     def e_reshape(self, op):
         return f"tl.reshape({self.name(op.operands[0])}, {list(op.attrs['shape'])})"
 
+    def e_slice(self, op):
+        # Triton tensors have no static slice: a gather along the axis with constant indices
+        x = op.operands[0]
+        axis, start, size = op.attrs["axis"], op.attrs["start"], op.attrs["size"]
+        shape = list(op.results[0].shape)
+        rank = len(shape)
+        pos = f"(tl.arange(0, {size}) + {start})"
+        if rank > 1:
+            pos += "[" + ", ".join(":" if d == axis else "None" for d in range(rank)) + "]"
+            pos = f"tl.broadcast_to({pos}, {shape})"
+        return f"tl.gather({self.name(x)}, {pos}, {axis})"
+
     def e_trans(self, op):
         return f"tl.trans({self.name(op.operands[0])})"
 
