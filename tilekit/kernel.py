@@ -98,6 +98,7 @@ class Kernel(KernelObject):
         self._tensor_roles = None
         self._cache = {}
         self._fast = {}
+        self.last_launch_stats = None  # the reference executor's LaunchStats of the latest launch, else None
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
         self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
         self._hash = None
@@ -358,8 +359,9 @@ class Launcher(KernelObject):
                 grid = tuple(int(x) for x in grid)
                 break
         if 0 in grid:
+            k.last_launch_stats = None
             return
-        ck.launch(runtime, grid)
+        k.last_launch_stats = ck.launch(runtime, grid)  # LaunchStats from the reference backend, else None
 
 
 def _as_grid_tuple(k, grid):
