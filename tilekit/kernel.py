@@ -176,7 +176,7 @@ class Kernel(KernelObject):
                 dev = x.device
                 if device is None:
                     device = dev
-                elif dev != device:
+                elif dev != device and backend is not _AOT:  # AOT examples only give types and shapes
                     raise ValueError(f"{self.__name__}: tensors are on different devices: '{n}' is on {dev}, "
                                      f"others on {device}")
             specs[n] = spec
@@ -291,14 +291,16 @@ def example_from_signature(text: str):
     if "[" in s and s.endswith("]"):
         name, dims = s[:-1].split("[", 1)
         dt = next((d for d in D.all_dtypes() if name in (d.short, d.name)), None)
-        if dt is not None and dt.torch_dtype is not None:
+        if dt is not None:
             try:
                 shape = [int(x) for x in dims.split(",") if x.strip()]
             except ValueError:
                 shape = None
-            if shape is not None:
+            if shape is not None and dt.torch_dtype is not None:
                 return torch.empty(shape, dtype=dt.torch_dtype, device="meta")
-    raise ValueError(f"bad signature {text!r}: use a tensor like 'fp16[4096,4096]' or a scalar "
+            if shape and dt.is_packed:  # "int3[4096,4096]": a meta PackedTensor
+                return PackedTensor.empty(shape, dt, device="meta")
+    raise ValueError(f"bad signature {text!r}: use a tensor like 'fp16[4096,4096]' (packed: 'int3[4096,4096]') or a scalar "
                      f"{'/'.join(_SCALAR_EXAMPLES)}")
 
 

@@ -36,6 +36,21 @@ class PackedTensor:
             raise ValueError("packed words must be contiguous")
         self.words, self.dtype, self.shape = words, dtype, shape
 
+    @classmethod
+    def empty(cls, shape, dtype, device=None) -> "PackedTensor":
+        """An uninitialized packed tensor of logical ``shape``; with ``device="meta"`` it has no storage and
+        serves as an example argument for ``kernel.compile(target, ...)``."""
+        dtype = D.to_dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        if len(shape) == 0:
+            raise ValueError("a packed tensor needs at least one dimension")
+        words = torch.empty(shape[:-1] + (words_per_row(shape[-1], dtype.bits),), dtype=torch.int32, device=device)
+        return cls(words, dtype, shape)
+
+    def to(self, device) -> "PackedTensor":
+        """The same codes on ``device`` (``"meta"`` keeps only the shape, for ahead-of-time compiling)."""
+        return PackedTensor(self.words.to(device), self.dtype, self.shape)
+
     device = property(lambda self: self.words.device)
     ndim = property(lambda self: len(self.shape))
 
