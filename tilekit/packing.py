@@ -65,6 +65,27 @@ def words_per_row(n: int, bits: int) -> int:
     return (n * bits + 31) // 32
 
 
+class WordWindow:
+    """The contiguous words of one row that a tile of ``cols`` consecutive codes covers, as the backends
+    load them: one vectorisable load of ``padded`` (a power of two) words per row, of which ``needed`` are
+    read, then the codes are shifted out in registers.
+
+    ``start_multiple`` is a power of two known to divide the tile's first column (``analysis.known_multiple``):
+    when ``start * bits`` is then a multiple of 32 the window starts exactly on the tile's first bit."""
+
+    def __init__(self, bits: int, cols: int, start_multiple: int):
+        self.bits, self.cols = bits, cols
+        self.word_aligned = (start_multiple * bits) % 32 == 0
+        # a power of two dividing the window's first word index (vector loads need that alignment), up to 16
+        words = start_multiple * bits // 32 if self.word_aligned else 0
+        self.word_multiple = min(16, words & -words) if words else 1
+        span = cols * bits + (0 if self.word_aligned else 31)  # the first code may start up to 31 bits in
+        self.needed = -(-span // 32)
+        self.padded = 1 << (self.needed - 1).bit_length()
+        # a code never straddles two words when bits divides 32 and the window starts on a code boundary
+        self.straddles = not (32 % bits == 0 and self.word_aligned)
+
+
 def _codes_from_values(values: torch.Tensor, dtype: D.DType) -> np.ndarray:
     v = values.detach().cpu()
     if dtype.is_float:
