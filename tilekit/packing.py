@@ -110,7 +110,7 @@ def pack(values: torch.Tensor, dtype) -> PackedTensor:
     *lead, n = codes.shape
     bits = dtype.bits
     nwords = words_per_row(n, bits)
-    rows = codes.reshape(-1, n)
+    rows = codes.reshape(int(np.prod(lead, dtype=np.int64)), n)  # (not -1: a row may be empty)
     out = np.zeros((rows.shape[0], nwords + 1), dtype=np.uint64)
     pos = np.arange(n, dtype=np.uint64) * np.uint64(bits)
     word = (pos >> np.uint64(5)).astype(np.int64)
@@ -126,7 +126,8 @@ def codes(p: PackedTensor) -> np.ndarray:
     """The raw codes of a packed tensor, as int64, in its logical shape."""
     bits = p.dtype.bits
     n = p.shape[-1]
-    w = p.words.detach().cpu().numpy().view(np.uint32).reshape(-1, p.words.shape[-1]).astype(np.uint64)
+    nrows = int(np.prod(p.shape[:-1], dtype=np.int64))  # (not -1: a row may be empty)
+    w = p.words.detach().cpu().numpy().view(np.uint32).reshape(nrows, p.words.shape[-1]).astype(np.uint64)
     w = np.concatenate([w, np.zeros((w.shape[0], 1), np.uint64)], axis=1)
     pos = np.arange(n, dtype=np.uint64) * np.uint64(bits)
     word = (pos >> np.uint64(5)).astype(np.int64)
