@@ -137,6 +137,7 @@ def _c_sources(dialect):
     yield expert_scale.source(dialect, ids, x, x, x)
     yield masked_scalar.source(dialect, x[0], x, 5, 1.0)
     yield runtime_other.source(dialect, x, x, 1.0)
+    yield packed_scalar.source(dialect, tk.pack(torch.randint(-4, 4, (3, 45)), tk.int3), x[0], 1, 2)
 
 
 def test_scalar_kernels_compile_with_nvrtc():
@@ -157,3 +158,24 @@ def test_scalar_kernels_compile_with_hipcc():
     for src in _c_sources("hip"):
         binary, asm, cmd = compile_source(src, "gfx90a")
         assert binary[:4] == b"\x7fELF", cmd
+
+
+@tk.kernel
+def packed_scalar(P, Out, r, c):
+    """A scalar load of a packed tensor decodes one code; outside the tensor it reads code 0."""
+    v = tk.load(P, (r, c)).to(tk.float32)
+    tk.store(Out, (0,), tk.full((2,), v, tk.float32))
+
+
+@pytest.mark.parametrize("backend", EXEC)
+@pytest.mark.parametrize("wdtype", [tk.int3, tk.float6_e2m3], ids=lambda d: d.name)
+def test_scalar_load_of_a_packed_tensor(backend, wdtype):
+    import corpus
+    vals = corpus.representable(wdtype)
+    v = vals[torch.randint(0, vals.numel(), (3, 45), generator=torch.Generator().manual_seed(2))]
+    p = tk.pack(v, wdtype)
+    for r, c in ((0, 0), (2, 44), (1, 10), (1, 11), (3, 0), (0, 45)):
+        out = torch.full((2,), float("nan"))
+        packed_scalar[(1,)](p, out, r, c, backend=backend)
+        want = float(v[r, c]) if r < 3 and c < 45 else 0.0
+        assert out.tolist() == [want, want], (r, c)
