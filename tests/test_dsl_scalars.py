@@ -145,10 +145,9 @@ def test_scalar_kernels_compile_with_nvrtc():
     ok, why = nvrtc.available()
     if not ok:
         pytest.skip(f"NVRTC unavailable: {why}")
-    for src in _c_sources("cuda"):
-        for arch in ("sm_80", "sm_90a"):
-            cubin, log, _ = nvrtc.compile_source(src, arch)
-            assert cubin[:4] == b"\x7fELF", log
+    for src in _c_sources("cuda"):  # one arch keeps CI short; the corpus compile tests cover sm_80
+        cubin, log, _ = nvrtc.compile_source(src, "sm_90a")
+        assert cubin[:4] == b"\x7fELF", log
 
 
 def test_scalar_kernels_compile_with_hipcc():
