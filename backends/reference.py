@@ -20,7 +20,8 @@ class CompiledReference:
         check_launch_device("reference", device)
 
     def launch(self, args, grid):
-        reference.run(self.fn, args, grid)
+        """Runs the launch; returns its :class:`tilekit.reference.LaunchStats` (kernel.last_launch_stats)."""
+        return reference.run(self.fn, args, grid)
 
 
 def build(kernel, fn, spec):

@@ -170,6 +170,32 @@ def matmul_epilogue(A, B, Bias, C, has_bias, BM: tk.constexpr = 32, BN: tk.const
     tk.store(C, (pm * BM, pn * BN), acc.to(C.dtype))
 
 
+@tk.kernel
+def expert_select(X, Ids, Scale, Y, fill, BM: tk.constexpr = 8, BN: tk.constexpr = 32):
+    """A scalar load (the block's expert id) picks a scale row; X is read with a runtime other= (visible in the
+    row max when N < BN); a static slice keeps the left half and a constant index takes column 0."""
+    pm = tk.program_id(0)
+    e = tk.load(Ids, (pm,))
+    s = tk.load(Scale, (e, 0), (1, BN))
+    x = tk.load(X, (pm * BM, 0), (BM, BN), other=fill).to(tk.float32)
+    y = x * s
+    top = tk.max(x, axis=1)
+    tk.store(Y, (pm * BM, 0), (y[:, 0:BN // 2] + y[:, 0][:, None] + top[:, None]).to(Y.dtype))
+
+
+@tk.kernel
+def packed_halves(W, Y, BM: tk.constexpr = 8, BN: tk.constexpr = 64):
+    """Packed tile loads along K (the words of each tile in one load), split by static slices:
+    Y[m] = sum over K blocks of 2 * sum(left half) - sum(right half)."""
+    M, K = W.shape
+    pm = tk.program_id(0)
+    acc = tk.zeros((BM,), tk.float32)
+    for k in tk.range(0, K, BN):
+        w = tk.load(W, (pm * BM, k), (BM, BN)).to(tk.float32)
+        acc = acc + 2.0 * tk.sum(w[:, :BN // 2], axis=1) - tk.sum(w[:, BN // 2:], axis=1)
+    tk.store(Y, (pm * BM,), acc.to(Y.dtype))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The Case record
 # ---------------------------------------------------------------------------------------------------
@@ -410,6 +436,51 @@ def _dequant_ref(a):
     return [a["Wvals"] * scales]
 
 
+def _expert_inputs(rng, shape, dtype, variant):
+    M, N, E = shape
+    blocks = cdiv(M, 8)  # enough ids for the smallest BM
+    return {"X": randn(rng, (M, N), dtype), "Ids": torch.randint(0, E, (blocks,), generator=rng, dtype=torch.int32),
+            "Scale": randn(rng, (E, N), torch.float32), "Y": poisoned((M, N), dtype),
+            "fill": float(uniform(rng, (), 3.0, 6.0, torch.float64))}
+
+
+def _expert_launch(a, backend, cfg):
+    M = a["X"].shape[0]
+    a["BM"], a["BN"] = cfg["BM"], cfg["BN"]
+    expert_select[(cdiv(M, cfg["BM"]),)](a["X"], a["Ids"], a["Scale"], a["Y"], a["fill"], backend=backend, **cfg)
+    return [a["Y"]]
+
+
+def _expert_ref(a):
+    x, (M, N) = f64(a["X"]), a["X"].shape
+    bm, bn = a["BM"], a["BN"]
+    e = a["Ids"].long()[torch.arange(M) // bm]
+    padded = torch.cat([x, torch.full((M, bn - N), f64(torch.tensor(a["fill"], dtype=torch.float32)).item(),
+                                      dtype=torch.float64)], 1)
+    s = torch.cat([f64(a["Scale"])[e], torch.zeros(M, bn - N, dtype=torch.float64)], 1)
+    y = padded * s
+    return [(y[:, :bn // 2] + y[:, :1] + padded.max(1, keepdim=True).values)[:, :N]]
+
+
+def _packed_halves_inputs(rng, shape, dtype, variant):
+    M, K = shape
+    vals = representable(variant)
+    w = vals[torch.randint(0, vals.numel(), (M, K), generator=rng)]
+    return {"W": tk.pack(w, variant), "Wvals": w, "Y": poisoned((M,), dtype)}
+
+
+def _packed_halves_launch(a, backend, cfg):
+    a["BN"] = cfg["BN"]
+    packed_halves[(cdiv(a["W"].shape[0], cfg["BM"]),)](a["W"], a["Y"], backend=backend, **cfg)
+    return [a["Y"]]
+
+
+def _packed_halves_ref(a):
+    w, bn = a["Wvals"], a["BN"]
+    sign = torch.where(torch.arange(w.shape[1]) % bn < bn // 2, 2.0, -1.0).to(torch.float64)
+    return [(w * sign).sum(1)]
+
+
 def _matmul_inputs(rng, shape, dtype, variant):
     M, K, N = shape
     return {"A": randn(rng, (M, K), dtype), "B": randn(rng, (K, N), dtype), "Bias": randn(rng, (N,), dtype),
@@ -474,6 +545,15 @@ CASES = [
          make_inputs=_scatter_inputs, launch=_scatter_launch, reference=_scatter_ref,
          error_bound=_scatter_error_bound,
          edge_shapes=((1, 1, 1), (17, 2, 65), (0, 3, 4))),
+    Case("expert_select", expert_select, dims=((1, 40), (1, 16), (1, 5)), dtypes=FLOATS,
+         configs=({"BM": 8, "BN": 32}, {"BM": 16, "BN": 64}),
+         make_inputs=_expert_inputs, launch=_expert_launch, reference=_expert_ref,
+         edge_shapes=((1, 1, 1), (9, 16, 2), (0, 3, 1))),
+    Case("packed_halves", packed_halves, dims=((1, 20), (1, 150)), dtypes=(F32,),
+         configs=({"BM": 8, "BN": 64}, {"BM": 4, "BN": 32}),
+         make_inputs=_packed_halves_inputs, launch=_packed_halves_launch, reference=_packed_halves_ref,
+         variants=(tk.int3, tk.int4, tk.uint5, tk.float6_e2m3, tk.int8, tk.uint1),
+         edge_shapes=((1, 1), (9, 65), (3, 0))),
     Case("dequant_groups", dequant_groups, dims=((1, 40), (1, 100)), dtypes=FLOATS,
          configs=({"BN": 16, "BK": 32}, {"BN": 32, "BK": 64}, {"BN": 8, "BK": 128}),
          make_inputs=_dequant_inputs, launch=_dequant_launch, reference=_dequant_ref,

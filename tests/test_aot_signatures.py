@@ -47,3 +47,38 @@ def test_compile_from_signature_strings():
     import pytest
     with pytest.raises(ValueError, match="bad signature"):
         copy_rows.compile("sm_80", "fp16[10,x]", "fp16[10,10]")
+
+
+@tk.kernel
+def dequant_tile(W, Out, BK: tk.constexpr = 32, BN: tk.constexpr = 64):
+    k0, n0 = tk.program_id(0) * BK, tk.program_id(1) * BN
+    tk.store(Out, (k0, n0), tk.load(W, (k0, n0), (BK, BN)).to(tk.float16))
+
+
+def test_packed_signature_strings_compile_for_every_target():
+    from tilekit.kernel import example_from_signature
+    p = example_from_signature("int3[4096,4096]")
+    assert isinstance(p, tk.PackedTensor) and p.dtype is tk.int3 and p.shape == (4096, 4096)
+    assert p.device.type == "meta" and tuple(p.words.shape) == (4096, 4096 * 3 // 32)
+    assert example_from_signature("f4e2m1[8,33]").words.shape == (8, 5)       # short names too; 132 bits
+    art = dequant_tile.compile("sm_90", "int3[4096,4096]", "fp16[4096,4096]")
+    assert art.binary[:4] == b"\x7fELF" and art.resources["spills"] == 0, art.report()
+    import pytest
+    nvrtc = pytest.importorskip("tilekit.backends.cuda.nvrtc")
+    if nvrtc.available()[0]:
+        art = dequant_tile.compile("sm_90a", "int4[4096,4096]", "fp16[4096,4096]", backend="cuda")
+        assert art.binary[:4] == b"\x7fELF", art.report()
+
+
+def test_pack_output_mixes_with_meta_tensors_in_compile():
+    """Regression: tk.pack output (CPU) beside meta tensors failed with 'tensors are on different devices'."""
+    packed = tk.pack(torch.randint(-4, 4, (64, 100)), tk.int3)
+    art = dequant_tile.compile("sm_80", packed, torch.empty(64, 100, dtype=torch.float16, device="meta"))
+    assert art.binary[:4] == b"\x7fELF"
+    meta = tk.PackedTensor.empty((64, 100), tk.int3, device="meta")
+    assert packed.to("meta").words.shape == meta.words.shape
+    dequant_tile.compile("sm_80", meta, torch.empty(64, 100, dtype=torch.float16, device="meta"))
+    # a launch still refuses mixed devices
+    import pytest
+    with pytest.raises(ValueError, match="different devices"):
+        dequant_tile[(2, 2)](packed, torch.empty(64, 100, dtype=torch.float16, device="meta"), backend="triton")

@@ -214,3 +214,11 @@ def test_float8_rounding_matches_torch(dt, torch_dt):
     got = tk.unpack(tk.pack(x, dt), torch.float64)
     want = x.to(torch.float32).to(torch_dt).to(torch.float64)
     assert torch.equal(got, want)
+
+
+def test_pack_and_unpack_empty_rows_and_empty_tensors():
+    """Regression: a (3, 0) tensor failed with 'cannot reshape array of size 0' (reshape(-1, 0))."""
+    for shape in ((3, 0), (0, 5), (2, 0, 4), (0,)):
+        v = torch.zeros(shape, dtype=torch.int64)
+        p = tk.pack(v, tk.int3)
+        assert p.shape == shape and torch.equal(tk.unpack(p), v)

@@ -49,6 +49,38 @@ def is_nonnegative(v, owners: dict, depth=0) -> bool:
     return False
 
 
+def known_multiple(v, owners: dict, depth=0) -> int:
+    """A power of two that provably divides the integer scalar ``v`` (1 when nothing is known, up to 2**20).
+    Packed loads use it to see that a tile starts on a word (``pid * 64`` of int3 codes is 192 bits)."""
+    cap = 1 << 20
+    if depth > 24:
+        return 1
+    op = v.owner
+    if op is None:
+        loop = owners.get(v)
+        if loop is not None:
+            start, _, step = loop.operands[:3]
+            return min(known_multiple(start, owners, depth + 1), known_multiple(step, owners, depth + 1))
+        return 1
+    n = op.name
+    if n == "const":
+        x = int(op.attrs["value"]) if op.attrs["dtype"].is_int else 0
+        return cap if x == 0 else min(cap, x & -x)
+    if n == "binary":
+        a, b = (known_multiple(o, owners, depth + 1) for o in op.operands)
+        k = op.attrs["op"]
+        if k in ("add", "sub"):
+            return min(a, b)
+        if k == "mul":
+            return min(cap, a * b)
+        if k == "shl" and op.operands[1].owner is not None and op.operands[1].owner.name == "const":
+            return min(cap, a << max(0, min(20, int(op.operands[1].owner.attrs["value"]))))
+        return 1
+    if n == "cast" and op.operands[0].dtype.is_int:
+        return known_multiple(op.operands[0], owners, depth + 1)
+    return 1
+
+
 # ---- parameter uses, from the source (before any IR exists) -------------------------------------------
 
 def _resolve(node, env):

@@ -446,20 +446,39 @@ class CodeGen:
             raise self.error(node, f"cannot index {self.describe(obj)} with {idx!r}: {e}") from None
 
     def index_tile(self, node, tile):
+        """``x[:, None]``, ``x[:, k]`` (a compile-time index drops the axis) and ``x[a:b]`` (a static slice)."""
         sl = node.slice
         items = sl.elts if isinstance(sl, ast.Tuple) else [sl]
+        self.at(node)
         out = tile
-        axis = 0
+        axis = 0  # the axis of ``out`` the next item applies to
+        consumed = 0  # axes of ``tile`` the items so far have used
         for it in items:
-            if isinstance(it, ast.Slice) and it.lower is None and it.upper is None and it.step is None:
+            if isinstance(it, ast.Slice):
+                bounds = [None if e is None else self.eval(e) for e in (it.lower, it.upper, it.step)]
+                if bounds[2] not in (None, 1):
+                    raise self.error(node, f"tile slices take no step (got {bounds[2]!r})")
+                if consumed >= len(tile.shape):
+                    raise self.error(node, f"too many indices for a {len(tile.shape)}-d tile")
+                self.at(node)
+                out = S.slice_tile(self.b, out, axis, bounds[0], bounds[1])
                 axis += 1
-            elif isinstance(it, ast.Constant) and it.value is None:
+                consumed += 1
+                continue
+            k = self.eval(it)
+            if k is None:
                 out = S.expand_dims(self.b, out, axis)
                 axis += 1
+            elif isinstance(k, int) and not isinstance(k, bool):
+                if consumed >= len(tile.shape):
+                    raise self.error(node, f"too many indices for a {len(tile.shape)}-d tile")
+                self.at(node)
+                out = S.index_tile(self.b, out, axis, k)
+                consumed += 1
             else:
-                raise self.error(node, "tiles support only x[:, None]-style indexing (':' keeps an axis, None adds one)")
-        if axis - sum(isinstance(i, ast.Constant) for i in items) > len(tile.shape):
-            raise self.error(node, f"too many ':' for a {len(tile.shape)}-d tile")
+                raise self.error(node, "a tile is indexed by ':', None, a compile-time int (drops the axis) or a "
+                                       f"static slice a:b; got {self.describe(k)} (for runtime positions use "
+                                       "tk.where, or tk.load with an offset)")
         return out
 
     def expr_BinOp(self, node):

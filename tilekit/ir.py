@@ -205,6 +205,12 @@ def infer_types(op: Op) -> list:
         if _numel(at["shape"]) != _numel(a[0].shape):
             raise TypeRuleError(f"cannot reshape {a[0].shape} to {at['shape']}")
         return [t(at["shape"], a[0].dtype)]
+    if n == "slice":
+        s, axis, start, size = list(a[0].shape), at["axis"], at["start"], at["size"]
+        if not 0 <= axis < len(s) or start < 0 or size <= 0 or start + size > s[axis]:
+            raise TypeRuleError(f"slice [{start}:{start + size}] of axis {axis} of {a[0].type}")
+        s[axis] = size
+        return [t(s, a[0].dtype)]
     if n == "trans":
         if len(a[0].shape) != 2:
             raise TypeRuleError(f".T needs a 2-D tile, got {a[0].type}")

@@ -121,6 +121,7 @@ class Kernel(KernelObject):
         self._fast = {}
         self._writes = {}      # spec.key -> the tensor parameters the compiled IR stores into
         self._probes = None    # (scope, name, helper) for every @tk.func the compiled variants inlined
+        self.last_launch_stats = None  # the reference executor's LaunchStats of the latest launch, else None
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
         self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
         self._hash = None
@@ -216,7 +217,7 @@ class Kernel(KernelObject):
                 dev = x.device
                 if device is None:
                     device = dev
-                elif dev != device:
+                elif dev != device and backend is not _AOT:  # AOT examples only give types and shapes
                     raise ValueError(f"{self.__name__}: tensors are on different devices: '{n}' is on {dev}, "
                                      f"others on {device}")
             specs[n] = spec
@@ -407,14 +408,16 @@ def example_from_signature(text: str):
     if "[" in s and s.endswith("]"):
         name, dims = s[:-1].split("[", 1)
         dt = next((d for d in D.all_dtypes() if name in (d.short, d.name)), None)
-        if dt is not None and dt.torch_dtype is not None:
+        if dt is not None:
             try:
                 shape = [int(x) for x in dims.split(",") if x.strip()]
             except ValueError:
                 shape = None
-            if shape is not None:
+            if shape is not None and dt.torch_dtype is not None:
                 return torch.empty(shape, dtype=dt.torch_dtype, device="meta")
-    raise ValueError(f"bad signature {text!r}: use a tensor like 'fp16[4096,4096]' or a scalar "
+            if shape and dt.is_packed:  # "int3[4096,4096]": a meta PackedTensor
+                return PackedTensor.empty(shape, dt, device="meta")
+    raise ValueError(f"bad signature {text!r}: use a tensor like 'fp16[4096,4096]' (packed: 'int3[4096,4096]') or a scalar "
                      f"{'/'.join(_SCALAR_EXAMPLES)}")
 
 
@@ -486,8 +489,9 @@ class Launcher(KernelObject):
                 grid = tuple(int(x) for x in grid)
                 break
         if 0 in grid:
+            k.last_launch_stats = None
             return
-        ck.launch(runtime, grid)
+        k.last_launch_stats = ck.launch(runtime, grid)  # LaunchStats from the reference backend, else None
 
 
 def _as_grid_tuple(k, grid):

@@ -72,8 +72,9 @@ def num_programs(b, axis):
 
 
 @builtin(reads_tensor=True)
-def load(b, tensor, offsets, shape, other=0, mask=None):
-    """Read a tile of ``shape`` at ``offsets``. Elements outside the tensor read as ``other``.
+def load(b, tensor, offsets, shape=(), other=0, mask=None):
+    """Read a tile of ``shape`` at ``offsets``. Elements outside the tensor read as ``other`` (a constant or a
+    runtime scalar). With no shape (or ``shape=()``) it reads one element, a runtime scalar.
 
     An offset may be a 1-D integer tile (one index per row of the tile): a gather. Gathered indices are
     not masked automatically; pass ``mask=`` for rows that may be out of range.

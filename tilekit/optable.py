@@ -44,6 +44,7 @@ IR_OPS = {
     "cmp": T.PURE | T.ELEMENTWISE | T.FOLDABLE, "cast": T.PURE | T.ELEMENTWISE | T.FOLDABLE,
     "where": T.PURE | T.ELEMENTWISE,
     "broadcast": T.PURE, "expand_dims": T.PURE, "reshape": T.PURE, "trans": T.PURE,
+    "slice": T.PURE,            # x[..., start:start+size, ...] along one axis (static bounds)
     "reduce": T.PURE | T.REDUCTION, "cumsum": T.PURE | T.SCAN, "scan": T.PURE | T.SCAN | T.REGION,
     "mma": T.PURE,
     "for": T.REGION, "if": T.REGION,

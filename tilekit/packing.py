@@ -36,6 +36,21 @@ class PackedTensor:
             raise ValueError("packed words must be contiguous")
         self.words, self.dtype, self.shape = words, dtype, shape
 
+    @classmethod
+    def empty(cls, shape, dtype, device=None) -> "PackedTensor":
+        """An uninitialized packed tensor of logical ``shape``; with ``device="meta"`` it has no storage and
+        serves as an example argument for ``kernel.compile(target, ...)``."""
+        dtype = D.to_dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        if len(shape) == 0:
+            raise ValueError("a packed tensor needs at least one dimension")
+        words = torch.empty(shape[:-1] + (words_per_row(shape[-1], dtype.bits),), dtype=torch.int32, device=device)
+        return cls(words, dtype, shape)
+
+    def to(self, device) -> "PackedTensor":
+        """The same codes on ``device`` (``"meta"`` keeps only the shape, for ahead-of-time compiling)."""
+        return PackedTensor(self.words.to(device), self.dtype, self.shape)
+
     device = property(lambda self: self.words.device)
     ndim = property(lambda self: len(self.shape))
 
@@ -48,6 +63,27 @@ class PackedTensor:
 
 def words_per_row(n: int, bits: int) -> int:
     return (n * bits + 31) // 32
+
+
+class WordWindow:
+    """The contiguous words of one row that a tile of ``cols`` consecutive codes covers, as the backends
+    load them: one vectorisable load of ``padded`` (a power of two) words per row, of which ``needed`` are
+    read, then the codes are shifted out in registers.
+
+    ``start_multiple`` is a power of two known to divide the tile's first column (``analysis.known_multiple``):
+    when ``start * bits`` is then a multiple of 32 the window starts exactly on the tile's first bit."""
+
+    def __init__(self, bits: int, cols: int, start_multiple: int):
+        self.bits, self.cols = bits, cols
+        self.word_aligned = (start_multiple * bits) % 32 == 0
+        # a power of two dividing the window's first word index (vector loads need that alignment), up to 16
+        words = start_multiple * bits // 32 if self.word_aligned else 0
+        self.word_multiple = min(16, words & -words) if words else 1
+        span = cols * bits + (0 if self.word_aligned else 31)  # the first code may start up to 31 bits in
+        self.needed = -(-span // 32)
+        self.padded = 1 << (self.needed - 1).bit_length()
+        # a code never straddles two words when bits divides 32 and the window starts on a code boundary
+        self.straddles = not (32 % bits == 0 and self.word_aligned)
 
 
 def _codes_from_values(values: torch.Tensor, dtype: D.DType) -> np.ndarray:
@@ -74,7 +110,7 @@ def pack(values: torch.Tensor, dtype) -> PackedTensor:
     *lead, n = codes.shape
     bits = dtype.bits
     nwords = words_per_row(n, bits)
-    rows = codes.reshape(-1, n)
+    rows = codes.reshape(int(np.prod(lead, dtype=np.int64)), n)  # (not -1: a row may be empty)
     out = np.zeros((rows.shape[0], nwords + 1), dtype=np.uint64)
     pos = np.arange(n, dtype=np.uint64) * np.uint64(bits)
     word = (pos >> np.uint64(5)).astype(np.int64)
@@ -90,7 +126,8 @@ def codes(p: PackedTensor) -> np.ndarray:
     """The raw codes of a packed tensor, as int64, in its logical shape."""
     bits = p.dtype.bits
     n = p.shape[-1]
-    w = p.words.detach().cpu().numpy().view(np.uint32).reshape(-1, p.words.shape[-1]).astype(np.uint64)
+    nrows = int(np.prod(p.shape[:-1], dtype=np.int64))  # (not -1: a row may be empty)
+    w = p.words.detach().cpu().numpy().view(np.uint32).reshape(nrows, p.words.shape[-1]).astype(np.uint64)
     w = np.concatenate([w, np.zeros((w.shape[0], 1), np.uint64)], axis=1)
     pos = np.arange(n, dtype=np.uint64) * np.uint64(bits)
     word = (pos >> np.uint64(5)).astype(np.int64)

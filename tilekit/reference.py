@@ -7,6 +7,7 @@ that the automatic edge masking does not cover raises ``OutOfBoundsError`` namin
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -120,7 +121,9 @@ class TensorView:
             self.values = packing.decode(packing.codes(arg), arg.dtype).astype(
                 np.float32 if arg.dtype.is_float else np.int32)
             self.raw = None
+            self.bytes_per_element = arg.dtype.bits / 8  # the bits a code takes in its packed row
             return
+        self.bytes_per_element = arg.element_size()
         self.dtype = D.from_torch(arg.dtype)
         self.shape = tuple(arg.shape)
         t = arg.detach()
@@ -156,11 +159,42 @@ class TensorView:
             combine.at(self.raw, idx, v.astype(self.raw.dtype))
 
 
+# ---- launch statistics ----------------------------------------------------------------------------
+
+@dataclass
+class TensorTraffic:
+    """Elements (and their bytes) one launch read from and wrote to one tensor parameter. Masked-off
+    elements (edges, ``mask=``) are not counted; an atomic read-modify-write counts as a load and a store.
+    A packed tensor's bytes are ``bits / 8`` per element."""
+    elements_loaded: int = 0
+    bytes_loaded: float = 0
+    elements_stored: int = 0
+    bytes_stored: float = 0
+
+
+@dataclass
+class LaunchStats:
+    """What one reference launch did: ``programs`` run, ``loop_iterations`` (every ``tk.range`` iteration of
+    every program, nested loops included) and the traffic per tensor parameter, by name."""
+    programs: int = 0
+    loop_iterations: int = 0
+    tensors: dict = field(default_factory=dict)
+
+    @property
+    def bytes_loaded(self):
+        return sum(t.bytes_loaded for t in self.tensors.values())
+
+    @property
+    def bytes_stored(self):
+        return sum(t.bytes_stored for t in self.tensors.values())
+
+
 # ---- the executor ---------------------------------------------------------------------------------
 
 class _Program:
-    def __init__(self, fn, views, scalars, pid, grid):
+    def __init__(self, fn, views, scalars, pid, grid, stats):
         self.fn = fn
+        self.stats = stats
         self.views = views
         self.pid = pid
         self.grid = grid
@@ -186,6 +220,16 @@ class _Program:
                     for r, o in zip(op.results, out):
                         env[r] = o
         return []
+
+    def count(self, view, n, stored=False):
+        t = self.stats.tensors[view.name]
+        n = int(n)
+        if stored:
+            t.elements_stored += n
+            t.bytes_stored += n * view.bytes_per_element
+        else:
+            t.elements_loaded += n
+            t.bytes_loaded += n * view.bytes_per_element
 
     def oob(self, op, message):
         loc = f"{op.loc}: " if op.loc else ""
@@ -235,6 +279,7 @@ def _load(prog, op, vals):
     out = np.empty(shape, dtype=D.numpy_compute_dtype(op.results[0].dtype))
     out[...] = other
     out[mask] = view.read(idx)
+    prog.count(view, idx[0].size if idx else 1)
     return out
 
 
@@ -242,6 +287,9 @@ def _store(prog, op, vals):
     value = vals[1 + op.operands[0].type.rank]
     view, mask, idx = _memory_index(prog, op, vals, value.shape)
     data = np.broadcast_to(value, mask.shape)[mask]
+    prog.count(view, data.size, stored=True)
+    if op.name != "store":
+        prog.count(view, data.size)
     if op.name == "store":
         view.write(idx, data)
     else:
@@ -285,6 +333,7 @@ def _for(prog, op, vals):
     carried = list(vals[3:])
     body = op.regions[0]
     for i in range(start, stop, step):
+        prog.stats.loop_iterations += 1
         prog.env[body.args[0]] = np.asarray(i, dtype=np.int32)
         for a, v in zip(body.args[1:], carried):
             prog.env[a] = v
@@ -340,6 +389,8 @@ _HANDLERS = {
     "broadcast": lambda p, op, v: np.broadcast_to(v[0], op.attrs["shape"]).copy(),
     "expand_dims": lambda p, op, v: np.expand_dims(v[0], op.attrs["axis"]),
     "reshape": lambda p, op, v: np.reshape(v[0], op.attrs["shape"]),
+    "slice": lambda p, op, v: np.take(v[0], np.arange(op.attrs["start"], op.attrs["start"] + op.attrs["size"]),
+                                      axis=op.attrs["axis"]),
     "trans": lambda p, op, v: np.ascontiguousarray(np.transpose(v[0])),
     "reduce": _reduce,
     "cumsum": _cumsum,
@@ -350,8 +401,9 @@ _HANDLERS = {
 }
 
 
-def run(fn, args: dict, grid):
-    """Execute ``fn`` over ``grid`` with ``args`` (param name -> torch tensor / PackedTensor / scalar)."""
+def run(fn, args: dict, grid) -> LaunchStats:
+    """Execute ``fn`` over ``grid`` with ``args`` (param name -> torch tensor / PackedTensor / scalar); returns
+    what the launch did (:class:`LaunchStats`)."""
     views = {}
     scalars = {}
     for p in fn.params:
@@ -360,5 +412,8 @@ def run(fn, args: dict, grid):
         else:
             scalars[p.name] = args[p.name]
     grid = tuple(grid) + (1,) * (3 - len(grid))
+    stats = LaunchStats(tensors={v.name: TensorTraffic() for v in views.values()})
     for pid in itertools.product(*(range(g) for g in grid)):
-        _Program(fn, views, scalars, pid, grid).run()
+        stats.programs += 1
+        _Program(fn, views, scalars, pid, grid, stats).run()
+    return stats

@@ -241,6 +241,41 @@ def expand_dims(b: Builder, x: Value, axis: int) -> Value:
     return b.create("expand_dims", [x], {"axis": axis}).result
 
 
+def slice_tile(b: Builder, x: Value, axis: int, start, stop) -> Value:
+    """``x[..., start:stop, ...]`` along ``axis`` with compile-time bounds (Python's rules for None and
+    negative bounds); the length must be a power of two, as every tile dimension."""
+    n = x.shape[axis]
+    for v, nm in ((start, "start"), (stop, "stop")):
+        if is_value(v) or not (v is None or (isinstance(v, int) and not isinstance(v, bool))):
+            raise b.error(f"a tile slice needs compile-time int bounds; its {nm} is "
+                          f"{'a runtime value' if is_value(v) else repr(v)} (use tk.load with an offset instead)")
+    lo, hi, _ = slice(start, stop).indices(n)
+    size = hi - lo
+    if size <= 0:
+        raise b.error(f"slice [{start}:{stop}] of an axis of size {n} is empty")
+    if size & (size - 1):
+        raise b.error(f"slice [{start}:{stop}] of an axis of size {n} has length {size}, which is not a power of "
+                      f"two: tile dimensions must be powers of two")
+    if size == n:
+        return x
+    return b.create("slice", [x], {"axis": axis, "start": lo, "size": size}).result
+
+
+def index_tile(b: Builder, x: Value, axis: int, k) -> Value:
+    """``x[..., k, ...]``: the compile-time index ``k`` of ``axis`` (negative counts from the end); the axis
+    is removed."""
+    n = x.shape[axis]
+    if is_value(k) or not isinstance(k, int) or isinstance(k, bool):
+        raise b.error(f"a tile index must be a compile-time int, got "
+                      f"{'a runtime value' if is_value(k) else repr(k)}; use tk.where or tk.load with an offset")
+    if not -n <= k < n:
+        raise b.error(f"index {k} is out of range for an axis of size {n}")
+    k %= n
+    one = x if n == 1 else b.create("slice", [x], {"axis": axis, "start": k, "size": 1}).result
+    shape = x.shape[:axis] + x.shape[axis + 1:]
+    return b.create("reshape", [one], {"shape": tuple(shape)}).result
+
+
 def normalize_axis(b: Builder, x: Value, axis) -> int:
     if not isinstance(axis, int):
         raise b.error(f"axis must be a compile-time int, got {axis!r}")
@@ -335,20 +370,33 @@ def mask_value(b: Builder, mask, shape, what):
     return broadcast_to(b, m, shape)
 
 
-def load(b: Builder, tensor, offsets, shape, other=0, mask=None) -> Value:
+def load(b: Builder, tensor, offsets, shape=(), other=0, mask=None) -> Value:
     if not isinstance(tensor, TensorRef):
         raise b.error(f"tk.load reads a tensor parameter, got {type(tensor).__name__}")
+    scalar = shape == () or shape == []
+    if scalar:
+        # One element: a 1-element tile, reshaped to a scalar (every backend holds it as one value).
+        shape = (1,) * tensor.ndim
+        if not isinstance(offsets, (tuple, list)):
+            offsets = (offsets,)
+        if any(is_value(o) and o.shape != () for o in offsets):
+            raise b.error("a scalar tk.load (no shape) needs scalar offsets; pass a shape to gather a tile")
     shape = check_tile_shape(b, shape, "tk.load")
     if len(shape) != tensor.ndim:
         raise b.error(f"tk.load of a {tensor.ndim}-d tensor needs a {tensor.ndim}-d shape, got {shape}")
     offs = memory_offsets(b, tensor, offsets, shape, "tk.load")
     dt = tensor.dtype
-    if is_value(other):
-        raise b.error("tk.load's other= must be a compile-time constant")
     if dt.is_packed:
-        if other != 0:
+        if is_value(other) or other != 0:
             raise b.error(f"tk.load of a packed {dt} tensor fills masked elements with code 0; other= must be 0")
         other_v = const(b, 0, D.int32 if dt.is_int else D.float32)
+    elif is_value(other):
+        if other.shape != ():
+            raise b.error(f"tk.load's other= must be a scalar (a constant or a runtime scalar), got a {other.type} tile")
+        if other.dtype is not dt and (other.dtype.is_float and not dt.is_float):
+            raise b.error(f"other= is {other.dtype}, which an {dt} tensor's tile cannot hold: convert it with "
+                          f".to({dt!r})")
+        other_v = cast(b, other, dt)
     else:
         if dt.is_int and isinstance(other, float) and not other.is_integer():
             raise b.error(f"other={other} cannot be held by an {dt} tensor")
@@ -356,7 +404,10 @@ def load(b: Builder, tensor, offsets, shape, other=0, mask=None) -> Value:
     ops = [tensor.value, *offs, other_v]
     if mask is not None:
         ops.append(mask_value(b, mask, shape, "tk.load"))
-    return b.create("load", ops, {"shape": shape, "has_mask": mask is not None}).result
+    tile = b.create("load", ops, {"shape": shape, "has_mask": mask is not None}).result
+    if scalar:
+        return b.create("reshape", [tile], {"shape": ()}).result
+    return tile
 
 
 def store(b: Builder, tensor, offsets, value, mask=None, atomic=None):

@@ -44,7 +44,46 @@ class ExpressionsMixin:
         self.vals[r] = Val(self.vals[x].kind, self.vals[x].name)
         return []
 
-    op_reshape = op_expand_dims
+    def op_reshape(self, op):
+        x, r = op.operands[0], op.results[0]
+        if r.shape == () and x.shape != ():
+            return self.scalar_of_tile(x, r)
+        return self.op_expand_dims(op)
+
+    def scalar_of_tile(self, x, r):
+        """The scalar a 1-element tile holds (``.reshape(())``). Every thread needs it, while a register
+        tile's only element lives in thread 0: it goes through the scratch area."""
+        k = self.vals[x]
+        if k.kind == "scalar":  # a uniform 1-element tile (e.g. a 1-element load): already in every thread
+            self.vals[r] = Val("scalar", k.name)
+            return []
+        name = self.name_of(r)
+        self.vals[r] = Val("scalar", name)
+        if k.kind == "virtual":
+            return [f"const {rtype(r.dtype)} {name} = {self.vexpr(x, ['0'] * len(x.shape))};"]
+        ct = rtype(x.dtype)
+        (off,) = self.smem_alloc([self.d.sizeof(ct)])
+        buf = self.fresh("sm")
+        out = [f"{self.d.local_ptr(ct)} {buf} = {self.smem_ptr(ct, off)};"]
+        self.barrier(out)
+        self.to_smem(x, buf, out)
+        self.barrier(out)
+        out.append(f"const {ct} {name} = {buf}[0];")
+        return out
+
+    def op_slice(self, op):
+        x, r = op.operands[0], op.results[0]
+        k = self.vals[x]
+        if k.kind in ("virtual", "scalar"):
+            self.vals[r] = Val(k.kind, k.name)
+            return []
+        axis, start = op.attrs["axis"], op.attrs["start"]
+
+        def src(cs):
+            return self.flat_expr([f"({c} + {start})" if d == axis else c for d, c in enumerate(cs)], x.shape)
+        out = []
+        self.vals[r] = Val("reg", self.smem_gather(x, r.shape, src, (x.name or "s") + "_sl", out))
+        return out
 
     def op_trans(self, op):
         x, r = op.operands[0], op.results[0]

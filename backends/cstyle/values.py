@@ -39,7 +39,7 @@ class ValuesMixin:
         """C expression of ``v`` at the element of a ``shape`` tile with coordinates ``coords``
         (``v`` broadcasts to ``shape``: it is a scalar, or has the same rank with size-1 dims)."""
         k = self.vals[v]
-        if v.shape == ():
+        if v.shape == () or k.kind == "scalar":  # a scalar, or a 1-element tile every thread holds
             return k.name
         if subst and v in subst:
             return f"{subst[v]}[{slot}]"
@@ -76,6 +76,9 @@ class ValuesMixin:
             return self.vexpr(x, self.coord_exprs(f"({flat})", x.shape))
         if n == "trans":
             return self.vexpr(op.operands[0], cs[::-1])
+        if n == "slice":
+            a, start = op.attrs["axis"], op.attrs["start"]
+            return self.vexpr(op.operands[0], [f"({c} + {start})" if d == a else c for d, c in enumerate(cs)])
         if n in ELEMENTWISE_OPS:
             args = []
             for o in op.operands:

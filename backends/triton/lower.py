@@ -6,7 +6,8 @@ import math
 
 from ... import __version__
 from ... import dtypes as D
-from ...analysis import is_nonnegative, loop_owners
+from ...analysis import is_nonnegative, known_multiple, loop_owners
+from ...packing import WordWindow
 from ...ir import offsets_and_mask
 from ..templating import render
 from ...optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY, Trait, has
@@ -218,16 +219,36 @@ class TritonEmitter:
             return f"{self.name(x)} != 0"
         if tl_dtype(x.dtype) == tl_dtype(dst):
             return self.name(x)
+        if x.owner is None and x.shape == ():
+            # a scalar parameter: the interpreter passes a Python number, which has no .to()
+            return f"tl.cast({self.name(x)}, {tl_dtype(dst)})"
         return f"{self.name(x)}.to({tl_dtype(dst)})"
 
     def e_broadcast(self, op):
-        return f"tl.broadcast_to({self.name(op.operands[0])}, {list(op.attrs['shape'])})"
+        x = op.operands[0]
+        if x.shape == () and x.dtype.is_bool:
+            # Triton's interpreter rejects a load mask made by tl.broadcast_to of a scalar int1 ("mask has
+            # unsupported dtype"); and-ing it into a full tile is the same value on every backend.
+            return f"tl.full({list(op.attrs['shape'])}, True, tl.int1) & {self.name(x)}"
+        return f"tl.broadcast_to({self.name(x)}, {list(op.attrs['shape'])})"
 
     def e_expand_dims(self, op):
         return f"tl.expand_dims({self.name(op.operands[0])}, {op.attrs['axis']})"
 
     def e_reshape(self, op):
         return f"tl.reshape({self.name(op.operands[0])}, {list(op.attrs['shape'])})"
+
+    def e_slice(self, op):
+        # Triton tensors have no static slice: a gather along the axis with constant indices
+        x = op.operands[0]
+        axis, start, size = op.attrs["axis"], op.attrs["start"], op.attrs["size"]
+        shape = list(op.results[0].shape)
+        rank = len(shape)
+        pos = f"(tl.arange(0, {size}) + {start})"
+        if rank > 1:
+            pos += "[" + ", ".join(":" if d == axis else "None" for d in range(rank)) + "]"
+            pos = f"tl.broadcast_to({pos}, {shape})"
+        return f"tl.gather({self.name(x)}, {pos}, {axis})"
 
     def e_trans(self, op):
         return f"tl.trans({self.name(op.operands[0])})"
@@ -323,12 +344,74 @@ class TritonEmitter:
         t = tensor.name
         res = self.name(op.results[0])
         if tensor.type.packed:
+            if self.packed_window_ok(op):
+                return lines + self.packed_window_load(op, t, idx, mask, res)
             return lines + self.packed_load(op, t, idx, mask, res)
         ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
         if mask is None:
             return lines + [f"{res} = tl.load({ptr})"]
-        o = other.owner.attrs["value"]
-        return lines + [f"{res} = tl.load({ptr}, mask={mask}, other={literal(o, other.dtype)})"]
+        if other.owner is not None and other.owner.name == "const":
+            o = literal(other.owner.attrs["value"], other.dtype)
+        else:
+            o = self.name(other)  # a runtime scalar
+        return lines + [f"{res} = tl.load({ptr}, mask={mask}, other={o})"]
+
+    @staticmethod
+    def packed_window_ok(op):
+        """A packed tile whose columns start at one scalar offset, with no mask= (the words' rows must be
+        in bounds without looking at elements), loads its covering words as one tile."""
+        _, offs, _, mask = offsets_and_mask(op)
+        return mask is None and offs[-1].shape == ()
+
+    def packed_window_load(self, op, t, idx, mask, res):
+        """The covering words of every row as one contiguous (vectorisable) load, then each code gathered from
+        those registers and shifted out: ``bits / 8`` bytes per weight instead of one or two words each."""
+        tensor, offs, _, _ = offsets_and_mask(op)
+        dt = op.results[0].dtype
+        bits, shape = dt.bits, list(op.attrs["shape"])
+        rank, last = len(shape), len(shape) - 1
+        win = WordWindow(bits, shape[-1], known_multiple(offs[-1], self.owners))
+        pfx = f"{res}_"
+        along = lambda e: f"{e}[{', '.join(':' if d == last else 'None' for d in range(rank))}]" if rank > 1 else e
+        c0 = self.name(offs[-1])
+        # first word and first bit of the tile in its row, without forming c0 * bits (no overflow)
+        w0 = f"{pfx}q * {bits} + (({pfx}s * {bits}) >> 5)"
+        if win.word_multiple > 1:  # proved by known_multiple: lets Triton vectorise the words' load
+            w0 = f"tl.multiple_of({w0}, {win.word_multiple})"
+        lines = [f"{pfx}q = {c0} >> 5", f"{pfx}s = {c0} & 31", f"{pfx}w0 = {w0}"]
+        o0 = "0" if win.word_aligned else f"(({pfx}s * {bits}) & 31)"
+        lines.append(f"{pfx}j = {along(f'tl.arange(0, {win.padded})')}")
+        lines.append(f"{pfx}w = {pfx}w0 + {pfx}j")
+        wpr = f"{t}_wstride{last - 1}" if rank > 1 else f"(({t}_shape0 * {bits} + 31) >> 5)"
+        wmask = [f"({pfx}w < {wpr})"]
+        if not is_nonnegative(offs[-1], self.owners):
+            wmask.append(f"({pfx}w >= 0)")
+        if win.needed < win.padded:
+            wmask.append(f"({pfx}j < {win.needed})")
+        for d in range(last):  # rows outside the tensor (block offsets; gathered rows are trusted)
+            if offs[d].shape == ():
+                wmask.append(f"({idx[d]} < {t}_shape{d})")
+                if not is_nonnegative(offs[d], self.owners):
+                    wmask.append(f"({idx[d]} >= 0)")
+        row = " + ".join(f"{i}.to(tl.int64) * {t}_wstride{d}" for d, i in enumerate(idx[:-1]))
+        ptr = f"{t}_ptr + " + (f"{row} + " if row else "") + f"{pfx}w"
+        lines.append(f"{pfx}words = tl.load({ptr}, mask={' & '.join(wmask)}, other=0)")
+        lines.append(f"{pfx}rel = {along(f'({o0} + tl.arange(0, {shape[-1]}) * {bits})')}")
+        full = lambda e: f"tl.broadcast_to({e}, {shape})" if rank > 1 else e
+        lines.append(f"{pfx}lo = tl.gather({pfx}words, {full(f'{pfx}rel >> 5')}, {last}).to(tl.uint32)")
+        lines.append(f"{pfx}sh = {full(f'({pfx}rel & 31)')}.to(tl.uint32)")
+        m = (1 << bits) - 1
+        if win.straddles:
+            nxt = f"tl.minimum(({pfx}rel >> 5) + 1, {win.padded - 1})"
+            lines.append(f"{pfx}hi = tl.gather({pfx}words, {full(nxt)}, {last}).to(tl.uint32)")
+            # the next word's low bits, where the code crosses into it (a shift by 32 is avoided: sh > 0 there)
+            lines.append(f"{pfx}code = ((({pfx}lo >> {pfx}sh) | tl.where({pfx}sh + {bits} > 32, {pfx}hi << "
+                         f"((32 - {pfx}sh) & 31), 0)) & {m}).to(tl.int32)")
+        else:
+            lines.append(f"{pfx}code = (({pfx}lo >> {pfx}sh) & {m}).to(tl.int32)")
+        if mask is not None:  # edge elements read as code 0, as the per-element path's other=0
+            lines.append(f"{pfx}code = tl.where({mask}, {pfx}code, 0)")
+        return lines + self.decode_code(dt, pfx, res)
 
     def packed_load(self, op, t, idx, mask, res):
         dt = op.results[0].dtype
@@ -347,6 +430,11 @@ class TritonEmitter:
             f".to(tl.uint32).to(tl.uint64)",
             f"{pfx}code = ((({pfx}lo | ({pfx}hi << 32)) >> {pfx}shift.to(tl.uint64)) & {(1 << bits) - 1}).to(tl.int32)",
         ]
+        return lines + self.decode_code(dt, pfx, res)
+
+    def decode_code(self, dt, pfx, res):
+        """Lines turning the int32 codes ``{pfx}code`` into the values ``res`` (dtypes.CodeRule, in Triton)."""
+        lines = []
         rule = D.code_rule(dt)  # the decode rule, rendered in Triton
         if not rule.is_float:
             sb = rule.sign_bit
