@@ -1,7 +1,8 @@
 """Running worker subprocesses with timeouts, and naming what went wrong when they die.
 
-Every worker runs in its own session (process group), so a timeout kills the worker together with
-any process it started. Workers write their results to files; their stdout/stderr go to a log
+Every worker runs in its own session (process group). A candidate's worker is, in addition, the
+subreaper of everything the candidate starts (``bench/reaper.py``): a timeout asks it (SIGTERM) to
+kill the candidate and every descendant, even those that left the group with ``setsid``. Workers write their results to files; their stdout/stderr go to a log
 whose tail is kept for the report.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from tilekit.bench.reaper import kill_session
 from tilekit.bench.worker import DONE_MARKER, READY_MARKER
 
 WORKER_MODULE = "tilekit.bench.worker"
@@ -68,6 +70,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _terminate_reaper(proc: subprocess.Popen) -> None:
+    """SIGTERM to a reaping worker: it kills its job child and every descendant, then exits.
+    SIGKILL to its group if it does not."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+
+
 def worker_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -100,7 +116,7 @@ def run_job_in_subprocess(job_path: Path, result_path: Path, log_path: Path, tim
             deadline = (working_since + timeout_s) if working_since is not None else (
                 launched + STARTUP_ALLOWANCE_S + timeout_s)
             if now > deadline:
-                _kill_group(proc)
+                _terminate_reaper(proc)
                 return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", _tail(log_path))
     if returncode == 0 and result_path.exists():
         return ProcessOutcome("ok", 0, "", _tail(log_path))
@@ -257,7 +273,7 @@ class ForkServer:
             except queue.Empty:
                 reply = ""
             if reply is None:                       # the server died: its child is orphaned; kill it
-                self._kill_child(pid)
+                kill_session(pid)                   # and all of its session (the server cannot reap them)
                 self.stop()
                 return ProcessOutcome("crash", None, "the fork server died", _tail(log_path))
             if reply.startswith(f"@@exit {job_path} "):
@@ -291,4 +307,6 @@ class ForkServer:
                 continue
 
     def stop(self, kill: bool = False) -> None:
+        if kill and self.proc is not None:
+            _terminate_reaper(self.proc)            # mid-job, it kills the job's whole tree first
         WorkerServer.stop(self, kill=kill)
