@@ -34,7 +34,6 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch._dynamo  # noqa: F401  (replaces torch.manual_seed on import: before any snapshot, not during a run)
 
 from tilekit.bench import integrity, poison, reaper
 from tilekit.bench.timing import time_callable
@@ -257,7 +256,8 @@ class Job:
         if kind == "compile":
             return self._run_compile(problem)
         if kind == "candidate":
-            _import_tilekit_ops()                # registered by tilekit, before the candidate can touch them
+            if "tilekit" in Path(self.spec["candidate"]).read_text(errors="replace"):
+                _import_tilekit_ops()            # registered by tilekit, before the candidate can touch them
             self.snapshot = integrity.Snapshot()
             candidate = load_module(self.spec["candidate"], "candidate")
             apply_overrides(candidate, overrides)       # candidates may read the same size globals
@@ -387,6 +387,9 @@ def _import_tilekit_ops() -> None:
     problem (its own import then fails and is reported)."""
     try:
         import tilekit.ops  # noqa: F401
+        # The first call of a custom op imports torch._dynamo, which replaces torch.manual_seed:
+        # that must happen before the snapshot, not during the run.
+        import torch._dynamo  # noqa: F401
     except Exception:  # noqa: BLE001
         pass
 

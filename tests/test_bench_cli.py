@@ -29,7 +29,7 @@ def test_default_quick_run_without_tilekit_ops_completes_and_writes_reports(tmp_
                       "--plot", str(out / "r.png"), "--cpu-budget", "0.05", "--cpu-threads", "1"],
                      env_extra={"PYTHONPATH": pythonpath})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "quick sizes" in done.stderr
+    assert "QUICK sizes" in done.stderr
 
     report = json.loads((out / "r.json").read_text())
     rows = report["results"]
