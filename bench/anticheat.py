@@ -109,7 +109,7 @@ def check_source(source: str, filename: str = "<candidate>", require_tilekit_op:
         tree = ast.parse(source, filename=filename)
     except SyntaxError as exc:
         return Verdict([f"{filename}: does not parse: line {exc.lineno}: {exc.msg}"], [])
-    findings = _Checker(tree, filename).check(require_tilekit_op, allowlist=policy == "strict")
+    findings = _Checker(tree, filename).check(require_tilekit_op)
     if policy == "kernelbench":
         return Verdict([m for kind, m in findings if kind == CHEAT], [m for kind, m in findings if kind == COMPUTE])
     return Verdict([m for _, m in findings], [])
@@ -319,14 +319,14 @@ class _Checker:
         return value if is_called and isinstance(value, ast.Call) else None
 
     # ---- rules -----------------------------------------------------------------------------
-    def check(self, require_tilekit_op: bool | None, allowlist: bool = True) -> list[tuple[str, str]]:
+    def check(self, require_tilekit_op: bool | None) -> list[tuple[str, str]]:
         if self._collect() is None:
             return [(CHEAT, f"{self.filename}: defines no class ModelNew")]
         if "forward" not in self.methods:
             return [(CHEAT, f"{self.filename}: ModelNew defines no forward method")]
         if require_tilekit_op is None:
             require_tilekit_op = self.imports_tilekit
-        strict_allowlist = allowlist and bool(require_tilekit_op)
+        strict_allowlist = bool(require_tilekit_op)         # warnings only, under --policy kernelbench
         findings: list[tuple[str, str]] = []
         calls_tilekit = False
         for label, fn in self._reachable():
