@@ -126,19 +126,27 @@ def tensor_leaves(obj) -> list:
     return []
 
 
+CHECKSUM_CHUNK = 1 << 20          # elements widened to float64 at a time
+
+
+def _wide_sum(tensor: torch.Tensor):
+    """The sum in float64 (complex128), a chunk at a time: ``sum(dtype=torch.float64)`` alone widens
+    the whole tensor first, a copy twice the size of a float32 input."""
+    flat = tensor.detach().reshape(-1)
+    wide = torch.complex128 if flat.is_complex() else torch.float64
+    total = 0j if flat.is_complex() else 0.0
+    for start in range(0, flat.numel(), CHECKSUM_CHUNK):
+        total += flat[start:start + CHECKSUM_CHUNK].sum(dtype=wide).item()
+    return repr(total) if flat.is_complex() else float(total)
+
+
 def input_checksum(inputs) -> list:
     """A cheap fingerprint, so the parent can tell that both processes saw the same seeded inputs.
     The sum accumulates in float64 without a float64 copy of the input."""
     summary = []
     for item in inputs:
         if isinstance(item, torch.Tensor):
-            if not item.numel():
-                total = 0.0
-            elif item.is_complex():
-                total = repr(complex(item.detach().sum(dtype=torch.complex128)))
-            else:
-                total = float(item.detach().sum(dtype=torch.float64))
-            summary.append([list(item.shape), str(item.dtype), total])
+            summary.append([list(item.shape), str(item.dtype), _wide_sum(item) if item.numel() else 0.0])
         else:
             summary.append(repr(item))
     return summary

@@ -303,9 +303,9 @@ def test_shrink_keeps_divisibility_between_scaled_sizes(tmp_path):
 import torch
 import torch.nn as nn
 
-batch = 12
-heads = 12
-hidden = 768
+batch = 16
+heads = 40
+hidden = 2560
 seq = 1023
 dim = 1
 
@@ -325,8 +325,8 @@ def get_init_inputs():
     plan = shrink.plan(module, 50_000)
     new = {**shrink.Problem(module).original, **{k: v[1] for k, v in plan["scaled"].items()}}
     assert {"heads", "hidden", "seq"} <= set(plan["scaled"]) and "dim" not in plan["scaled"]
-    assert new["hidden"] % new["heads"] == 0 and new["batch"] % new["heads"] == 0      # both held before
-    assert new["heads"] % 4 == 0 and new["heads"] % 8 != 0 and new["seq"] % 2 == 1      # 12 = 4*3; 1023 odd
+    assert new["heads"] < 40 and new["hidden"] % new["heads"] == 0                      # heads | hidden held before
+    assert new["heads"] % 8 == 0 and new["heads"] % 16 != 0 and new["seq"] % 2 == 1     # 40 = 8*5; 1023 odd
     assert plan["elements"][1] <= 50_000 < plan["elements"][0]
     assert plan["input_shapes"] == [[new["batch"], new["heads"], new["seq"], new["hidden"] // new["heads"]]]
     assert all(getattr(module, k) == v for k, v in shrink.Problem(module).original.items())   # module restored
