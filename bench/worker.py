@@ -257,6 +257,8 @@ class Job:
             torch.set_num_threads(int(self.spec["cpu_threads"]))
         if kind == "candidate" and self.spec.get("poison", True):
             poison.install()
+        if kind == "candidate" and "tilekit" in Path(self.spec["candidate"]).read_text(errors="replace"):
+            _import_tilekit_ops()        # tilekit's registrations, before the candidate can touch them; start-up
         self.enter("load")
         problem, overrides = self._load_problem()
         if kind == "plan":
@@ -264,8 +266,6 @@ class Job:
         if kind == "compile":
             return self._run_compile(problem)
         if kind == "candidate":
-            if "tilekit" in Path(self.spec["candidate"]).read_text(errors="replace"):
-                _import_tilekit_ops()            # registered by tilekit, before the candidate can touch them
             self.snapshot = integrity.Snapshot()
             candidate = load_module(self.spec["candidate"], "candidate")
             apply_overrides(candidate, overrides)       # candidates may read the same size globals
