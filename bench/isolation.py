@@ -135,10 +135,17 @@ class WorkerServer:
         self.proc: subprocess.Popen | None = None
         self.replies: queue.Queue[str | None] = queue.Queue()
         self._log = None
+        self._ready = False
+
+    def start(self) -> None:
+        """Start importing torch now (it overlaps with other work); jobs wait for it to be ready."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
 
     def _start(self) -> None:
         self._log = open(self.log_path, "ab")
         self.replies = queue.Queue()
+        self._ready = False
         self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--serve"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      start_new_session=True, env=worker_env(), text=True, bufsize=1)
@@ -161,8 +168,10 @@ class WorkerServer:
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         if self.proc is None or self.proc.poll() is not None:
             self._start()
+        if not self._ready:
             if not self._wait_ready():
                 return self._crashed(log_start)
+            self._ready = True
         try:
             self.proc.stdin.write(f"{job_path}\n")
             self.proc.stdin.flush()
@@ -235,6 +244,10 @@ class ForkServer:
     @staticmethod
     def available() -> bool:
         return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+    def start(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
 
     def _start(self) -> None:
         self._log = open(self.log_path, "ab")

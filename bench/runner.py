@@ -163,6 +163,10 @@ class SuiteRunner:
         self.results = []
         interrupted = False
         try:
+            if any(p.id not in cfg.finished for p in cfg.problems):
+                server.start()                  # both import torch at once, while the first job is prepared
+                if self.fork_server is not None and cfg.candidates_dir is not None:
+                    self.fork_server.start()
             for index, problem in enumerate(cfg.problems):
                 if problem.id in cfg.finished:
                     row = dict(cfg.finished[problem.id], resumed=True)

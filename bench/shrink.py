@@ -28,8 +28,8 @@ import torch
 
 MIN_SCALED = 9                   # integers <= 8 are never scaled, and a scaled one stays above 8
 ALIGN_CAP = 16                   # a multiple of 16 stays a multiple of 16; below that, exactly kept
-SCALE_STEP = 0.9
-MAX_STEPS = 120
+MIN_FACTOR = 1e-4                # the smallest scale tried
+BISECTIONS = 18
 
 FACTORIES = ("randn", "rand", "randint", "randn_like", "rand_like", "randint_like", "zeros", "ones", "empty",
              "full", "zeros_like", "ones_like", "empty_like", "full_like", "arange", "linspace", "logspace",
@@ -222,23 +222,39 @@ def plan(module, max_elements: int) -> dict:
     if not sizes:
         raise ShrinkError(f"{elements} elements > --max-elements {max_elements}, and no module-level "
                           "integer > 8 reaches the shapes get_inputs() makes")
-    factor, previous, best = 1.0, None, None
-    for _ in range(MAX_STEPS):
-        factor *= SCALE_STEP
+    # Bisect the factor (geometrically): the largest sizes that fit, in a few meta measurements.
+    cache: dict = {}
+
+    def attempt(factor: float):
         values = scaled_values(problem.original, sizes, factor)
-        if values is None or values == previous or not divisibility_kept(problem.original, values):
-            continue
-        previous = values
-        try:
-            n, shapes, error = problem.measure(values, with_forward=forward_error is None)
-        except Exception:  # noqa: BLE001 - these sizes break get_inputs: try smaller ones
-            continue
-        if error is not None:                  # the model no longer builds or runs at these sizes
-            continue
-        best = (n, values, shapes)
-        if n <= max_elements:
-            result.update(scaled={k: [problem.original[k], v] for k, v in values.items() if v != problem.original[k]},
-                          elements=[elements, n], input_shapes=shapes)
-            return result
+        if values is None or not divisibility_kept(problem.original, values):
+            return None
+        key = tuple(sorted(values.items()))
+        if key not in cache:
+            try:
+                n, shapes, error = problem.measure(values, with_forward=forward_error is None)
+                cache[key] = None if error is not None else (n, values, shapes)   # the model must still run
+            except Exception:  # noqa: BLE001 - these sizes break get_inputs
+                cache[key] = None
+        return cache[key]
+
+    low, high, fitting, best = MIN_FACTOR, 1.0, None, None
+    for _ in range(BISECTIONS):
+        middle = math.sqrt(low * high)
+        found = attempt(middle)
+        if found is not None and (best is None or found[0] < best[0]):
+            best = found
+        if found is not None and found[0] <= max_elements:
+            fitting, low = found, middle
+        else:
+            high = middle
+    if fitting is None:
+        found = attempt(MIN_FACTOR)
+        fitting = found if found is not None and found[0] <= max_elements else None
+    if fitting is not None:
+        n, values, shapes = fitting
+        result.update(scaled={k: [problem.original[k], v] for k, v in values.items() if v != problem.original[k]},
+                      elements=[elements, n], input_shapes=shapes)
+        return result
     smallest = f" (the smallest valid sizes give {best[0]} elements)" if best else ""
     raise ShrinkError(f"{elements} elements cannot be shrunk below --max-elements {max_elements}{smallest}")

@@ -215,19 +215,20 @@ def kernelbench(tmp_path_factory):
     return root, candidates
 
 
-def _bench(root, candidates, out, extra=(), slow_flag=None):
-    env = dict(os.environ, TILEKIT_BENCH_TEST_SLOW=str(slow_flag or ""))
-    args = [sys.executable, "-m", "tilekit.bench", "--problems", str(root), "--candidates", str(candidates),
-            "--out-dir", str(out), "--max-elements", "200000", "-k", "not excluded", "--no-compile",
-            "--trials", "2", "--cpu-budget", "0.02", "--policy", "kernelbench", "--precision", "fp16", *extra]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def _arguments(root, candidates, out):
+    return ["--problems", str(root), "--candidates", str(candidates), "--out-dir", str(out), "--max-elements",
+            "200000", "-k", "not excluded", "--no-compile", "--trials", "2", "--cpu-budget", "0.02",
+            "--policy", "kernelbench", "--precision", "fp16"]
 
 
-def test_interrupted_then_resumed_run_on_a_kernelbench_folder(kernelbench, tmp_path):
+def test_interrupted_then_resumed_run_on_a_kernelbench_folder(kernelbench, tmp_path, capsys):
     root, candidates = kernelbench
     out, flag = tmp_path / "out", tmp_path / "slow.flag"
     flag.write_text("")
-    first = _bench(root, candidates, out, slow_flag=flag)
+    # Interrupted like a user's Ctrl-C: SIGINT to a real `python -m tilekit.bench` process.
+    first = subprocess.Popen([sys.executable, "-m", "tilekit.bench", *_arguments(root, candidates, out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, TILEKIT_BENCH_TEST_SLOW=str(flag)))
     deadline = time.monotonic() + 150
     while not (tmp_path / "slow.flag.sleeping").exists():        # row 1 done, row 2's candidate asleep
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
@@ -244,9 +245,9 @@ def test_interrupted_then_resumed_run_on_a_kernelbench_folder(kernelbench, tmp_p
     assert "skipping" in err and "prompt_template.py" in err and "[1/5] level1/1_Square_matmul" in err
 
     flag.unlink()
-    second = _bench(root, candidates, out, extra=["--resume"])
-    _, err = second.communicate(timeout=200)
-    assert second.returncode == 0, err[-3000:]
+    capsys.readouterr()
+    assert main(_arguments(root, candidates, out) + ["--resume"]) == 0          # resumed here, in-process
+    assert "1 finished earlier (--resume)" in capsys.readouterr().err
     report = json.loads((out / "results.json").read_text())
     rows = report["results"]
     names = [r["name"] for r in rows]
