@@ -233,7 +233,7 @@ def _run_with_progress(config, console, show_progress: bool, on_row) -> dict:
         def print_line(row: dict, partial: dict) -> None:
             nonlocal done
             done += 1
-            speedup = f", {row['speedup_eager']:.2f}x vs eager" if row.get("speedup_eager") else ""
+            speedup = f", {row['speedup_eager']:.3g}x vs eager" if row.get("speedup_eager") else ""
             wall = f", {row['wall_s']:.1f} s" if row.get("wall_s") is not None else ", finished earlier"
             print(f"[{done}/{total}] {row['id']}: {row['status']}{speedup}; shapes {shapes_text(row)}{wall}",
                   file=sys.stderr, flush=True)

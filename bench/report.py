@@ -181,8 +181,8 @@ def plot_figure(report: dict):
     elif rows:
         eager = [r["speedup_eager"] or 0.0 for r in rows]
         compiled = [r["speedup_compile"] or 0.0 for r in rows]
-        _bars(ax, ys, eager, -0.2, "vs PyTorch eager", "#4c72b0", lambda v: f"{v:.2f}x")
-        _bars(ax, ys, compiled, 0.2, "vs torch.compile", "#dd8452", lambda v: f"{v:.2f}x")
+        _bars(ax, ys, eager, -0.2, "vs PyTorch eager", "#4c72b0", _speedup)
+        _bars(ax, ys, compiled, 0.2, "vs torch.compile", "#dd8452", _speedup)
         ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
         for y, r in zip(ys, rows):
             if not r["correct"]:
