@@ -350,6 +350,12 @@ class SuiteRunner:
     def _score(self, row: dict, ref_dir: Path, cand_dir: Path, cand_result: dict, check) -> None:
         cfg = self.config
         passed, reason = True, ""
+        if cand_result.get("timing"):
+            try:
+                row["timing"]["candidate"] = summarise_timing(cand_result["timing"])
+            except BadSamples as exc:
+                row.update(status=ERROR, failure=f"the candidate's timing cannot be used: {exc}")
+                return
         try:
             for index, seed in enumerate(cfg.seeds):
                 report = compare_trial(_load_trial(ref_dir, index), _load_trial(cand_dir, index))
@@ -357,11 +363,6 @@ class SuiteRunner:
                 if passed and not report["passed"]:
                     passed, reason = False, f"trial {index}: {report['reason']}"
             if passed and cand_result.get("timing"):
-                try:
-                    row["timing"]["candidate"] = summarise_timing(cand_result["timing"])
-                except BadSamples as exc:
-                    row.update(status=ERROR, failure=f"the candidate's timing cannot be used: {exc}")
-                    return
                 if not isinstance(check, dict):
                     passed, reason = False, "the candidate's process reported no checked timed call"
                 else:

@@ -203,9 +203,13 @@ def test_fresh_interpreter_isolation_records_failures_too(tmp_path):
     problems, candidates = tmp_path / "problems", tmp_path / "candidates"
     problems.mkdir()
     candidates.mkdir()
+    pid_file = tmp_path / "pid.txt"
+    bodies = dict(CANDIDATE_BODIES, hang=(          # leaves a process in a new session, then hangs
+        "import subprocess\n        child = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        f"        open({str(pid_file)!r}, 'w').write(str(child.pid))\n        time.sleep(3600)"))
     for name in ("correct", "abort", "hang"):
         (problems / f"{name}.py").write_text(PROBLEM)
-        (candidates / f"{name}.py").write_text(CANDIDATE_HEAD + "        " + CANDIDATE_BODIES[name] + "\n")
+        (candidates / f"{name}.py").write_text(CANDIDATE_HEAD + "        " + bodies[name] + "\n")
     config = SuiteConfig(problems=discover_problems(str(problems), warn=lambda m: None),
                          candidates_dir=candidates, device="cpu", trials=2, timeout_s=3.0,
                          compile_baseline=False, tilekit_candidates=False, cpu_budget_s=0.02,
@@ -214,3 +218,5 @@ def test_fresh_interpreter_isolation_records_failures_too(tmp_path):
     assert {name: row["status"] for name, row in rows.items()} == {"correct": "correct", "abort": "crash",
                                                                     "hang": "timeout"}
     assert "SIGABRT" in rows["abort"]["failure"] and "timed out after 3 s" in rows["hang"]["failure"]
+    # The timeout asked the job's reaper to kill everything the candidate started, setsid or not.
+    assert not os.path.exists(f"/proc/{int(pid_file.read_text())}"), "the candidate's child survived its timeout"
