@@ -235,8 +235,9 @@ class ForkServer:
 
     START_REPLY_TIMEOUT_S = 120.0
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, preload_tilekit: bool = False):
         self.log_path = log_path
+        self.preload_tilekit = preload_tilekit      # import tilekit's ops once, in the server
         self.proc: subprocess.Popen | None = None
         self.replies: queue.Queue[str | None] = queue.Queue()
         self._log = None
@@ -252,7 +253,10 @@ class ForkServer:
     def _start(self) -> None:
         self._log = open(self.log_path, "ab")
         self.replies = queue.Queue()
-        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--forkserver"],
+        command = [sys.executable, "-m", WORKER_MODULE, "--forkserver"]
+        if self.preload_tilekit:
+            command.append("--preload-tilekit")
+        self.proc = subprocess.Popen(command,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      start_new_session=True, env=worker_env(), text=True, bufsize=1)
         threading.Thread(target=WorkerServer._read_replies, args=(self.proc, self.replies), daemon=True).start()

@@ -158,7 +158,7 @@ class SuiteRunner:
         server = WorkerServer(workdir / "reference-worker.log")
         # CPU runs only: CUDA cannot be used in a child forked from a process that has touched the
         # driver (importing tilekit's backends may ask torch whether CUDA is available).
-        self.fork_server = (ForkServer(workdir / "fork-server.log")
+        self.fork_server = (ForkServer(workdir / "fork-server.log", preload_tilekit=self._tilekit_candidates())
                             if cfg.fork_candidates and cfg.device == "cpu" and ForkServer.available() else None)
         self.results = []
         interrupted = False
@@ -188,6 +188,18 @@ class SuiteRunner:
             if own_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
         return self.report(interrupted=interrupted)
+
+    def _tilekit_candidates(self) -> bool:
+        """Whether any candidate to run uses tilekit (its ops are then imported once, in the fork server)."""
+        cfg = self.config
+        for problem in cfg.problems:
+            candidate = find_candidate(problem, cfg.candidates_dir) if problem.id not in cfg.finished else None
+            try:
+                if candidate is not None and "tilekit" in candidate.read_text(errors="replace"):
+                    return True
+            except OSError:
+                continue
+        return False
 
     def report(self, interrupted: bool = False) -> dict:
         cfg = self.config

@@ -443,9 +443,11 @@ def _forked_job(job_path: str, log_path: str, channel) -> None:
     run_job_file(job_path)
 
 
-def fork_server() -> int:
+def fork_server(preload_tilekit: bool = False) -> int:
     channel = _protocol_channel()
     reaper.become_subreaper()
+    if preload_tilekit:
+        _import_tilekit_ops()        # trusted: the server never runs candidate code; children inherit it
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -472,11 +474,12 @@ def main(argv=None) -> int:
     group.add_argument("--job", help="run one job file in a child process and exit")
     group.add_argument("--serve", action="store_true", help="run job files named on stdin")
     group.add_argument("--forkserver", action="store_true", help="fork a fresh child per job named on stdin")
+    parser.add_argument("--preload-tilekit", action="store_true", help="--forkserver: import tilekit.ops first")
     args = parser.parse_args(argv)
     if args.serve:
         return serve()
     if args.forkserver:
-        return fork_server()
+        return fork_server(args.preload_tilekit)
     _protocol_channel()
     reaper.become_subreaper()
     _exit_like(reaper.run_reaped(lambda: run_job_file(args.job)))
