@@ -4,8 +4,7 @@ the order is numeric, and a run interrupted with Ctrl-C then --resume'd complete
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
@@ -225,17 +224,22 @@ def test_interrupted_then_resumed_run_on_a_kernelbench_folder(kernelbench, tmp_p
     root, candidates = kernelbench
     out, flag = tmp_path / "out", tmp_path / "slow.flag"
     flag.write_text("")
-    # Interrupted like a user's Ctrl-C: SIGINT to a real `python -m tilekit.bench` process.
-    first = subprocess.Popen([sys.executable, "-m", "tilekit.bench", *_arguments(root, candidates, out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=dict(os.environ, TILEKIT_BENCH_TEST_SLOW=str(flag)))
-    deadline = time.monotonic() + 150
-    while not (tmp_path / "slow.flag.sleeping").exists():        # row 1 done, row 2's candidate asleep
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
-        time.sleep(0.2)
-    first.send_signal(signal.SIGINT)
-    _, err = first.communicate(timeout=60)
-    assert first.returncode == 130, err[-3000:]
+    # Interrupted like a user's Ctrl-C: SIGINT, once row 1 is done and row 2's candidate is asleep.
+    def interrupt_when_asleep():
+        deadline = time.monotonic() + 150
+        while not (tmp_path / "slow.flag.sleeping").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+    os.environ["TILEKIT_BENCH_TEST_SLOW"] = str(flag)
+    watcher = threading.Thread(target=interrupt_when_asleep, daemon=True)
+    watcher.start()
+    try:
+        code = main(_arguments(root, candidates, out))
+    finally:
+        del os.environ["TILEKIT_BENCH_TEST_SLOW"]
+        watcher.join()
+    err = capsys.readouterr().err
+    assert code == 130, err[-3000:]
     assert "Traceback" not in err and "--resume" in err and "interrupted" in err
     partial = json.loads((out / "results.json").read_text())
     assert partial["meta"]["interrupted"] and [r["name"] for r in partial["results"]] == ["1_Square_matmul"]
