@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from tilekit.bench.runner import SuiteConfig, default_device
 
     console = Console(stderr=True)
-    err = lambda message: console.print(message, highlight=False, markup=False)  # noqa: E731
+    err = lambda message: console.print(message, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     try:
         problems = select_problems(discover_problems(args.problems, warn=err), args.select)
         candidates_dir = resolve_candidates_dir(args.candidates)

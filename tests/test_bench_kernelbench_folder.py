@@ -252,6 +252,9 @@ def test_interrupted_then_resumed_run_on_a_kernelbench_folder(kernelbench, tmp_p
     capsys.readouterr()
     assert main(_arguments(root, candidates, out) + ["--resume"]) == 0          # resumed here, in-process
     assert "1 finished earlier (--resume)" in capsys.readouterr().err
+    # Results made with other settings are refused, naming the setting.
+    assert main(_arguments(root, candidates, out) + ["--resume", "--trials", "3"]) == 2
+    assert "was run with trials=2" in capsys.readouterr().err
     report = json.loads((out / "results.json").read_text())
     rows = report["results"]
     names = [r["name"] for r in rows]
