@@ -81,9 +81,9 @@ def compare_trials(reference_trials: list, candidate_trials: list) -> tuple[bool
     return True, reports, ""
 
 
-def reference_problem(trials: list) -> str:
+def reference_problem(trials: list, first_index: int = 0) -> str:
     """Why reference outputs cannot be used (NaN), or ''."""
-    for index, trial in enumerate(trials):
+    for index, trial in enumerate(trials, start=first_index):
         for out in trial:
             if isinstance(out, torch.Tensor) and out.is_floating_point() and bool(torch.isnan(out).any()):
                 return f"the reference output of trial {index} holds NaN"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -107,9 +108,15 @@ def load_problem_file(path: Path, family: str) -> list[Problem]:
     return [Problem(path=path, family=family, name=path.stem, variant=v) for v in variant_names(tree, path)]
 
 
+def natural_key(path: Path) -> tuple:
+    """Numbers compare as numbers: 1_x, 2_x, 10_x (KernelBench's file names), not 1_x, 10_x, 2_x."""
+    return tuple(tuple((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk.lower())
+                       for chunk in re.findall(r"\d+|\D+", part)) for part in path.parts)
+
+
 def _python_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*.py")
-                  if not p.name.startswith(("_", ".")) and "__pycache__" not in p.parts)
+    return sorted((p for p in directory.rglob("*.py")
+                   if not p.name.startswith(("_", ".")) and "__pycache__" not in p.parts), key=natural_key)
 
 
 def tilekit_families() -> list[str]:
@@ -122,8 +129,9 @@ def discover_problems(spec: str | None, warn=print) -> list[Problem]:
     """Problems named by ``--problems``: a directory, a single file, or tilekit family names.
 
     ``spec`` may be a comma-separated list of families (``matmul,softmax``). None means all of
-    tilekit's own problems. In a directory, ``.py`` files that define none of Model/get_inputs/
-    get_init_inputs are skipped with a warning (helpers); a file defining only some is an error.
+    tilekit's own problems. In a directory, ``.py`` files that are not problems (no Model,
+    get_inputs and get_init_inputs, or not parsing: helpers, prompt templates) are skipped with a
+    note, and files are taken in natural order (1_, 2_, ..., 10_).
     """
     if spec is None:
         return _problems_in_dir(TILEKIT_PROBLEMS_DIR, warn)
@@ -149,17 +157,79 @@ def _problems_in_dir(directory: Path, warn, family: str | None = None) -> list[P
     directory = directory.resolve()
     problems: list[Problem] = []
     for path in _python_files(directory):
-        missing = missing_problem_names(path)
-        if len(missing) == len(REQUIRED_PROBLEM_NAMES):
-            warn(f"note: skipping {path}: not a problem file (no Model, get_inputs, get_init_inputs)")
+        try:
+            missing = missing_problem_names(path)
+        except BenchInputError as exc:
+            warn(f"note: skipping {path}: not a problem file ({exc})")
+            continue
+        if missing:
+            warn(f"note: skipping {path}: not a problem file (defines no {', '.join(missing)})")
             continue
         rel_parent = path.parent.relative_to(directory)
-        fam = family or (rel_parent.parts[0] if rel_parent.parts else directory.name)
+        fam = family or (rel_parent.name if rel_parent.parts else directory.name)
         problems += load_problem_file(path, fam)
     if not problems:
         raise BenchInputError(f"no KernelBench problem files (defining class Model, get_inputs, "
                               f"get_init_inputs) found in {directory}")
     return problems
+
+
+_K_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+
+
+def select_problems(problems: list[Problem], expression: str | None) -> list[Problem]:
+    """``-k EXPRESSION``, as pytest's: words match case-insensitively as substrings of a problem's
+    id (``family/name[variant]``), combined with ``and``, ``or``, ``not`` and parentheses."""
+    if not expression or not expression.strip():
+        return problems
+    tokens = _K_TOKEN.findall(expression)
+    position = 0
+
+    def peek():
+        return tokens[position] if position < len(tokens) else None
+
+    def take():
+        nonlocal position
+        position += 1
+        return tokens[position - 1]
+
+    def parse_or():
+        left = parse_and()
+        while peek() == "or":
+            take()
+            right = parse_and()
+            left = (lambda a, b: lambda text: a(text) or b(text))(left, right)
+        return left
+
+    def parse_and():
+        left = parse_not()
+        while peek() == "and":
+            take()
+            right = parse_not()
+            left = (lambda a, b: lambda text: a(text) and b(text))(left, right)
+        return left
+
+    def parse_not():
+        if peek() == "not":
+            take()
+            inner = parse_not()
+            return lambda text: not inner(text)
+        token = take() if peek() is not None else None
+        if token == "(":
+            inner = parse_or()
+            if peek() != ")":
+                raise BenchInputError(f"-k {expression!r}: unbalanced parentheses")
+            take()
+            return inner
+        if token is None or token in (")", "and", "or"):
+            raise BenchInputError(f"-k {expression!r}: expected a word, got {token or 'the end'}")
+        word = token.lower()
+        return lambda text: word in text
+
+    matcher = parse_or()
+    if position != len(tokens):
+        raise BenchInputError(f"-k {expression!r}: unexpected {tokens[position]!r}")
+    return [p for p in problems if matcher(p.id.lower())]
 
 
 def resolve_candidates_dir(spec: str | None) -> Path | None:

@@ -1,7 +1,8 @@
 """Running worker subprocesses with timeouts, and naming what went wrong when they die.
 
-Every worker runs in its own session (process group), so a timeout kills the worker together with
-any process it started. Workers write their results to files; their stdout/stderr go to a log
+Every worker runs in its own session (process group). A candidate's worker is, in addition, the
+subreaper of everything the candidate starts (``bench/reaper.py``): a timeout asks it (SIGTERM) to
+kill the candidate and every descendant, even those that left the group with ``setsid``. Workers write their results to files; their stdout/stderr go to a log
 whose tail is kept for the report.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from tilekit.bench.reaper import kill_session
 from tilekit.bench.worker import DONE_MARKER, READY_MARKER
 
 WORKER_MODULE = "tilekit.bench.worker"
@@ -68,6 +70,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _terminate_reaper(proc: subprocess.Popen) -> None:
+    """SIGTERM to a reaping worker: it kills its job child and every descendant, then exits.
+    SIGKILL to its group if it does not."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, PermissionError):
+        pass
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+
+
 def worker_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
@@ -100,7 +116,7 @@ def run_job_in_subprocess(job_path: Path, result_path: Path, log_path: Path, tim
             deadline = (working_since + timeout_s) if working_since is not None else (
                 launched + STARTUP_ALLOWANCE_S + timeout_s)
             if now > deadline:
-                _kill_group(proc)
+                _terminate_reaper(proc)
                 return ProcessOutcome("timeout", None, f"timed out after {timeout_s:g} s", _tail(log_path))
     if returncode == 0 and result_path.exists():
         return ProcessOutcome("ok", 0, "", _tail(log_path))
@@ -119,10 +135,17 @@ class WorkerServer:
         self.proc: subprocess.Popen | None = None
         self.replies: queue.Queue[str | None] = queue.Queue()
         self._log = None
+        self._ready = False
+
+    def start(self) -> None:
+        """Start importing torch now (it overlaps with other work); jobs wait for it to be ready."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
 
     def _start(self) -> None:
         self._log = open(self.log_path, "ab")
         self.replies = queue.Queue()
+        self._ready = False
         self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--serve"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      start_new_session=True, env=worker_env(), text=True, bufsize=1)
@@ -145,8 +168,10 @@ class WorkerServer:
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         if self.proc is None or self.proc.poll() is not None:
             self._start()
+        if not self._ready:
             if not self._wait_ready():
                 return self._crashed(log_start)
+            self._ready = True
         try:
             self.proc.stdin.write(f"{job_path}\n")
             self.proc.stdin.flush()
@@ -210,8 +235,9 @@ class ForkServer:
 
     START_REPLY_TIMEOUT_S = 120.0
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, preload_tilekit: bool = False):
         self.log_path = log_path
+        self.preload_tilekit = preload_tilekit      # import tilekit's ops once, in the server
         self.proc: subprocess.Popen | None = None
         self.replies: queue.Queue[str | None] = queue.Queue()
         self._log = None
@@ -220,10 +246,17 @@ class ForkServer:
     def available() -> bool:
         return sys.platform.startswith("linux") and hasattr(os, "fork")
 
+    def start(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+
     def _start(self) -> None:
         self._log = open(self.log_path, "ab")
         self.replies = queue.Queue()
-        self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--forkserver"],
+        command = [sys.executable, "-m", WORKER_MODULE, "--forkserver"]
+        if self.preload_tilekit:
+            command.append("--preload-tilekit")
+        self.proc = subprocess.Popen(command,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      start_new_session=True, env=worker_env(), text=True, bufsize=1)
         threading.Thread(target=WorkerServer._read_replies, args=(self.proc, self.replies), daemon=True).start()
@@ -257,7 +290,7 @@ class ForkServer:
             except queue.Empty:
                 reply = ""
             if reply is None:                       # the server died: its child is orphaned; kill it
-                self._kill_child(pid)
+                kill_session(pid)                   # and all of its session (the server cannot reap them)
                 self.stop()
                 return ProcessOutcome("crash", None, "the fork server died", _tail(log_path))
             if reply.startswith(f"@@exit {job_path} "):
@@ -291,4 +324,6 @@ class ForkServer:
                 continue
 
     def stop(self, kill: bool = False) -> None:
+        if kill and self.proc is not None:
+            _terminate_reaper(self.proc)            # mid-job, it kills the job's whole tree first
         WorkerServer.stop(self, kill=kill)

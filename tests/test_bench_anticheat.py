@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from tilekit.bench.anticheat import check_candidate_file, check_candidate_source
+from tilekit.bench.anticheat import check_candidate_file, check_candidate_source, check_source
 from tilekit.bench.discovery import TILEKIT_CANDIDATES_DIR
 
 
@@ -133,15 +133,147 @@ def test_tilekit_op_is_required_for_tilekit_candidates():
                 return x.exp() / x.exp().sum(-1, keepdim=True)
         """
     violations = check(body)
-    assert len(violations) == 1 and "never calls a tilekit op" in violations[0]
+    assert len(violations) == 2 and "never calls a tilekit op" in violations[1]
+    assert ".exp()" in violations[0]                   # and the allowlist names the compute
     # An external (non-tilekit) candidate may use its own kernels...
     assert check(body, require_tilekit_op=None) == []
     # ...but importing tilekit makes it a tilekit candidate.
     assert "never calls a tilekit op" in check(body, header="import torch\nimport torch.nn as nn\nimport tilekit.ops\n",
-                                                require_tilekit_op=None)[0]
+                                                require_tilekit_op=None)[-1]
 
 
 def test_malformed_candidates_are_reported():
     assert "no class ModelNew" in check("x = 1\n")[0]
     assert "no forward" in check("class ModelNew(nn.Module):\n    pass\n")[0]
     assert "does not parse" in check("def (:\n")[0]
+
+
+@pytest.mark.parametrize("expression,needle", [
+    ("a.__matmul__(b)", "__matmul__"),
+    ("b.__rmatmul__(a.T)", "__rmatmul__"),
+    ("torch.Tensor.__matmul__(a, b)", "__matmul__"),
+])
+def test_dunder_matmul_calls_are_flagged_for_any_candidate(expression, needle):
+    violations = check(f"""
+        class ModelNew(nn.Module):
+            def forward(self, a, b):
+                return {expression}
+        """, require_tilekit_op=None)
+    assert len(violations) == 1 and needle in violations[0], violations
+
+
+@pytest.mark.parametrize("init", [
+    "self.f = lambda a, b: torch.matmul(a, b)",
+    "def inner(a, b):\n                    return torch.mm(a, b)\n                self.f = inner",
+    "self.f = functools.partial(torch.matmul)",
+])
+def test_code_stored_on_self_in_init_is_followed(init):
+    violations = check(f"""
+        import functools
+
+        class ModelNew(nn.Module):
+            def __init__(self):
+                super().__init__()
+                {init}
+
+            def forward(self, a, b):
+                return self.f(a, b)
+        """, require_tilekit_op=None)
+    assert violations and all(("matmul" in v or "torch.mm" in v) for v in violations), violations
+
+
+def test_parameters_built_in_init_are_not_followed():
+    # Reading self.weight does not make its initialiser (torch.randn) part of the kernel.
+    assert check("""
+        class ModelNew(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight = nn.Parameter(torch.randn(4, 4))
+
+            def forward(self, a):
+                return torch.ops.tilekit.matmul(a, self.weight.t().contiguous())
+        """) == []
+
+
+@pytest.mark.parametrize("statement,needle", [
+    ("statistics.median = lambda data: 1e-6", "patches statistics.median"),
+    ("time.perf_counter = lambda: 0.0", "patches time.perf_counter"),
+    ("torch.Tensor.__matmul__ = lambda a, b: a", "patches torch.Tensor.__matmul__"),
+    ("torch.library.impl('tilekit::matmul', 'CPU')(torch.mm)", "registers a kernel in the tilekit namespace"),
+    ("LIB = torch.library.Library('tilekit', 'IMPL')", "registers a kernel in the tilekit namespace"),
+    ("PRECOMPUTED = torch.matmul(torch.ones(2, 2), torch.ones(2, 2))", "module level line"),
+    ("exec('import torch')", "dynamic lookup exec()"),
+])
+def test_module_level_statements_are_checked(statement, needle):
+    header = "import statistics\nimport time\nimport torch\nimport torch.nn as nn\n"
+    violations = check(CLEAN, header=header + statement + "\n")
+    assert any(needle in v for v in violations), violations
+
+
+def test_module_level_lambda_used_by_forward_is_followed():
+    violations = check("""
+        mm = lambda a, b: a @ b
+
+        class ModelNew(nn.Module):
+            def forward(self, a, b):
+                torch.ops.tilekit.matmul(a, b)
+                return mm(a, b)
+        """)
+    assert any("mm line 4" in v and "@" in v for v in violations), violations
+
+
+@pytest.mark.parametrize("expression,needle", [
+    ("torch.cumsum(a, 0)", "torch.cumsum"),
+    ("torch.topk(a, 2).values", "torch.topk"),
+    ("a.topk(2)", ".topk()"),
+    ("a.index_add_(0, torch.zeros(1, dtype=torch.long), b)", ".index_add_()"),
+    ("torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(a, a, a)", "torch.ops.aten"),
+    ("a.exp().sum(-1)", ".sum()"),
+])
+def test_strict_allowlist_names_any_other_torch_compute(expression, needle):
+    body = f"""
+        class ModelNew(nn.Module):
+            def forward(self, a, b):
+                c = torch.ops.tilekit.matmul(a, b)     # one token tilekit op
+                return {expression}
+        """
+    violations = check(body)
+    assert len(violations) == 1 and needle in violations[0] and "--policy strict" in violations[0], violations
+    # KernelBench's policy warns instead; an external candidate (no tilekit) is not held to the allowlist.
+    verdict = check_source(textwrap.dedent("import torch\nimport torch.nn as nn\n" + textwrap.dedent(body)),
+                           "cand.py", require_tilekit_op=True, policy="kernelbench")
+    assert verdict.violations == [] and needle in verdict.warnings[0]
+    assert check(body.replace("c = torch.ops.tilekit.matmul(a, b)     # one token tilekit op", "pass"),
+                 require_tilekit_op=None) == []
+
+
+def test_strict_allowlist_lets_allocation_views_and_shapes_through():
+    assert check("""
+        class ModelNew(nn.Module):
+            def forward(self, x, w):
+                rows, cols = x.shape
+                flat = x.reshape(-1, cols).contiguous().to(torch.float32)
+                out = torch.empty((rows, w.shape[1]), dtype=x.dtype, device=x.device)
+                out.copy_(torch.ops.tilekit.matmul(flat, w.t().contiguous().T).view(rows, -1))
+                return out.unsqueeze(0).squeeze(0), torch.zeros_like(out).numel()
+        """) == []
+
+
+def test_kernelbench_policy_keeps_structural_cheats():
+    body = """
+        class ModelNew(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.proj = nn.Linear(4, 4)
+
+            def forward(self, a):
+                try:
+                    return self.proj(a)
+                except RuntimeError:
+                    return Model()(a)
+        """
+    verdict = check_source("import torch\nimport torch.nn as nn\n" + textwrap.dedent(body), "cand.py",
+                           require_tilekit_op=None, policy="kernelbench")
+    assert any("torch.nn.Linear" in w for w in verdict.warnings)
+    assert any("try/except" in v for v in verdict.violations) and any("reference Model" in v
+                                                                    for v in verdict.violations)

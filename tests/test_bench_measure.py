@@ -8,7 +8,8 @@ import torch
 
 from tilekit.bench.compare import compare_trial, compare_trials
 from tilekit.bench.runner import summarise
-from tilekit.bench.timing import CUDA_MIN_RUNS, CudaTimer, l2_flush_bytes, time_cpu
+from tilekit.bench.timing import CUDA_MIN_RUNS, BadSamples, CudaTimer, l2_flush_bytes, time_cpu
+from tilekit.bench.timing import summarise as summarise_timing
 from tilekit.tolerances import KERNELBENCH
 
 
@@ -117,13 +118,24 @@ class FakeClock:
 
 def test_cpu_timing_takes_median_and_respects_budget():
     clock = FakeClock([0.0] + [0.001, 0.003, 0.002, 0.100, 0.002])           # warm-up, then 5 runs
-    timing = time_cpu(clock.work, runs=5, warmup=1, budget_s=10.0, clock=clock)
-    assert timing.clock == "cpu-wall" and timing.runs == 5
-    assert timing.median_ms == pytest.approx(2.0) and timing.max_ms == pytest.approx(100.0)
+    prepared, kept = [], []
+    samples = time_cpu(clock.work, runs=5, warmup=1, budget_s=10.0, clock=clock,
+                       prepare=prepared.append, after=lambda i, out: kept.append(i))
+    assert prepared == [0, 1, 2, 3, 4, 5] and kept == [0, 1, 2, 3, 4]       # before every call, after every run
+    timing = summarise_timing(samples.as_dict())                                     # computed by the parent
+    assert timing["clock"] == "cpu-wall" and timing["runs"] == 5
+    assert timing["median_ms"] == pytest.approx(2.0) and timing["max_ms"] == pytest.approx(100.0)
+    assert timing["q1_ms"] == pytest.approx(2.0) and timing["q3_ms"] == pytest.approx(3.0)
     # A slow function stops at the budget, but never below min_runs.
     clock = FakeClock([0.0] + [1.0] * 50)
-    timing = time_cpu(clock.work, runs=50, min_runs=3, warmup=1, budget_s=0.5, clock=clock)
-    assert timing.runs == 3
+    assert len(time_cpu(clock.work, runs=50, min_runs=3, warmup=1, budget_s=0.5, clock=clock).times_ms) == 3
+
+
+def test_parent_rejects_samples_no_clock_produces():
+    for bad in ({"samples_ms": []}, {"samples_ms": [1.0, -2.0]}, {"samples_ms": [float("nan")]},
+                {"samples_ms": ["1"]}, {}, None):
+        with pytest.raises(BadSamples):
+            summarise_timing(bad)
 
 
 def test_l2_flush_size_exceeds_l2():
@@ -183,13 +195,17 @@ def test_cuda_timer_protocol_with_stand_ins():
     fake = FakeCuda(elapsed=[1.0] + [float(i % 7 + 1) for i in range(runs)])
     timer = CudaTimer(device="cuda:0", torch_module=fake)
     calls = []
-    timing = timer.time(lambda: (calls.append(1), fake.log.append("kernel")), runs=10, warmup_ms=5.0)
-    assert timing.runs == runs, "at least 100 timed runs whatever is asked"
-    assert timing.clock == "cuda-events" and timing.flush_bytes == 80 * 2**20
-    assert timing.median_ms == pytest.approx(4.0)
+    prepared = []
+    samples = timer.time(lambda: (calls.append(1), fake.log.append("kernel")), runs=10, warmup_ms=5.0,
+                         prepare=lambda i: (prepared.append(i), fake.log.append("refill")))
+    timing = summarise_timing(samples.as_dict())
+    assert timing["runs"] == runs, "at least 100 timed runs whatever is asked"
+    assert timing["clock"] == "cuda-events" and timing["flush_bytes"] == 80 * 2**20
+    assert timing["median_ms"] == pytest.approx(4.0)
+    assert prepared == list(range(len(calls)))                 # fresh inputs before every call
     # The timed section: flush, then record/kernel/record, for every run; the flush is outside.
-    timed = fake.log[fake.log.index("flush"):]
-    assert timed[:4] == ["flush", "record", "kernel", "record"]
+    timed = fake.log[fake.log.index("flush") - 1:]
+    assert timed[:5] == ["refill", "flush", "record", "kernel", "record"]       # the refill is outside too
     assert timed.count("flush") == runs and timed[-1] == "sync"
     # 1 first call + 1 probe + max(3, 5 ms / 1 ms) warm-up calls + 100 timed runs.
     assert len(calls) == 1 + 1 + 5 + runs
@@ -199,5 +215,5 @@ def test_cuda_timer_protocol_with_stand_ins():
                                                           "cannot run on this machine")
 def test_cuda_timer_on_a_real_gpu():
     a = torch.randn(1024, 1024, device="cuda")
-    timing = CudaTimer().time(lambda: a @ a)
-    assert timing.runs >= 100 and timing.median_ms > 0
+    timing = summarise_timing(CudaTimer().time(lambda: a @ a).as_dict())
+    assert timing["runs"] >= 100 and timing["median_ms"] > 0

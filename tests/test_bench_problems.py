@@ -11,7 +11,7 @@ from tilekit.tolerances import PROPERTY, for_dtype
 
 
 def load_problem(relative: str, **overrides):
-    module = load_module(str(TILEKIT_PROBLEMS_DIR / relative), "test", None, False)
+    module = load_module(str(TILEKIT_PROBLEMS_DIR / relative), "test")
     apply_overrides(module, overrides)
     return module
 
@@ -233,7 +233,7 @@ def test_every_variant_has_a_small_quick_size():
     families = {p.family for p in problems}
     assert {"matmul", "softmax", "attention", "moe", "selective_scan", "lowbit_linear"} <= families
     for problem in problems:
-        module = load_module(str(problem.path), "test", problem.variant, True)
+        module = load_module(str(problem.path), "test")
         overrides = size_overrides(module, problem.variant, quick=True)
         apply_overrides(module, overrides)
         torch.manual_seed(0)

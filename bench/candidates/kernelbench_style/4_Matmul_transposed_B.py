@@ -1,0 +1,13 @@
+"""tilekit candidate for bench/examples/kernelbench_style: C = A @ B.T, B read through its transposed view."""
+import torch
+import torch.nn as nn
+
+import tilekit.ops  # noqa: F401  (registers torch.ops.tilekit.*)
+
+
+class ModelNew(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        return torch.ops.tilekit.matmul(A, B.T)
