@@ -193,32 +193,33 @@ def _guard(op, flag, checks, owners):
         covered = e.both(covered, e.along(ok, d, rank))
 
     # Per gathered dimension: out of [0, shape[d]) -- in int64 for 64-bit indices, else in int32 (an
-    # unsigned 32-bit index >= 2**31 turns negative there, and is out of range either way).
-    gathered, in_range = [], None
+    # unsigned 32-bit index >= 2**31 turns negative there, and is out of range either way). The index tile
+    # is broadcast to the tile shape once (one cross-thread move on the C backends); the rest is elementwise.
+    n = 1
+    for s in shape:
+        n *= s
+    in_range = None
     for d, o in enumerate(offs):
         if o.shape == ():
             continue
         wide = D.int64 if o.dtype.bits == 64 else D.int32
-        idx = e.cast(o, wide)
+        idx = e.along(e.cast(o, wide), d, rank)
+        if tuple(idx.shape) != shape:
+            idx = e("broadcast", idx, shape=shape)
         out = e("binary", e("cmp", idx, e.const(0, wide), op="lt"),
                 e("cmp", idx, e.cast(e("dim", tensor, axis=d), wide), op="ge"), op="or")
-        gathered.append((d, o, idx, out))
-        in_range = e.both(in_range, e.along(e("unary", out, op="not"), d, rank))
+        in_range = e.both(in_range, e("unary", out, op="not"))
 
-    # Report: count and one offending index per gathered dimension.
-    n = 1
-    for s in shape:
-        n *= s
-    for d, o, idx, out in gathered:
+        # Report: the count of offending elements, and one offending index (saturated to int32).
         slot = WORDS_PER_CHECK * len(checks)
-        bad = e.flat(e.both(covered, e.along(out, d, rank)), shape)
+        bad = e.flat(e.both(covered, out), shape)
         e("atomic_rmw", flag, e("full", e.const(slot, D.int32), shape=(n,), dtype=D.int32),
           e("cast", bad, dtype=D.int32), bad, kind="add", has_mask=True)
-        if idx.dtype is D.int64:
+        if wide is D.int64:
             idx = e("binary", e("binary", idx, e.const(INT32_MIN, D.int64), op="maximum"),
                     e.const(INT32_MAX, D.int64), op="minimum")
         e("store", flag, e("full", e.const(slot + 1, D.int32), shape=(n,), dtype=D.int32),
-          e.flat(e.along(e.cast(idx, D.int32), d, rank), shape), bad, has_mask=True)
+          e.flat(e.cast(idx, D.int32), shape), bad, has_mask=True)
         what = "tk.load" if op.name == "load" else "tk.store" if op.name == "store" else f"tk.atomic_{op.attrs['kind']}"
         checks.append(BoundsCheck(what, tensor.name, d, rank, o.dtype.bits, op.loc))
 
