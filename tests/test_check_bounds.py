@@ -470,3 +470,25 @@ def test_gpu_launch_catches_and_suppresses(backend):  # pragma: no cover - runs 
         scatter_unmasked[(1,)](X, Idx, out, backend=backend, check_bounds=True)
     assert info.value.index == 16 and info.value.backend == backend
     assert torch.equal(before, saved[0]) and torch.equal(after, saved[1])
+
+
+@tk.kernel
+def packed_gather(W, Idx, Out, BM: tk.constexpr = 8, BN: tk.constexpr = 32):
+    rows = tk.load(Idx, (0,), (BM,))
+    tk.store(Out, (0, 0), tk.load(W, (rows, 0), (BM, BN)).to(tk.float32))
+
+
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("idx_dtype", [torch.uint8, torch.int16], ids=["uint8", "int16"])
+def test_packed_tensor_and_narrow_index_dtypes(backend, idx_dtype):
+    """Logical shapes of a packed tensor; narrow index tiles compare in int32 (no wrap of the bound)."""
+    w = torch.randint(-4, 4, (10, 37), generator=torch.Generator().manual_seed(5))
+    packed = tk.pack(w, tk.int3)
+    idx = torch.tensor([0, 9, 3, 2, 1, 5, 6, 7], dtype=idx_dtype)
+    out = torch.zeros(8, 32)
+    packed_gather[(1,)](packed, idx, out, backend=backend, check_bounds=True)
+    assert torch.equal(out, w[idx.long(), :32].float())
+    idx[3] = 200
+    with pytest.raises(tk.OutOfBoundsError, match=r"tk.load reads W\[200, :\] outside its shape \[10, 37\]") as info:
+        packed_gather[(1,)](packed, idx, out, backend=backend, check_bounds=True)
+    assert info.value.count == 32
