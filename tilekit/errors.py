@@ -24,7 +24,19 @@ class CompileError(TilekitError):
 
 
 class OutOfBoundsError(TilekitError):
-    """The reference executor caught an access outside a tensor that no mask covers."""
+    """An access outside a tensor that no mask covers: caught by the reference executor, or on a real
+    backend by a launch with ``check_bounds=True`` (see ``tilekit/passes/bounds.py``).
+
+    The device check fills the fields: ``op`` (``"tk.load"``, ``"tk.store"``, ``"tk.atomic_add"``),
+    ``tensor`` (the parameter), ``dim`` (the tile-indexed dimension), ``index`` (one offending index
+    value), ``count`` (how many elements were out of range, over all programs), ``filename``/``lineno``
+    (the op's line in the kernel) and ``backend``."""
+
+    def __init__(self, message, *, op=None, tensor=None, dim=None, index=None, count=None, filename=None,
+                 lineno=None, backend=None):
+        self.op, self.tensor, self.dim, self.index, self.count = op, tensor, dim, index, count
+        self.filename, self.lineno, self.backend = filename, lineno, backend
+        super().__init__(message)
 
 
 class BackendUnavailable(TilekitError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
 import struct
 
 import numpy as np
@@ -25,7 +26,9 @@ from .language import constexpr
 from .packing import PackedTensor
 from .semantic import python_dtype
 
-LAUNCH_OPTIONS = ("backend", "num_warps", "num_stages")
+LAUNCH_OPTIONS = ("backend", "num_warps", "num_stages", "check_bounds")
+# check_bounds=True by default for every launch of the process (``TILEKIT_CHECK_BOUNDS=1``, read at import).
+CHECK_BOUNDS = os.environ.get("TILEKIT_CHECK_BOUNDS", "").strip().lower() not in ("", "0", "false", "no", "off")
 _AOT = object()  # ``specialize(..., backend=_AOT)``: for kernel.compile, which names a target instead
 
 
@@ -120,6 +123,7 @@ class Kernel(KernelObject):
         self._cache = {}
         self._fast = {}
         self._writes = {}      # spec.key -> the tensor parameters the compiled IR stores into
+        self._bounds = {}      # spec.key -> passes.bounds.BoundsChecks of a check_bounds variant (or None)
         self._probes = None    # (scope, name, helper) for every @tk.func the compiled variants inlined
         self.last_launch_stats = None  # the reference executor's LaunchStats of the latest launch, else None
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
@@ -171,6 +175,7 @@ class Kernel(KernelObject):
         self._cache.clear()
         self._fast.clear()
         self._writes.clear()
+        self._bounds.clear()
 
     # -- binding --
     def bind(self, args, kwargs):
@@ -226,18 +231,24 @@ class Kernel(KernelObject):
                 hash(v)
             except TypeError:
                 raise TypeError(f"{self.__name__}: constexpr '{n}' must be hashable, got {type(v).__name__}") from None
-        opts = {k: v for k, v in options.items() if k != "backend"}
+        opts = {k: v for k, v in options.items() if k not in ("backend", "check_bounds")}
+        if _check_bounds_option(self, options) and backend != "reference":
+            opts["check_bounds"] = True  # in the key only when on, so False and absent share one variant
         if backend is _AOT:  # compiling for a named target: no launch backend to choose
             return Specialization(specs, cx, None, opts), device
         from .backends import select_backend
         name = select_backend(backend or options.get("backend"), device)
+        if name == "reference":  # the reference executor checks every access itself, always
+            opts.pop("check_bounds", None)
         return Specialization(specs, cx, name, opts), device
 
     # -- compile pipeline --
-    def _ir(self, spec):
+    def _ir(self, spec, check_bounds=None):
         from .frontend import build_function
         from .passes import run_pipeline
-        return run_pipeline(build_function(self, spec.arg_specs, spec.constexprs))
+        if check_bounds is None:
+            check_bounds = spec.options.get("check_bounds", False)
+        return run_pipeline(build_function(self, spec.arg_specs, spec.constexprs), check_bounds=check_bounds)
 
     def compiled(self, spec):
         self.source_hash  # checks the @tk.func helpers (and records them on a first compile)
@@ -246,7 +257,9 @@ class Kernel(KernelObject):
             from .backends import get_backend
             fn = self._ir(spec)
             ck = get_backend(spec.backend).build(self, fn, spec)
-            self._writes[spec.key] = written_params(fn)
+            bounds = fn.bounds_checks
+            self._bounds[spec.key] = bounds
+            self._writes[spec.key] = tuple(n for n in written_params(fn) if bounds is None or n != bounds.param)
             self._cache[spec.key] = ck
         return ck
 
@@ -257,7 +270,7 @@ class Kernel(KernelObject):
     def ir(self, *args, **kwargs):
         runtime, cx, options = self.bind(args, dict(kwargs))
         spec, _ = self.specialize(runtime, cx, options, backend="reference")
-        return format_function(self._ir(spec))
+        return format_function(self._ir(spec, check_bounds=_check_bounds_option(self, options)))
 
     def source(self, backend, *args, **kwargs):
         runtime, cx, options = self.bind(args, dict(kwargs))
@@ -294,7 +307,8 @@ class Kernel(KernelObject):
         positional = [(i, n) for i, n in enumerate(self.param_names[:len(args)]) if n not in self.constexpr_names]
         if len(positional) != len(self.runtime_names):
             positional = None
-        entry = (ck, {**cx, **options}, positional, self._outputs(spec, runtime), _lazy_inputs(self, runtime, spec))
+        entry = (ck, {**cx, **options}, positional, self._outputs(spec, runtime), _lazy_inputs(self, runtime, spec),
+                 _BoundsFlags(self._bounds[spec.key], device, spec.backend) if self._bounds.get(spec.key) else None)
         try:
             self._fast[key] = entry
         except TypeError:
@@ -455,13 +469,15 @@ class Launcher(KernelObject):
             static = k._static_names
             key += tuple([(n, _arg_key(v) if n not in static else (int, v) if type(v) is int else value_key(v))
                           for n, v in kwargs.items()])
+        if CHECK_BOUNDS:  # the process-wide default decides the variant too
+            key += (_CHECK_BOUNDS_ON,)
         try:
             entry = k._fast.get(key)
         except TypeError:  # an unhashable constexpr: the slow path explains
             entry = None
         if entry is None:
             entry = k._first_launch(args, kwargs, key)
-        ck, grid_meta, positional_names, outputs, lazy = entry
+        ck, grid_meta, positional_names, outputs, lazy, bounds = entry
         if positional_names is not None:  # every runtime argument came positionally (the key says so)
             runtime = {n: args[i] for i, n in positional_names}
         else:
@@ -491,7 +507,43 @@ class Launcher(KernelObject):
         if 0 in grid:
             k.last_launch_stats = None
             return
+        if bounds is not None:
+            k.last_launch_stats = None
+            bounds.launch(ck, runtime, grid)
+            return
         k.last_launch_stats = ck.launch(runtime, grid)  # LaunchStats from the reference backend, else None
+
+
+# ---- check_bounds: the launch side of passes/bounds.py ---------------------------------------------------
+
+_CHECK_BOUNDS_ON = ("check_bounds", "process default")
+
+
+def _check_bounds_option(k, options):
+    """The launch's check_bounds: its own option if given, else the process-wide default."""
+    v = options.get("check_bounds", CHECK_BOUNDS)
+    if type(v) is not bool:
+        raise TypeError(f"{k.__name__}: check_bounds must be True or False, got {v!r}")
+    return v
+
+
+class _BoundsFlags:
+    """Runs a check_bounds variant: a zeroed int32 flag tensor on the arguments' device is passed as the
+    hidden parameter; after the launch it is read back (one device-to-host copy) and any word set raises
+    ``OutOfBoundsError`` naming the op and its line."""
+    __slots__ = ("checks", "device", "backend")
+
+    def __init__(self, checks, device, backend):
+        self.checks, self.device, self.backend = checks, device or torch.device("cpu"), backend
+
+    def launch(self, ck, runtime, grid):
+        flags = torch.zeros(self.checks.words, dtype=torch.int32, device=self.device)
+        runtime[self.checks.param] = flags
+        ck.launch(runtime, grid)
+        words = flags.tolist()
+        if any(words):
+            shapes = {n: tuple(a.shape) for n, a in runtime.items() if isinstance(a, (torch.Tensor, PackedTensor))}
+            raise self.checks.error(words, shapes, self.backend)
 
 
 def _as_grid_tuple(k, grid):
