@@ -36,3 +36,22 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+import pytest  # noqa: E402
+
+import tilekit.frontend  # noqa: E402  (count_builds wraps its build_function)
+
+
+@pytest.fixture
+def count_builds(monkeypatch):
+    """The constexprs of every front-end build from here on: a cache hit adds nothing."""
+    calls = []
+    real = tilekit.frontend.build_function
+
+    def counting(kernel, arg_specs, constexprs):
+        calls.append(dict(constexprs))
+        return real(kernel, arg_specs, constexprs)
+
+    monkeypatch.setattr(tilekit.frontend, "build_function", counting)
+    return calls

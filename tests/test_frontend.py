@@ -458,15 +458,8 @@ def k_scale(X, Y, s, B: tk.constexpr = 16):
     tk.store(Y, (p * B,), tk.load(X, (p * B,), (B,)) * s)
 
 
-def test_constexpr_values_specialize_and_cache(monkeypatch):
-    calls = []
-    real = tilekit.frontend.build_function
-
-    def counting(kernel, arg_specs, constexprs):
-        calls.append(dict(constexprs))
-        return real(kernel, arg_specs, constexprs)
-
-    monkeypatch.setattr(tilekit.frontend, "build_function", counting)
+def test_constexpr_values_specialize_and_cache(count_builds):
+    calls = count_builds
     k_scale._cache.clear()
     X = rand(40, seed=15)
     for B in (16, 32):

@@ -31,19 +31,6 @@ def _ints():
                         dtype=torch.int32)
 
 
-@pytest.fixture
-def count_builds(monkeypatch):
-    calls = []
-    real = tilekit.frontend.build_function
-
-    def counting(kernel, arg_specs, constexprs):
-        calls.append(dict(constexprs))
-        return real(kernel, arg_specs, constexprs)
-
-    monkeypatch.setattr(tilekit.frontend, "build_function", counting)
-    return calls
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("order", [(1, 1.0, True), (True, 1.0, 1), (1.0, 1, True)], ids=str)
 def test_int_float_bool_constexprs_are_different_variants(backend, order):
