@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import tilekit as tk
-import tilekit.frontend
 from tilekit.kernel import Kernel
 
 BACKENDS = ["reference", "triton"]
