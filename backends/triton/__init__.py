@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 from ...cache import write_generated
-from .lower import emit, tensor_param_names
+from .lower import emit, function_name, tensor_param_names
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,7 +82,7 @@ class CompiledTriton:
             ns = load_module(self.path, self.interpret)
             from triton.runtime.interpreter import InterpretedFunction
             from triton.runtime.jit import JITFunction
-            self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[self.name])
+            self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[function_name(self.name)])
         return self._jit
 
     def check_device(self, args, device):
