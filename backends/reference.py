@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..ir import format_function
 from .. import reference
+from . import check_launch_device
 
 
 def available():
@@ -16,8 +17,7 @@ class CompiledReference:
 
     def check_device(self, args, device):
         """Called once per specialization key (the key includes every tensor's device)."""
-        if device is not None and device.type != "cpu":
-            raise ValueError(f"the reference backend runs on CPU tensors; got tensors on {device}")
+        check_launch_device("reference", device)
 
     def launch(self, args, grid):
         reference.run(self.fn, args, grid)

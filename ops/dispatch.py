@@ -3,7 +3,8 @@
 Backend choice, first match wins:
   1. ``tilekit.ops.set_backend(name)`` / ``with tilekit.ops.use_backend(name):`` (this process);
   2. the ``TILEKIT_OPS_BACKEND`` environment variable, read at every call;
-  3. the tensors' device: CPU -> ``reference`` (numpy, fast), CUDA -> ``triton``.
+  3. the tensors' device, by the backend registry (``tilekit.backends.default_backend``): CPU -> ``reference``
+     (numpy, fast), CUDA -> ``triton``.
 
 Config choice: each op has one ``_config_for(shape, dtype, device)``. It asks the registered config
 provider first (the autotuner's hook, see ``set_config_provider``) and falls back to the op's own default.
@@ -16,7 +17,7 @@ import os
 
 import torch
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, check_launch_device, default_backend
 
 BACKEND_ENV = "TILEKIT_OPS_BACKEND"
 
@@ -58,10 +59,9 @@ def backend_for(device: torch.device) -> str:
     elif os.environ.get(BACKEND_ENV):
         name = _check_backend_name(os.environ[BACKEND_ENV], f"${BACKEND_ENV}")
     else:
-        name = "reference" if device.type == "cpu" else "triton"
-    if name == "reference" and device.type != "cpu":
-        raise ValueError(f"the reference backend runs on CPU tensors only, but the inputs are on {device}; "
-                         f"unset {BACKEND_ENV} / tilekit.ops.set_backend or move the tensors to the CPU")
+        name = default_backend(device)
+    check_launch_device(name, device, here=False,
+                        hint=f"unset {BACKEND_ENV} / tilekit.ops.set_backend or move the tensors")
     return name
 
 

@@ -1,13 +1,24 @@
-"""Shared test configuration: Hypothesis profiles.
+"""Shared test configuration: Hypothesis profiles, and the backend lists tests parametrize over (read from
+the backend registry, ``tilekit.backends.REGISTRY``, never restated).
 
 ``ci`` (loaded when the ``CI`` environment variable is set) is derandomized with a bounded number of
 examples and no deadline, so the suite's time is predictable: the Triton interpreter costs about 3 ms
 per (program x loop iteration), and a first launch of each specialization also compiles. ``dev`` draws
 fresh examples every run. ``HYPOTHESIS_PROFILE`` picks one explicitly.
 """
+import functools
 import os
 
 from hypothesis import HealthCheck, settings
+
+from tilekit.backends import BACKENDS, record, runnable_backends  # noqa: F401  (BACKENDS: for tests to import)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_backends(cstyle=None):
+    """The backends that execute kernels on CPU tensors here (and are installed); ``cstyle=False``: only
+    those not built by the C-style emitter (reference and the Triton interpreter: the Python-level ones)."""
+    return tuple(b for b in runnable_backends("cpu") if cstyle is None or record(b).cstyle == cstyle)
 
 settings.register_profile(
     "ci",

@@ -92,3 +92,20 @@ def test_unknown_target():
 def test_reference_backend_does_not_compile_for_gpus():
     with pytest.raises(ValueError, match="does not compile for GPU targets"):
         matmul.compile("sm_90", meta(64, 64), meta(64, 64), meta(64, 64), backend="reference")
+
+
+# Every corpus kernel through triton.compile: the generated Triton must compile for real GPU targets at
+# both ends of the triton range (tests/test_toolchain_range.py runs this file at the low end). Targets
+# alternate between an NVIDIA and an AMD one to keep the cost to one compile per specialization.
+from cstyle_common import corpus_specializations  # noqa: E402
+
+SPECS = corpus_specializations(dtypes_per_case=1)
+
+
+@pytest.mark.parametrize("i", range(len(SPECS)), ids=[s[0] for s in SPECS])
+def test_corpus_kernel_compiles_through_triton(i):
+    _, kernel, args, cfg = SPECS[i]
+    target = ("sm_90", "gfx942")[i % 2]
+    art = kernel.compile(target, *args, **cfg)
+    assert art.backend == "triton" and art.binary[:4] == b"\x7fELF", art.report()
+    assert art.resources["spills"] == 0 or target == "gfx942", art.report()

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from tilekit.backends import BACKENDS
 from tilekit.cli import main
 
 
@@ -14,13 +15,17 @@ def run(*argv):
 def test_info_lists_every_backend_with_a_reason():
     r = run("info")
     assert r.returncode == 0, r.stderr
-    for name in ("reference", "triton", "opencl", "cuda", "hip"):
+    for name in BACKENDS:
         assert f"  {name}" in r.stdout
     assert "cache directory" in r.stdout and "torch" in r.stdout
 
 
-@pytest.mark.parametrize("backend,marker", [("triton", "tl.load"), ("reference", "func @softmax_kernel"),
-                                            ("opencl", "__kernel"), ("cuda", "__global__"), ("hip", "__global__")])
+MARKERS = {"triton": "tl.load", "reference": "func @softmax_kernel", "opencl": "__kernel", "cuda": "__global__",
+           "hip": "__global__"}
+assert set(MARKERS) == set(BACKENDS), "a new backend needs its marker here"
+
+
+@pytest.mark.parametrize("backend,marker", MARKERS.items())
 def test_show_prints_the_generated_source(backend, marker, capsys):
     assert main(["show", "softmax", "--backend", backend, "--shape", "64,1000", "--dtype", "float32"]) == 0
     assert marker in capsys.readouterr().out

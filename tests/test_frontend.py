@@ -7,6 +7,7 @@ import torch
 
 import tilekit as tk
 from tilekit.optable import ATOMIC_RMW, UNARY as UNARY_TABLE, UNARY_BUILTINS
+from conftest import cpu_backends
 import tilekit.frontend
 from tilekit import tolerances
 
@@ -16,7 +17,7 @@ pytestmark = [  # padding lanes of a ragged tile compute log(0), 1/0: never stor
     pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
 ]
 
-BACKENDS = ("reference", "triton")
+BACKENDS = cpu_backends(cstyle=False)  # reference and triton, from the backend registry (conftest.py)
 backends = pytest.mark.parametrize("backend", BACKENDS)
 
 

@@ -66,3 +66,49 @@ def test_fp32_matmul_has_no_matrix_instruction_but_compiles():
 def test_sm_90a_defaults_to_the_cuda_backend():
     art = matmul.compile("sm_90a", meta(64, 64), meta(64, 64), meta(64, 64, dtype=torch.float32))
     assert art.backend == "cuda" and "nvrtc" in art.compile_command
+
+
+# ---- reading SASS: never a silent empty listing ----------------------------------------------------
+
+def test_a_cuobjdump_that_prints_no_sass_is_a_loud_error(tmp_path, monkeypatch):
+    """CUDA 13.x's cuobjdump prints no SASS when it cannot find nvdisasm; that must fail with its reason,
+    never count 0 HMMA."""
+    from tilekit.backends import toolchain
+    from tilekit.errors import ToolchainError
+    fake = tmp_path / "cuobjdump"
+    fake.write_text("#!/bin/sh\necho \"cuobjdump fatal   : Could not find executable file 'nvdisasm'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(toolchain, "tool_candidates", lambda tool: [str(fake)] if tool == "cuobjdump" else [])
+    monkeypatch.setattr(toolchain, "_working", {})
+    with pytest.raises(ToolchainError, match="Could not find executable file 'nvdisasm'") as e:
+        matmul.compile("sm_80", meta(64, 64), meta(64, 64), meta(64, 64, dtype=torch.float32), backend="cuda")
+    assert "kernel 'matmul' failed on the cuda backend for sm_80" in str(e.value)
+    assert e.value.filename.endswith("examples.py") and e.value.lineno > 0
+
+
+def test_no_cuobjdump_at_all_is_backend_unavailable(monkeypatch):
+    from tilekit.backends import toolchain
+    from tilekit.errors import BackendUnavailable
+    monkeypatch.setattr(toolchain, "tool_candidates", lambda tool: [])
+    monkeypatch.setattr(toolchain, "_working", {})
+    with pytest.raises(BackendUnavailable, match="no cuobjdump found"):
+        toolchain.cubin_sass(b"\x7fELF")
+
+
+def test_a_cuobjdump_without_nvdisasm_beside_it_is_given_one(tmp_path, monkeypatch):
+    """pip's cuobjdump 13.x alone in its folder (nvidia-cuda-nvdisasm not installed) still gives SASS: it
+    is run with NVDISASM_PATH pointing at an nvdisasm found elsewhere."""
+    import shutil
+    from tilekit.backends import toolchain
+    real = toolchain.tool_candidates("cuobjdump")
+    if not real or not toolchain.tool_candidates("nvdisasm"):
+        pytest.skip("needs a cuobjdump and an nvdisasm (pip install 'tilekit[nvrtc]')")
+    lonely = tmp_path / "cuobjdump"
+    shutil.copy(real[0], lonely)
+    monkeypatch.setenv("TILEKIT_CUOBJDUMP", str(lonely))
+    monkeypatch.setattr(toolchain, "_working", {})
+    cubin, _, _ = nvrtc.compile_source(matmul.source("cuda", meta(64, 64), meta(64, 64), meta(64, 64, dtype=torch.float32)),
+                                       "sm_80")
+    assert toolchain.tool_candidates("cuobjdump")[0] == str(lonely)
+    sass = toolchain.cubin_sass(cubin)
+    assert toolchain._working["sass"][0] == str(lonely) and "HMMA" in sass

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import corpus
 import tilekit as tk
+from conftest import cpu_backends
 from tilekit import tolerances
 
 pytestmark = [
@@ -24,7 +25,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
 ]
 
-BACKENDS = ("reference", "triton")
+BACKENDS = cpu_backends(cstyle=False)  # reference and triton, from the backend registry (conftest.py)
 backend_runs = corpus.supports
 
 

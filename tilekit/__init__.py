@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 from . import dtypes as _dtypes
 from .dtypes import DType, all_dtypes  # noqa: F401
-from .errors import BackendUnavailable, CompileError, OutOfBoundsError, TilekitError  # noqa: F401
+from .errors import BackendError, BackendUnavailable, CompileError, OutOfBoundsError, TilekitError  # noqa: F401
 from .kernel import JitFunction, Kernel, func, kernel  # noqa: F401
 from .language import *  # noqa: F401,F403,A004  (every tk.* builtin: language.__all__, from the op table)
 from .packing import PackedTensor, pack, unpack  # noqa: F401

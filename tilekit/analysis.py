@@ -7,7 +7,7 @@ import ast
 from .ir import Function, walk
 from .jit import JitFunction
 from .language import Builtin, all_builtins
-from .optable import BINARY
+from .optable import BINARY, Trait, has
 
 # Names of the builtins whose first argument is a tensor (for callees the source names but that do not
 # resolve, e.g. ``tk`` imported under another name inside a helper module).
@@ -107,3 +107,68 @@ def param_uses(fn_node, names, env, seen=()):
     scalar = {n.id for n in ast.walk(fn_node) if isinstance(n, ast.Name) and n.id in names
               and isinstance(n.ctx, ast.Load) and id(n) not in claimed}
     return tensor, scalar
+
+
+class _CellScope:
+    """A closure cell seen as a one-name scope, so helper probes treat closures and globals alike."""
+    __slots__ = ("cell",)
+
+    def __init__(self, cell):
+        self.cell = cell
+
+    def get(self, name, default=None):
+        try:
+            return self.cell.cell_contents
+        except ValueError:  # an empty cell
+            return default
+
+
+def reached_helpers(fn, node):
+    """(helpers, probes) of a kernel: every @tk.func its body reaches by name (called, or passed as a
+    scan's combiner), transitively through the helpers' own bodies; and a (scope, name, object) probe
+    for each name on the way, so a launch can tell cheaply that one now holds something else."""
+    helpers, probes, seen = [], [], set()
+
+    def visit(fn, node):
+        free = fn.__code__.co_freevars
+        cells = {n: _CellScope(c) for n, c in zip(free, fn.__closure__ or ())}
+
+        def lookup(name):
+            scope = cells.get(name) or fn.__globals__
+            return scope, scope.get(name)
+
+        def resolve(expr, chain):
+            if isinstance(expr, ast.Name):
+                scope, obj = lookup(expr.id)
+                chain.append((scope, expr.id, obj))
+                return obj
+            if isinstance(expr, ast.Attribute):
+                base = resolve(expr.value, chain)
+                obj = getattr(base, expr.attr, None) if base is not None else None
+                scope = getattr(base, "__dict__", None)
+                if scope is not None and hasattr(scope, "get"):
+                    chain.append((scope, expr.attr, obj))
+                return obj
+            return None
+
+        for n in ast.walk(node):
+            if not isinstance(n, (ast.Name, ast.Attribute)) or not isinstance(n.ctx, ast.Load):
+                continue
+            chain = []
+            obj = resolve(n, chain)
+            if isinstance(obj, JitFunction):
+                probes.extend(chain)
+                if id(obj) not in seen:
+                    seen.add(id(obj))
+                    helpers.append(obj)
+                    visit(obj.fn, obj.source_info().node)
+
+    visit(fn, node)
+    unique = {(id(s), n): (s, n, o) for s, n, o in probes}
+    return helpers, tuple(unique.values())
+
+
+def written_params(fn) -> tuple:
+    """Names of the tensor parameters the compiled IR ``fn`` stores into (the outputs)."""
+    targets = {id(op.operands[0]) for op in walk(fn.body) if has(op.name, Trait.WRITES_MEMORY)}
+    return tuple(p.name for p in fn.params if p.kind == "tensor" and id(p.value) in targets)

@@ -68,6 +68,12 @@ def summarize_ptx(ptx: str) -> dict:
     return out
 
 
+def summarize_sass(sass: str) -> dict:
+    """Tensor-core instructions (HMMA, IMMA) and the instruction count of a SASS listing."""
+    return {"sass_hmma": len(re.findall(r"\bHMMA\b", sass)), "sass_imma": len(re.findall(r"\bIMMA\b", sass)),
+            "sass_instructions": sum(1 for l in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", l))}
+
+
 def summarize_amdgcn(asm: str) -> dict:
     out = {name: len(re.findall(pat, asm)) for name, pat in _AMD_MATRIX.items()}
     widest = 0

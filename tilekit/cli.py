@@ -85,7 +85,7 @@ def cmd_bench(args):
 
 
 def build_parser():
-    from tilekit.backends import BACKENDS, TARGETS
+    from tilekit.backends import BACKENDS, COMPILING_BACKENDS, TARGETS
     ap = argparse.ArgumentParser(prog="tilekit", description="tile-based GPU kernel DSL: tools")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -105,7 +105,7 @@ def build_parser():
     p = sub.add_parser("compile", help="compile an op's kernel for a GPU target: resources and instructions")
     op_args(p)
     p.add_argument("--target", required=True, choices=sorted(TARGETS))
-    p.add_argument("--backend", choices=BACKENDS, help="default: the target's usual backend")
+    p.add_argument("--backend", choices=COMPILING_BACKENDS, help="default: the target's usual backend")
     p.add_argument("--asm", action="store_true", help="also print the PTX / AMDGCN")
     p.set_defaults(func=cmd_compile)
 

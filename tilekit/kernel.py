@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
+import struct
 
+import numpy as np
 import torch
 
 from . import __version__
 from . import dtypes as D
 from .errors import CompileError
-from .analysis import param_uses as _param_uses
+from .analysis import param_uses as _param_uses, reached_helpers as _reached_helpers, written_params
 from .ir import TensorType, format_function
 from .jit import JitFunction, KernelObject, SourceInfo, func  # noqa: F401  (re-exported: tk.func, tk.JitFunction)
 from .language import constexpr
@@ -40,7 +43,25 @@ class Specialization:
         self.arg_specs, self.constexprs, self.backend, self.options = arg_specs, constexprs, backend, options
         # For AOT compiles: {(param, "shape"|"stride", dim)} known divisible by 16 (None: assume all).
         self.divisible = None
-        self.key = (tuple(arg_specs.items()), tuple(constexprs.items()), backend, tuple(sorted(options.items())))
+        self.key = (tuple(arg_specs.items()), tuple((n, value_key(v)) for n, v in constexprs.items()), backend,
+                    tuple(sorted((n, value_key(v)) for n, v in options.items())))
+
+
+_F64 = struct.Struct("<d")
+
+
+def value_key(v):
+    """A constexpr or launch-option value as it enters a cache key: with its type, so 1, 1.0 and True (equal
+    and equally hashed in Python) are different keys, and floats by bit pattern, so 0.0 and -0.0 differ
+    and a nan equals itself (a nan key would otherwise miss on every launch)."""
+    t = type(v)
+    if t is int or t is bool or t is str:
+        return (t, v)
+    if isinstance(v, (float, np.floating)):
+        return (t, _F64.pack(float(v)))
+    if t is tuple:
+        return (t, tuple(map(value_key, v)))
+    return (t, v)
 
 
 # Storage at least this many bytes needs 64-bit element offsets (conservative: counts bytes, not elements).
@@ -98,6 +119,8 @@ class Kernel(KernelObject):
         self._tensor_roles = None
         self._cache = {}
         self._fast = {}
+        self._writes = {}      # spec.key -> the tensor parameters the compiled IR stores into
+        self._probes = None    # (scope, name, helper) for every @tk.func the compiled variants inlined
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
         self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
         self._hash = None
@@ -120,16 +143,33 @@ class Kernel(KernelObject):
 
     @property
     def source_hash(self):
-        """Hash of the kernel's source and of every @tk.func it can reach by name."""
+        """Hash of the kernel's source and of every @tk.func it reaches, transitively."""
+        self._check_helpers()
         if self._hash is None:
+            helpers, probes = _reached_helpers(self.fn, self.source_info().node)
             h = hashlib.sha256(self.source_info().text.encode())
-            for name in sorted(self.fn.__code__.co_names):
-                obj = self.fn.__globals__.get(name)
-                if isinstance(obj, JitFunction):
-                    h.update(obj.source_info().text.encode())
+            for jf in helpers:
+                h.update(b"\0" + jf.fn.__qualname__.encode() + b"\0" + jf.source_info().text.encode())
             h.update(__version__.encode())
             self._hash = h.hexdigest()[:16]
+            self._probes = probes
         return self._hash
+
+    def _check_helpers(self):
+        """Forget everything compiled if a name through which the kernel reaches a @tk.func now holds
+        something else (the helper was redefined or rebound): those variants inlined the old body."""
+        probes = self._probes
+        if probes:
+            for scope, name, obj in probes:
+                if scope.get(name) is not obj:
+                    self._forget_compiled()
+                    return
+
+    def _forget_compiled(self):
+        self._hash = self._probes = self._info = self._tensor_roles = None
+        self._cache.clear()
+        self._fast.clear()
+        self._writes.clear()
 
     # -- binding --
     def bind(self, args, kwargs):
@@ -159,6 +199,7 @@ class Kernel(KernelObject):
         return runtime, cx, options
 
     def specialize(self, runtime, cx, options, backend=None):
+        self._check_helpers()
         roles, scalar_uses = self._param_uses()
         specs = {}
         device = None
@@ -198,11 +239,13 @@ class Kernel(KernelObject):
         return run_pipeline(build_function(self, spec.arg_specs, spec.constexprs))
 
     def compiled(self, spec):
+        self.source_hash  # checks the @tk.func helpers (and records them on a first compile)
         ck = self._cache.get(spec.key)
         if ck is None:
             from .backends import get_backend
             fn = self._ir(spec)
             ck = get_backend(spec.backend).build(self, fn, spec)
+            self._writes[spec.key] = written_params(fn)
             self._cache[spec.key] = ck
         return ck
 
@@ -250,12 +293,16 @@ class Kernel(KernelObject):
         positional = [(i, n) for i, n in enumerate(self.param_names[:len(args)]) if n not in self.constexpr_names]
         if len(positional) != len(self.runtime_names):
             positional = None
-        entry = (ck, {**cx, **options}, positional)
+        entry = (ck, {**cx, **options}, positional, self._outputs(spec, runtime), _lazy_inputs(self, runtime, spec))
         try:
             self._fast[key] = entry
         except TypeError:
             pass
         return entry
+
+    def _outputs(self, spec, runtime):
+        """((name, is packed), ...) of the tensors this variant writes: each launch checks them for overlap."""
+        return tuple((n, isinstance(runtime[n], PackedTensor)) for n in self._writes.get(spec.key, ()))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"launch a kernel with a grid: {self.__name__}[grid](...)")
@@ -269,14 +316,84 @@ def _arg_key(a):
     separately)."""
     t = type(a)
     if t is torch.Tensor or isinstance(a, torch.Tensor):
-        return (a.dtype, a.dim(), a.device, a.untyped_storage().nbytes() >= LARGE_STORAGE_BYTES)
+        # is_neg: a view torch negates lazily (z.conj().imag) holds the un-negated values in memory
+        return (a.dtype, a.dim(), a.device, a.untyped_storage().nbytes() >= LARGE_STORAGE_BYTES, a.is_neg())
     if t is int:
         return int if -2**31 <= a < 2**31 else "i64"
     if t is float or t is bool:
         return t
     if t is PackedTensor:
-        return (a.dtype, len(a.shape), a.words.device, _is_large(a.words))
+        return (a.dtype, len(a.shape), a.words.device, _is_large(a.words), a.words.is_neg())
     return ("other", t)
+
+
+def _lazy_inputs(k, runtime, spec):
+    """Names of the read-only tensors that carry torch's lazy negation or conjugation bit: each launch
+    passes a resolved copy instead (the kernel reads raw memory, which holds the values un-negated). Such
+    a tensor that the kernel writes is rejected: a resolved copy would leave the caller's view unwritten."""
+    written = k._writes.get(spec.key, ())
+    lazy = []
+    for n, x in runtime.items():
+        packed = isinstance(x, PackedTensor)
+        t = x.words if packed else x
+        if not isinstance(t, torch.Tensor) or not (t.is_neg() or t.is_conj()):
+            continue
+        bit = "negation" if t.is_neg() else "conjugation"
+        if n in written or packed:
+            what = "cannot read packed words through it" if packed else "writes it, and cannot write through it"
+            raise ValueError(f"{k.__name__}: argument '{n}' is a view with torch's lazy {bit} bit set (as "
+                             f"z.conj().imag is); the kernel {what}. Pass a tensor without the bit "
+                             f"(x.resolve_neg() / x.resolve_conj() return a copy)")
+        lazy.append(n)
+    return tuple(lazy)
+
+
+def internal_overlap(shape, stride):
+    """Whether two different indices of a tensor with this layout address the same element: None when
+    the layout is too large to decide (an interleaving layout of over 2**22 elements)."""
+    if any(s == 0 for s in shape):
+        return False
+    dims = sorted((st, sz) for sz, st in zip(shape, stride) if sz > 1)
+    if any(st == 0 for st, _ in dims):
+        return True
+    extent = 1  # the dims taken so far (by increasing stride) address offsets 0 .. extent - 1
+    for st, sz in dims:
+        if st < extent:
+            break
+        extent += st * (sz - 1)
+    else:
+        return False  # each stride clears everything the smaller ones reach: no two indices meet
+    numel = math.prod(sz for _, sz in dims)
+    if numel > 2**22:
+        return None
+    offsets = torch.zeros(1, dtype=torch.int64)
+    for st, sz in dims:
+        offsets = (offsets[:, None] + torch.arange(sz, dtype=torch.int64) * st).flatten()
+    return torch.unique(offsets).numel() != numel
+
+
+_OVERLAP_SEEN = {}  # (shape, stride) -> internal_overlap(...) for written non-contiguous tensors
+
+
+def _check_no_internal_overlap(k, name, t):
+    """A written tensor whose elements share memory (a stride of 0, an overlapping as_strided view) would
+    make the last of several stores win: rejected, as torch rejects such outputs. Called per launch for
+    written tensors that are not contiguous (contiguous ones cannot overlap); the answer is remembered
+    per layout."""
+    layout = (tuple(t.shape), t.stride())
+    try:
+        overlap = _OVERLAP_SEEN[layout]
+    except KeyError:
+        if len(_OVERLAP_SEEN) > 4096:
+            _OVERLAP_SEEN.clear()
+        overlap = _OVERLAP_SEEN[layout] = internal_overlap(*layout)
+    if overlap is False:
+        return
+    why = ("has elements that share memory" if overlap else
+           "may have elements that share memory (its layout is too large to check)")
+    raise ValueError(f"{k.__name__}: argument '{name}' (shape {tuple(t.shape)}, strides {t.stride()}) is written by "
+                     f"the kernel but {why}, so the last of several writes would win. Pass a tensor without "
+                     f"internal overlap (x.contiguous() or torch.empty(...)); inputs may overlap.")
 
 
 _SCALAR_EXAMPLES = {"i32": 1, "i64": 2**40, "fp32": 1.0, "i1": True}
@@ -323,27 +440,38 @@ class Launcher(KernelObject):
 
     def __call__(self, *args, **kwargs):
         k = self.kernel
+        if k._probes:
+            k._check_helpers()
         cx_pos = k._constexpr_positions
         if cx_pos:
-            key = tuple([a if i in cx_pos else _arg_key(a) for i, a in enumerate(args)])
+            key = tuple([_arg_key(a) if i not in cx_pos else (int, a) if type(a) is int else value_key(a)
+                         for i, a in enumerate(args)])
         else:
             key = tuple(map(_arg_key, args))
         if kwargs:
             static = k._static_names
-            key += tuple([(n, v if n in static else _arg_key(v)) for n, v in kwargs.items()])
+            key += tuple([(n, _arg_key(v) if n not in static else (int, v) if type(v) is int else value_key(v))
+                          for n, v in kwargs.items()])
         try:
             entry = k._fast.get(key)
         except TypeError:  # an unhashable constexpr: the slow path explains
             entry = None
         if entry is None:
             entry = k._first_launch(args, kwargs, key)
-        ck, grid_meta, positional_names = entry
+        ck, grid_meta, positional_names, outputs, lazy = entry
         if positional_names is not None:  # every runtime argument came positionally (the key says so)
             runtime = {n: args[i] for i, n in positional_names}
         else:
             bound = dict(zip(k.param_names, args))
             bound.update(kwargs)
             runtime = {n: (bound[n] if n in bound else k.defaults[n]) for n in k.runtime_names}
+        for n, packed in outputs:  # overlap is a matter of strides, which the key leaves out
+            t = runtime[n].words if packed else runtime[n]
+            if not t.is_contiguous():
+                _check_no_internal_overlap(k, n, t)
+        if lazy:  # the key says which arguments carry a lazy bit (only read-only ones get this far)
+            for n in lazy:
+                runtime[n] = runtime[n].resolve_conj().resolve_neg()
         grid = self.grid
         if callable(grid):
             grid = grid(grid_meta)

@@ -9,29 +9,21 @@
 """
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 
+from ...artifact import summarize_sass
 from ...errors import BackendUnavailable
+from .. import record, toolchain
 from ..cstyle import Generated, flatten_args, storage_view
 from . import nvrtc as _nvrtc
 
-TARGET_ARCH = {"sm_80": "sm_80", "sm_90": "sm_90", "sm_90a": "sm_90a"}
-
-
-@functools.lru_cache(maxsize=None)
-def gpu_present() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available() and torch.version.hip is None
-    except Exception:
-        return False
+TARGET_ARCH = {t: t for t in record("cuda").target_names}  # NVRTC takes the target names as archs
 
 
 def launch_unavailable_reason():
     """None when a launch can work here, else why not."""
-    if not gpu_present():
+    if not toolchain.gpu_present("nvidia"):
         return ("no NVIDIA GPU (torch.cuda.is_available() is False); source and kernel.compile(target, ..., "
                 "backend='cuda') work without one")
     try:
@@ -46,7 +38,7 @@ def available():
     ok, nv = _nvrtc.available()
     launch = launch_unavailable_reason()
     return True, (f"emits CUDA C++; compile: {nv if ok else 'unavailable (' + nv + ')'}; "
-                  f"launch: {'yes' if launch is None else launch}")
+                  f"SASS: {toolchain.sass_tools_description()}; launch: {'yes' if launch is None else launch}")
 
 
 def device_array(t):
@@ -60,6 +52,7 @@ class CompiledCUDA:
 
     def __init__(self, kernel, fn, spec):
         self.name = kernel.__name__
+        self.kernel = kernel
         self.gen = Generated(kernel.__name__, fn, self.dialect, num_warps=spec.options.get("num_warps"))
         self.source = self.gen.source
         self._functions = {}
@@ -69,7 +62,8 @@ class CompiledCUDA:
         import torch
         major, minor = torch.cuda.get_device_capability(device)
         arch = f"sm_{major}{minor}" + ("a" if major == 9 else "")
-        cubin, _, _ = _nvrtc.compile_source(self.source, arch)
+        with toolchain.reported_as(self.kernel, self.dialect, arch):
+            cubin, _, _ = _nvrtc.compile_source(self.source, arch)
         path = os.path.join(tempfile.gettempdir(), f"tilekit_{self.gen.symbol}_{arch}_{abs(hash(self.source))}.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
@@ -130,13 +124,14 @@ def aot(kernel, fn, spec, target):
         raise BackendUnavailable(why)
     arch = TARGET_ARCH[target]
     gen = Generated(kernel.__name__, fn, "cuda", num_warps=spec.options.get("num_warps"))
-    ptx, _, _ = _nvrtc.compile_source(gen.source, arch, ptx=True)
-    cubin, log, opts = _nvrtc.compile_source(gen.source, arch)
-    sass = _nvrtc.cubin_sass(cubin)
-    resources = _nvrtc.cubin_resources(cubin)
+    with toolchain.reported_as(kernel, "cuda", target):
+        ptx, _, _ = _nvrtc.compile_source(gen.source, arch, ptx=True)
+        cubin, log, opts = _nvrtc.compile_source(gen.source, arch)
+        sass = toolchain.cubin_sass(cubin)  # raises, with the reason, rather than give no SASS
+        resources = toolchain.cubin_resources(cubin)
     resources.update({"shared_bytes": gen.smem_bytes, "threads": gen.threads, "num_warps": gen.num_warps})
     instructions = summarize_ptx(ptx)
-    instructions.update(_nvrtc.summarize_sass(sass))
+    instructions.update(summarize_sass(sass))
     instructions["matrix"] = ",".join(gen.matrix_ops) or "none"
     cmd = "nvrtc " + " ".join(opts)
     return Artifact(kernel.__name__, target, "cuda", gen.source, {"ptx": ptx, "sass": sass}, cubin, resources,

@@ -2,8 +2,7 @@
 
 No GPU or driver is needed. WMMA (``<mma.h>``) needs the CUDA toolkit's headers: ``TILEKIT_CUDA_INCLUDE``,
 else ``$CUDA_HOME/include``, else the include folder beside ``nvcc``, else ``/usr/local/cuda/include``.
-SASS and resource usage come from ``cuobjdump`` (pip ``nvidia-cuda-cuobjdump``, Triton's bundled copy, or
-PATH).
+SASS and resource usage come from ``cuobjdump`` through ``backends/toolchain.py``.
 """
 from __future__ import annotations
 
@@ -12,14 +11,14 @@ import glob
 import os
 import re
 import shutil
-import subprocess
-import tempfile
+
+from ...errors import BackendError
 
 ARCHS = {"sm_80": "sm_80", "sm_86": "sm_86", "sm_89": "sm_89", "sm_90": "sm_90", "sm_90a": "sm_90a"}
 
 
-class NVRTCError(RuntimeError):
-    pass
+class NVRTCError(BackendError):
+    """NVRTC rejected the source; the message holds its log and the source."""
 
 
 def nvrtc_module():
@@ -106,60 +105,3 @@ def compile_source(source: str, arch: str, name="kernel.cu", ptx=False):
         return bytes(buf), log, opts
     finally:
         nv.nvrtcDestroyProgram(prog)
-
-
-@functools.lru_cache(maxsize=None)
-def cuobjdump_path():
-    cands = []
-    try:
-        import nvidia
-        for base in nvidia.__path__:
-            cands += glob.glob(os.path.join(base, "cu*", "bin", "cuobjdump"))
-            cands += glob.glob(os.path.join(base, "cuda_cuobjdump", "bin", "cuobjdump"))
-    except Exception:
-        pass
-    try:
-        import triton
-        cands.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
-    except Exception:
-        pass
-    if shutil.which("cuobjdump"):
-        cands.append(shutil.which("cuobjdump"))
-    for c in cands:
-        if os.path.exists(c):
-            return c
-    return None
-
-
-def _cuobjdump(cubin: bytes, flag: str) -> str:
-    tool = cuobjdump_path()
-    if tool is None:
-        return ""
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin)
-        path = f.name
-    try:
-        return subprocess.run([tool, flag, path], capture_output=True, text=True, timeout=120).stdout
-    finally:
-        os.unlink(path)
-
-
-def cubin_resources(cubin: bytes) -> dict:
-    out = _cuobjdump(cubin, "--dump-resource-usage")
-    m = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", out)
-    if not m:
-        return {"registers": None, "spills": None, "note": "cuobjdump not found or gave no resource line"}
-    reg, stack, shared, local = map(int, m.groups())
-    # the emitted kernels keep register tiles in fully unrolled, constant-indexed arrays: local memory
-    # (and stack) use means the compiler spilled or failed to promote an array to registers
-    return {"registers": reg, "spills": local, "spill_bytes": local, "stack_bytes": stack,
-            "static_shared_bytes": shared}
-
-
-def cubin_sass(cubin: bytes) -> str:
-    return _cuobjdump(cubin, "-sass")
-
-
-def summarize_sass(sass: str) -> dict:
-    return {"sass_hmma": len(re.findall(r"\bHMMA\b", sass)), "sass_imma": len(re.findall(r"\bIMMA\b", sass)),
-            "sass_instructions": sum(1 for l in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", l))}

@@ -10,35 +10,26 @@
 """
 from __future__ import annotations
 
-import functools
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
 
-from ...errors import BackendUnavailable
+from ...errors import BackendError, BackendUnavailable
+from .. import record, toolchain
 from ..cstyle import Generated
 from ..cuda import CompiledCUDA
 
-TARGETS = ("gfx90a", "gfx908", "gfx942")
+TARGETS = record("hip").target_names  # hipcc (clang 15 in Debian) knows no gfx942
 
 
 def hipcc_path():
     return os.environ.get("TILEKIT_HIPCC") or shutil.which("hipcc")
 
 
-@functools.lru_cache(maxsize=None)
-def gpu_present() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available() and torch.version.hip is not None
-    except Exception:
-        return False
-
-
 def launch_unavailable_reason():
-    if not gpu_present():
+    if not toolchain.gpu_present("amd"):
         return "no AMD GPU (a ROCm torch with a device); source and kernel.compile('gfx90a', ..., backend='hip') work without one"
     try:
         import cupy  # noqa: F401
@@ -56,8 +47,8 @@ def available():
                   f"launch: {'yes' if launch is None else launch}")
 
 
-class HipccError(RuntimeError):
-    pass
+class HipccError(BackendError):
+    """hipcc rejected the source; the message holds its output and the source."""
 
 
 def compile_source(source: str, arch: str):
@@ -91,7 +82,8 @@ class CompiledHIP(CompiledCUDA):
     def binary_for(self, device):
         import torch
         arch = torch.cuda.get_device_properties(device).gcnArchName.split(":")[0]
-        binary, _, _ = compile_source(self.source, arch)
+        with toolchain.reported_as(self.kernel, "hip", arch):
+            binary, _, _ = compile_source(self.source, arch)
         path = os.path.join(tempfile.gettempdir(), f"tilekit_{self.gen.symbol}_{arch}_{abs(hash(self.source))}.hsaco")
         with open(path, "wb") as f:
             f.write(binary)
@@ -113,7 +105,8 @@ def aot(kernel, fn, spec, target):
     if target not in TARGETS:
         raise ValueError(f"the hip backend compiles for {list(TARGETS)}, not {target!r}")
     gen = Generated(kernel.__name__, fn, "hip", num_warps=spec.options.get("num_warps"))
-    binary, asm, cmd = compile_source(gen.source, target)
+    with toolchain.reported_as(kernel, "hip", target):
+        binary, asm, cmd = compile_source(gen.source, target)
     resources = amdgcn_resources(asm)
     resources.update({"shared_bytes": gen.smem_bytes, "threads": gen.threads, "num_warps": gen.num_warps})
     instructions = summarize_amdgcn(asm)

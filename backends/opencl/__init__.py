@@ -17,7 +17,8 @@ import time
 import numpy as np
 import torch
 
-from ...errors import BackendUnavailable
+from ...errors import BackendError, BackendUnavailable
+from .. import record, toolchain
 from ..cstyle import Generated, flatten_args, storage_view
 
 BUILD_OPTIONS = ["-cl-std=CL1.2"]
@@ -73,13 +74,14 @@ def _program(source: str):
     ctx, _, _ = _runtime()
     try:
         return cl.Program(ctx, source).build(options=BUILD_OPTIONS)
-    except cl.RuntimeError as e:
-        raise RuntimeError(f"OpenCL build failed:\n{e}\n--- source ---\n{source}") from None
+    except cl.Error as e:
+        raise BackendError(f"the OpenCL build failed:\n{e}\n--- source ---\n{source}") from None
 
 
 class CompiledOpenCL:
     def __init__(self, kernel, fn, spec):
         self.name = kernel.__name__
+        self.kernel = kernel
         self.gen = Generated(kernel.__name__, fn, "opencl", num_warps=spec.options.get("num_warps"))
         self.source = self.gen.source
         self._kernel = None
@@ -88,7 +90,8 @@ class CompiledOpenCL:
     @property
     def cl_kernel(self):
         if self._kernel is None:
-            self._kernel = getattr(_program(self.source), self.gen.symbol)
+            with toolchain.reported_as(self.kernel, "opencl", "opencl-cpu"):
+                self._kernel = getattr(_program(self.source), self.gen.symbol)
         return self._kernel
 
     def launch(self, args, grid):
@@ -143,11 +146,12 @@ def aot(kernel, fn, spec, target):
     device binary PoCL returns, and what the runtime reports about the kernel's resources."""
     import pyopencl as cl
     from ...artifact import Artifact
-    if target != "opencl-cpu":
-        raise ValueError(f"the opencl backend compiles for 'opencl-cpu', not {target!r}")
+    if target not in record("opencl").target_names:
+        raise ValueError(f"the opencl backend compiles for {list(record('opencl').target_names)}, not {target!r}")
     gen = Generated(kernel.__name__, fn, "opencl", num_warps=spec.options.get("num_warps"))
     t0 = time.perf_counter()
-    prog = _program(gen.source)
+    with toolchain.reported_as(kernel, "opencl", target):
+        prog = _program(gen.source)
     build_s = time.perf_counter() - t0
     _, _, dev = _runtime()
     knl = getattr(prog, gen.symbol)

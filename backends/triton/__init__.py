@@ -5,19 +5,35 @@ With no GPU the generated kernel runs under Triton's interpreter automatically; 
 """
 from __future__ import annotations
 
-import functools
+import threading
 
-from ...cache import write_generated
+from ...cache import read_generated, write_generated
+from ...errors import BackendUnavailable
+from .. import check_launch_device, toolchain
 from .lower import emit, function_name, tensor_param_names
 
 
-@functools.lru_cache(maxsize=None)
-def gpu_present() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+
+# Triton 3.6 and 3.7's interpreter types an int argument equal to 1 as int1 and fails ("numpy data itemsize
+# (32 bits) exceeds dtype primitive_bitwidth (1 bits)"), so any tensor with a dimension of 1 breaks it;
+# 3.8 fixed it. Their GPU compiler is fine, so only CPU launches need the newer release.
+INTERPRETER_MIN_VERSION = (3, 8)
+
+
+def interpreter_unavailable_reason():
+    """None when Triton's interpreter can run kernels here, else why not."""
+    import triton
+    version = tuple(int(x) for x in triton.__version__.split(".")[:2])
+    if version < INTERPRETER_MIN_VERSION:
+        need = ".".join(map(str, INTERPRETER_MIN_VERSION))
+        return (f"triton {triton.__version__}'s interpreter mistypes int arguments equal to 1; running on CPU "
+                f"tensors needs triton>={need} (compiling for GPU targets works with this one)")
+    return None
+
+
+def launch_unavailable_reason():
+    """None when a launch can work here (a GPU, or an interpreter that works), else why not."""
+    return None if toolchain.gpu_present() else interpreter_unavailable_reason()
 
 
 def available():
@@ -25,21 +41,49 @@ def available():
         import triton
     except Exception as e:
         return False, f"triton is not importable: {e}"
-    if gpu_present():
+    if toolchain.gpu_present():
         return True, f"triton {triton.__version__} on a GPU"
+    why = interpreter_unavailable_reason()
+    if why:
+        return True, f"GPU compiles only: {why}"
     return True, f"triton {triton.__version__} interpreter (no GPU found; CPU tensors)"
 
 
-def load_module(path, interpret: bool):
-    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper."""
+def load_module(path, interpret: bool, source=None):
+    """Execute a generated module with ``_jit`` bound to the interpreter's or the compiler's wrapper.
+
+    The file is checked first: against ``source`` (what it must hold; a file that differs is regenerated)
+    or else against the content hash in its name. Triton reads the kernel's source back from the file, so
+    the checked file is what both Python and Triton see. ``ns["__file__"]`` is where it was loaded from."""
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
     wrap = InterpretedFunction if interpret else JITFunction
-    with open(path) as f:
-        code = compile(f.read(), path, "exec")
+    path, text = read_generated(path, source)
+    code = compile(text, path, "exec")
     ns = {"__name__": f"tilekit_generated_{abs(hash(path))}", "__file__": path, "_jit": wrap}
     exec(code, ns)
     return ns
+
+
+# Triton's interpreter patches triton.language while a kernel runs and restores it afterwards, so two
+# threads interpreting at once break each other ("Did you forget to add @triton.jit ?"): they take turns.
+_INTERPRETER_LOCK = threading.Lock()
+
+
+class _TakingTurns:
+    """An interpreted kernel whose runs hold ``_INTERPRETER_LOCK`` (compiled GPU kernels need no lock)."""
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getitem__(self, grid):
+        run = self.fn[grid]
+
+        def locked(*args, **kwargs):
+            with _INTERPRETER_LOCK:
+                return run(*args, **kwargs)
+        return locked
 
 
 def _flattener(fn):
@@ -69,9 +113,10 @@ class CompiledTriton:
     def __init__(self, kernel, fn, spec):
         self.fn = fn
         self.name = kernel.__name__
+        self.kernel = kernel
         self.source = emit(fn, self.name)
         self.path = write_generated("triton", self.name, self.source, ".py")
-        self.interpret = not gpu_present()
+        self.interpret = not toolchain.gpu_present()
         self.options = {} if self.interpret else {k: v for k, v in spec.options.items() if k in ("num_warps", "num_stages")}
         self._jit = None
         self.flatten = _flattener(fn)
@@ -79,19 +124,24 @@ class CompiledTriton:
     @property
     def jit_fn(self):
         if self._jit is None:
-            ns = load_module(self.path, self.interpret)
+            ns = load_module(self.path, self.interpret, self.source)
+            self.path = ns["__file__"]
             from triton.runtime.interpreter import InterpretedFunction
             from triton.runtime.jit import JITFunction
-            self._jit = (InterpretedFunction if self.interpret else JITFunction)(ns[function_name(self.name)])
+            fn = ns[function_name(self.name)]
+            self._jit = _TakingTurns(InterpretedFunction(fn)) if self.interpret else JITFunction(fn)
         return self._jit
 
     def check_device(self, args, device):
         """Called once per specialization key (the key includes every tensor's device)."""
-        if self.interpret and device is not None and device.type != "cpu":
-            raise ValueError(f"the Triton interpreter runs on CPU tensors; got tensors on {device}")
+        check_launch_device("triton", device)  # the interpreter takes CPU tensors, a GPU build GPU ones
+        why = launch_unavailable_reason()
+        if why:
+            raise BackendUnavailable(f"cannot launch {self.name} on the triton backend: {why}")
 
     def launch(self, args, grid):
-        self.jit_fn[grid](*self.flatten(args), **self.options)
+        with toolchain.reported_as(self.kernel, "triton"):  # on a GPU, Triton compiles at the first launch
+            self.jit_fn[grid](*self.flatten(args), **self.options)
 
 
 def build(kernel, fn, spec):

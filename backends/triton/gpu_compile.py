@@ -1,20 +1,17 @@
 """Ahead-of-time Triton compilation for GPU targets, with no GPU present.
 
 ``triton.compile(ASTSource(...), target=GPUTarget(...))`` yields PTX + cubin (NVIDIA) or AMDGCN + hsaco
-(AMD). Registers and spills come from the cubin (Triton's bundled ``cuobjdump``) or the AMD code
-object's metadata.
+(AMD). Registers and spills come from the cubin (cuobjdump) or the AMD code
+object's metadata (``backends/toolchain.py``).
 """
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import tempfile
-
 from ...artifact import Artifact, amdgcn_resources, summarize_amdgcn, summarize_ptx
-from ...backends import TARGETS
+from ...backends import TARGETS, record
 from .lower import emit, function_name, scalar_param_name, tensor_param_names
 from . import load_module
+from .. import toolchain
+from ..toolchain import cubin_resources  # also imported from here by bench/abstraction_cost.py
 from ...cache import write_generated
 
 _PTR = {"float16": "*fp16", "bfloat16": "*bf16", "float32": "*fp32", "float64": "*fp64", "int8": "*i8",
@@ -55,42 +52,19 @@ def signature_for(fn, divisible=None):
     return sig, constants, attrs
 
 
-def _cuobjdump():
-    import triton
-    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    return path if os.path.exists(path) else "cuobjdump"
-
-
-def cubin_resources(cubin: bytes) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin)
-        path = f.name
-    try:
-        out = subprocess.run([_cuobjdump(), "--dump-resource-usage", path], capture_output=True, text=True,
-                             timeout=60).stdout
-    finally:
-        os.unlink(path)
-    m = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)", out)
-    if not m:
-        return {"registers": None, "spills": None, "note": "cuobjdump gave no resource line"}
-    reg, stack, shared, local = map(int, m.groups())
-    # spilled registers live in local memory; Triton kernels use no local arrays of their own
-    return {"registers": reg, "spill_bytes": local, "spills": local, "stack_bytes": stack, "static_shared_bytes": shared}
-
-
 def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None, divisible=None):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
+    mine = record("triton").target_names
+    if target not in mine:
+        raise ValueError(f"the triton backend compiles for {list(mine)}, not {target!r}")
     _, backend, arch, warp = TARGETS[target]
-    if backend not in ("cuda", "hip"):
-        gpu_targets = [t for t, v in TARGETS.items() if v[1] in ("cuda", "hip")]
-        raise ValueError(f"the triton backend compiles for {gpu_targets}, not {target!r}")
     source = emit(fn, kernel.__name__)
     path = write_generated("triton", kernel.__name__, source, ".py")
-    ns = load_module(path, interpret=False)
+    ns = load_module(path, interpret=False, source=source)
     jf = JITFunction(ns[function_name(kernel.__name__)])
     sig, constants, attrs = signature_for(fn, divisible if divisible is not None else spec.divisible)
     options = {"enable_fp_fusion": True}  # Triton's current default, stated so it does not warn
@@ -100,13 +74,15 @@ def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None
         options["num_warps"] = nw
     if ns_:
         options["num_stages"] = ns_
-    compiled = triton.compile(ASTSource(jf, sig, constants, attrs), target=GPUTarget(backend, arch, warp),
-                              options=options)
+    with toolchain.reported_as(kernel, "triton", target):
+        compiled = triton.compile(ASTSource(jf, sig, constants, attrs), target=GPUTarget(backend, arch, warp),
+                                  options=options)
     asm = {k: v for k, v in compiled.asm.items() if isinstance(v, str)}
     md = compiled.metadata
     if backend == "cuda":
         binary = compiled.asm["cubin"]
-        resources = cubin_resources(binary)
+        with toolchain.reported_as(kernel, "triton", target):
+            resources = cubin_resources(binary)
         summary = summarize_ptx(asm["ptx"])
     else:
         binary = compiled.asm["hsaco"]
