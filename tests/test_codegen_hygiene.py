@@ -75,7 +75,7 @@ def _identifiers(source):
 
 def _kernel_body(c_source):
     """The kernel's own part of a C source (its signature and body, after the prelude and helpers)."""
-    return c_source[c_source.index("void k_"):]
+    return c_source[c_source.index("__kernel "):]
 
 
 def generated_names():
