@@ -239,12 +239,6 @@ class OpenCL(Dialect):
     template = "opencl.j2"
     global_qual = "__global "
     barrier = "barrier(CLK_LOCAL_MEM_FENCE);"
-    # No `#pragma unroll`: with it, PoCL 3.0 (LLVM 14) dropped every store of a masked element loop in the
-    # selective-scan kernel (fp16, 128 work-items): Out was never written. The C has no race and no divergent
-    # barrier; it is right with -cl-opt-disable, without the pragma, or with any store placed before the
-    # loop, so the optimizer miscompiles it. PoCL's LLVM still unrolls these constant-trip loops on its own.
-    # tests/test_opencl_regressions.py keeps the kernel.
-    unroll = ""
     vector_needs_alignment = False  # vloadn/vstoren need only element alignment
     pad_branch_barriers = True
 
