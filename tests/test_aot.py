@@ -52,7 +52,7 @@ def test_nvidia_artifacts(target):
     assert isinstance(regs, int) and 0 < regs <= 255, art.report()
     ptx = art.assembly
     assert ptx is art.asm["ptx"]
-    assert f".target sm_{target[3:]}" in ptx and ".entry matmul" in ptx
+    assert f".target sm_{target[3:]}" in ptx and ".entry k_matmul" in ptx
     assert art.binary[:4] == b"\x7fELF"  # a cubin
     assert "registers" in art.report()
 
@@ -69,7 +69,7 @@ def test_amd_artifacts(target):
 
 def test_artifact_keeps_source_and_command():
     art = matmul_artifact("sm_90")
-    assert "tl.dot(" in art.source and "def matmul(" in art.source
+    assert "tl.dot(" in art.source and "def k_matmul(" in art.source
     assert "GPUTarget('cuda', 90, 32)" in art.compile_command
 
 

@@ -195,7 +195,7 @@ def test_flattened_arguments_match_the_c_signature():
     assert flat[:5] == ["<X>", 6, 5, 5, 1] and flat[5:10] == ["<Y>", 6, 5, 5, 1]
     assert isinstance(flat[1], np.int32) and isinstance(flat[-1], np.float32) and flat[-1] == 1.5
     src = scale_rows.source("cuda", X, Y, 1.5)
-    for param in ("const float* X_ptr", "int X_shape1", "int X_stride0", "float* Y_ptr", "float p_s"):
+    for param in ("const float* t_X_ptr", "int t_X_shape1", "int t_X_stride0", "float* t_Y_ptr", "float s_s"):
         assert param in src
 
 

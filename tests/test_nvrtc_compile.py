@@ -49,7 +49,7 @@ def test_default_matmul_uses_tensor_cores_without_spills(target):
     assert art.instructions["widest_global_load_bits"] == 128, art.report()
     assert 0 < art.resources["registers"] <= 255
     assert art.binary[:4] == b"\x7fELF"
-    assert f".target {target}" in art.asm["ptx"] and ".entry tk_matmul" in art.asm["ptx"]
+    assert f".target {target}" in art.asm["ptx"] and ".entry k_matmul" in art.asm["ptx"]
 
 
 def test_bf16_matmul_uses_tensor_cores():

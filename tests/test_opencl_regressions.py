@@ -34,3 +34,97 @@ def test_branch_results_survive_a_barrier_join_under_pinned_threads(tmp_path):
     env = {**os.environ, "POCL_AFFINITY": "1", "TILEKIT_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+# -- the selective-scan kernel whose Out PoCL never wrote (issue 7, bug 2 of repros/opencl_scalar_and_store.py) --
+
+import torch  # noqa: E402
+
+import tilekit as tk  # noqa: E402
+from tilekit import tolerances  # noqa: E402
+
+
+@tk.func
+def _ssm_combine(a_l, b_l, a_r, b_r):
+    return a_l * a_r, b_l * a_r + b_r
+
+
+@tk.kernel
+def _selective_scan(U, Delta, A, Bm, Cm, Dv, Z, DeltaBias, Out, LastState, GATE: tk.constexpr, SKIP: tk.constexpr,
+                    CMUL: tk.constexpr, LAST: tk.constexpr, BD: tk.constexpr = 4, N: tk.constexpr = 16,
+                    CH: tk.constexpr = 32):
+    Bsz, Dim, L = U.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    a = tk.load(A, (d0, 0), (BD, N)).to(tk.float32)
+    dskip = tk.load(Dv, (d0,), (BD,)).to(tk.float32)
+    dbias = tk.load(DeltaBias, (d0,), (BD,)).to(tk.float32)
+    h = tk.zeros((BD, N), tk.float32)
+    t_last = tk.arange(CH)[None, None, :] == CH - 1
+    for t0 in tk.range(0, L, CH):
+        valid = (t0 + tk.arange(CH)) < L
+        u = tk.load(U, (b, d0, t0), (1, BD, CH)).reshape((BD, CH)).to(tk.float32)
+        dt = tk.softplus(tk.load(Delta, (b, d0, t0), (1, BD, CH)).reshape((BD, CH)).to(tk.float32) + dbias[:, None])
+        bt = tk.load(Bm, (b, 0, t0), (1, N, CH)).reshape((N, CH)).to(tk.float32)
+        ct = tk.load(Cm, (b, 0, t0), (1, N, CH)).reshape((N, CH)).to(tk.float32)
+        z = tk.load(Z, (b, d0, t0), (1, BD, CH)).reshape((BD, CH)).to(tk.float32)
+        v3 = valid[None, None, :]
+        dA = tk.where(v3, tk.exp(dt[:, None, :] * a[:, :, None]), 1.0)
+        dBu = tk.where(v3, (dt * u)[:, None, :] * bt[None, :, :], 0.0)
+        a_cum, h_loc = tk.associative_scan((dA, dBu), 2, _ssm_combine)
+        hs = a_cum * h[:, :, None] + h_loc
+        if CMUL:
+            y = tk.sum(hs * ct[None, :, :], axis=1)
+        else:
+            y = tk.sum(hs, axis=1)
+        if SKIP:
+            y = y + u * dskip[:, None]
+        if GATE:
+            y = y * (z * tk.sigmoid(z))
+        tk.store(Out, (b, d0, t0), y.reshape((1, BD, CH)).to(Out.dtype))
+        h = tk.sum(tk.where(t_last, hs, 0.0), axis=2)
+    if LAST:
+        tk.store(LastState, (b, d0, 0), h.reshape((1, BD, N)))
+
+
+_SCAN_REFERENCE = {}
+
+
+@pytest.mark.xfail(reason="open: PoCL 3.0 (LLVM 14) drops the stores of this kernel's masked element loop; "
+                          "no #pragma unroll fixes it but breaks the matmul epilogue; see the session report",
+                   strict=False)
+@pytest.mark.parametrize("num_warps", [1, 2, 4])
+@pytest.mark.parametrize("flags", [(0, 0, 0, 0), (0, 1, 0, 0), (1, 1, 1, 1)], ids=["plain", "skip", "all"])
+def test_selective_scan_writes_every_output(flags, num_warps):
+    """With `y = y + u * dskip[:, None]`, fp16 and 128 work-items, Out was never written (every element kept
+    its initial value). The C is race-free with uniform barriers and right with -cl-opt-disable: PoCL's
+    optimizer drops the stores of the fully unrolled masked element loop."""
+    G, S, C, LA = flags
+    rng = torch.Generator().manual_seed(1234)
+    Bsz, Dim, L, N, BD, CH = 2, 8, 50, 16, 4, 32  # L not a multiple of CH: the last chunk is ragged
+    dtype = torch.float16
+    u = torch.randn(Bsz, Dim, L, generator=rng).to(dtype)
+    delta = (torch.randn(Bsz, Dim, L, generator=rng) * 0.5).to(dtype)
+    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(Dim, 1) * torch.rand(Dim, 1, generator=rng).add(0.5)
+    Bm = torch.randn(Bsz, N, L, generator=rng).to(dtype)
+    Cm = torch.randn(Bsz, N, L, generator=rng).to(dtype)
+    D = torch.randn(Dim, generator=rng)
+    z = torch.randn(Bsz, Dim, L, generator=rng).to(dtype)
+    dbias = torch.rand(Dim, generator=rng) - 2.0
+    res = {}
+    for backend in ("reference", "opencl"):
+        if backend == "reference" and flags in _SCAN_REFERENCE:  # the reference is slow; it has no num_warps
+            res[backend] = _SCAN_REFERENCE[flags]
+            continue
+        out = torch.full((Bsz, Dim, L), 12344.0, dtype=dtype)
+        last = torch.full((Bsz, Dim, N), 12344.0)
+        opts = {"num_warps": num_warps} if backend == "opencl" else {}
+        _selective_scan[(Bsz, Dim // BD)](u, delta, A, Bm, Cm, D, z, dbias, out, last, GATE=G, SKIP=S, CMUL=C,
+                                          LAST=LA, BD=BD, N=N, CH=CH, backend=backend, **opts)
+        res[backend] = (out, last)
+    _SCAN_REFERENCE[flags] = res["reference"]
+    out, last = res["opencl"]
+    assert int((out == 12344).sum()) == 0
+    tolerances.assert_close(out, res["reference"][0].float(), torch.float16)
+    if LA:
+        tolerances.assert_close(last, res["reference"][1], torch.float32)

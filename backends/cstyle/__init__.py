@@ -9,13 +9,15 @@ import numpy as np
 import torch
 
 from ... import dtypes as D
+from .. import naming
 from .dialects import DIALECTS, Dialect  # noqa: F401
 from .emitter import CEmitter, EmitError, emit  # noqa: F401
 
 
 def kernel_symbol(name: str) -> str:
-    """The C name of a kernel (prefixed so no kernel name can clash with a C or OpenCL builtin)."""
-    return f"tk_{name}"
+    """The C name of a kernel: its own namespace (``k_``), so it meets no builtin, prelude helper (``tk_``) or
+    parameter, and bounded and ASCII (NVRTC rejects unicode; PoCL aborts on very long names)."""
+    return naming.kernel_symbol(name)
 
 
 class Generated:

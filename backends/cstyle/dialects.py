@@ -40,9 +40,9 @@ class Dialect:
             return out + [f"int {name}_wstride{d}" for d in range(t.rank - 1)]
         return out + [f"int {name}_stride{d}" for d in range(t.rank)]
 
-    def scalar_param(self, cname, dt):
-        """A scalar parameter (bools travel as int: ``{cname}_i``)."""
-        return f"int {cname}_i" if dt.is_bool else f"{rtype(dt)} {cname}"
+    def scalar_param(self, cname, int_name, dt):
+        """A scalar parameter (a bool travels as the int ``int_name``)."""
+        return f"int {int_name}" if dt.is_bool else f"{rtype(dt)} {cname}"
 
     # -- math --
     def math_name(self, fn):

@@ -36,6 +36,7 @@ from ... import __version__
 from ...analysis import loop_owners
 from ...ir import walk
 from ...optable import ELEMENTWISE_OPS, Trait, has
+from .. import naming
 from ..templating import render
 from .types import literal, rtype, stype
 from .control import ControlMixin
@@ -77,11 +78,16 @@ class CEmitter(LayoutMixin, ValuesMixin, ExpressionsMixin, MemoryMixin, Reductio
             return dialect.default_vec
         return max(dialect.default_vec, min(8, 16 // min(sizes)))
 
-    def fresh(self, hint="t"):
-        hint = "".join(c if c.isalnum() or c == "_" else "_" for c in (hint or "t"))
-        n = f"{hint}_{self.counter}"
+    def fresh(self, hint=""):
+        """A new local (``v<counter>_<hint>``: see backends/naming.py, so it cannot meet a user name)."""
+        n = naming.local(self.counter, hint)
         self.counter += 1
         return n
+
+    @staticmethod
+    def tensor_name(v):
+        """The prefix of a tensor parameter's C parameters (``<prefix>_ptr``, ``_shape<d>``, ``_stride<d>``)."""
+        return naming.tensor_base(v.name)
 
     def name_of(self, v):
         n = self.names.get(v)
@@ -108,16 +114,17 @@ class CEmitter(LayoutMixin, ValuesMixin, ExpressionsMixin, MemoryMixin, Reductio
         params = []
         for p in self.fn.params:
             if p.kind == "tensor":
-                params += self.d.tensor_params(p.name, p.value.type, p.value in self.written)
-                self.vals[p.value] = Val("tensor", p.name)
+                t = self.tensor_name(p.value)
+                params += self.d.tensor_params(t, p.value.type, p.value in self.written)
+                self.vals[p.value] = Val("tensor", t)
             else:
-                cname = f"p_{p.name}"
-                params.append(self.d.scalar_param(cname, p.value.dtype))
+                cname = naming.scalar_param(p.name)
+                params.append(self.d.scalar_param(cname, naming.bool_param(p.name), p.value.dtype))
                 self.vals[p.value] = Val("scalar", cname)
         body = []
         for p in self.fn.params:
             if p.kind == "scalar" and p.value.dtype.is_bool:
-                body.append(f"const bool p_{p.name} = p_{p.name}_i != 0;")
+                body.append(f"const bool {naming.scalar_param(p.name)} = {naming.bool_param(p.name)} != 0;")
         body += self.block(self.fn.body)
         origin = str(self.fn.loc) if self.fn.loc else "?"
         return render(self.d.template,
@@ -164,7 +171,7 @@ class CEmitter(LayoutMixin, ValuesMixin, ExpressionsMixin, MemoryMixin, Reductio
         return self.set_scalar(op, self.d.num_programs(op.attrs["axis"]))
 
     def op_dim(self, op):
-        return self.set_scalar(op, f"{op.operands[0].name}_shape{op.attrs['axis']}")
+        return self.set_scalar(op, f"{self.tensor_name(op.operands[0])}_shape{op.attrs['axis']}")
 
     def op_arange(self, op):
         return self.set_virtual(op)

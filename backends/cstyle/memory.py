@@ -17,7 +17,7 @@ class MemoryMixin:
 
         Returns (index exprs per dim, mask exprs, subst) using ``_c<d>`` coordinates and slot ``_s``."""
         tensor, offs, _, mask = offsets_and_mask(op)
-        t = tensor.name
+        t = self.tensor_name(tensor)
         idx, masks, subst = [], [], {}
         for d, (o, s) in enumerate(zip(offs, shape)):
             c = f"_c{d}"
@@ -90,7 +90,7 @@ class MemoryMixin:
         if tensor.type.packed and self.packed_window_ok(op):
             return self.packed_window_load(op)
         idx, masks, _ = self.address(op, shape, out)
-        t = tensor.name
+        t = self.tensor_name(tensor)
         name = self.name_of(r)
         self.vals[r] = Val("reg", name)
         out.append(self.declare_reg(name, r.dtype, shape))
@@ -130,7 +130,7 @@ class MemoryMixin:
     def vector_loop(self, op, shape, idx, masks, scalar_body, vector_load=None, vector_store=None):
         """The element loop of a load/store with a V-wide fast path for whole, aligned, in-bounds chunks."""
         tensor = op.operands[0]
-        t = tensor.name
+        t = self.tensor_name(tensor)
         v, chunks, ptc, _, guard = self.layout(shape)
         rank = len(shape)
         last = rank - 1
@@ -254,7 +254,7 @@ class MemoryMixin:
     def packed_value(self, tensor, dt, idx):
         """Expression decoding one element of a packed tensor (dense little-endian bits per row, rows on
         int32 word boundaries, as tilekit/packing.py lays it out)."""
-        t = tensor.name
+        t = self.tensor_name(tensor)
         bits = dt.bits
         row = " + ".join([f"(tk_i64)({i}) * {t}_wstride{d}" for d, i in enumerate(idx[:-1])] or ["(tk_i64)0"])
         fq = self.d.fn_qual
@@ -294,7 +294,7 @@ class MemoryMixin:
         idx, masks, subst = self.address(op, shape, out)
         if value.shape != () and self.vals[value].kind == "reg" and tuple(value.shape) != tuple(shape):
             subst[value] = self.broadcast_reg(value, shape, out)
-        t = tensor.name
+        t = self.tensor_name(tensor)
         val = self.at(value, self.coords_list(shape), shape, subst=subst)
         cond = " && ".join(f"({m})" for m in masks)
         addr = self.linear(t, idx)

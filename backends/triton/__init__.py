@@ -10,7 +10,7 @@ import threading
 from ...cache import read_generated, write_generated
 from ...errors import BackendUnavailable
 from .. import check_launch_device, toolchain
-from .lower import emit, tensor_param_names
+from .lower import emit, function_name, tensor_param_names
 
 
 
@@ -128,7 +128,7 @@ class CompiledTriton:
             self.path = ns["__file__"]
             from triton.runtime.interpreter import InterpretedFunction
             from triton.runtime.jit import JITFunction
-            fn = ns[self.name]
+            fn = ns[function_name(self.name)]
             self._jit = _TakingTurns(InterpretedFunction(fn)) if self.interpret else JITFunction(fn)
         return self._jit
 

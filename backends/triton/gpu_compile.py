@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...artifact import Artifact, amdgcn_resources, summarize_amdgcn, summarize_ptx
 from ...backends import TARGETS, record
-from .lower import emit, scalar_param_name, tensor_param_names
+from .lower import emit, function_name, scalar_param_name, tensor_param_names
 from . import load_module
 from .. import toolchain
 from ..toolchain import cubin_resources  # also imported from here by bench/abstraction_cost.py
@@ -35,18 +35,17 @@ def signature_for(fn, divisible=None):
             idx += 1
             continue
         t = p.value.type
-        names = tensor_param_names(p)
-        for n in names:
-            if n.endswith("_ptr"):
+        names = tensor_param_names(p)  # pointer, shapes, then (word) strides; read by position, not by name
+        for j, n in enumerate(names):
+            if j == 0:
                 sig[n] = "*i32" if t.packed else _PTR[t.dtype.name]
                 attrs[(idx,)] = [["tt.divisibility", 16]]
-            elif not t.packed and n == f"{p.name}_stride{t.rank - 1}":
+            elif not t.packed and j == len(names) - 1:
                 sig[n] = "constexpr"
                 constants[n] = 1
             else:
                 sig[n] = "i32"
-                kind = "stride" if "stride" in n else "shape"
-                dim = int(n.rsplit(kind, 1)[1])
+                kind, dim = ("shape", j - 1) if j <= t.rank else ("stride", j - 1 - t.rank)
                 if divisible is None or (p.name, kind, dim) in divisible:
                     attrs[(idx,)] = [["tt.divisibility", 16]]
             idx += 1
@@ -66,7 +65,7 @@ def compile_for_target(kernel, fn, spec, target, num_warps=None, num_stages=None
     source = emit(fn, kernel.__name__)
     path = write_generated("triton", kernel.__name__, source, ".py")
     ns = load_module(path, interpret=False, source=source)
-    jf = JITFunction(ns[kernel.__name__])
+    jf = JITFunction(ns[function_name(kernel.__name__)])
     sig, constants, attrs = signature_for(fn, divisible if divisible is not None else spec.divisible)
     options = {"enable_fp_fusion": True}  # Triton's current default, stated so it does not warn
     nw = num_warps or spec.options.get("num_warps")

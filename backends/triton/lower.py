@@ -9,6 +9,7 @@ from ... import dtypes as D
 from ...analysis import is_nonnegative, known_multiple, loop_owners
 from ...packing import WordWindow
 from ...ir import offsets_and_mask
+from .. import naming
 from ..templating import render
 from ...optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY, Trait, has
 
@@ -38,26 +39,25 @@ def literal(value, dt):
 
 
 def tensor_param_names(p):
-    """The Triton parameters one tilekit tensor parameter expands to, in order."""
+    """The Triton parameters one tilekit tensor parameter expands to, in order (see backends/naming.py)."""
     rank = p.value.type.rank
-    names = [f"{p.name}_ptr"] + [f"{p.name}_shape{d}" for d in range(rank)]
+    t = naming.tensor_base(p.name)
+    names = [f"{t}_ptr"] + [f"{t}_shape{d}" for d in range(rank)]
     if p.value.type.packed:
-        names += [f"{p.name}_wstride{d}" for d in range(rank - 1)]
+        names += [f"{t}_wstride{d}" for d in range(rank - 1)]
     else:
-        names += [f"{p.name}_stride{d}" for d in range(rank)]
+        names += [f"{t}_stride{d}" for d in range(rank)]
     return names
 
 
-# Names the generated module itself uses; a scalar parameter called one of these would shadow it.
-_MODULE_NAMES = {"tl", "triton", "float", "range", "_jit"}
-
-
 def scalar_param_name(p):
-    """The Triton parameter a tilekit scalar parameter becomes (its own name unless that would shadow
-    something the generated code uses)."""
-    if p.name in _MODULE_NAMES or p.name.startswith(("_tk_", "_combine_")):
-        return f"{p.name}_arg"
-    return p.name
+    """The Triton parameter a tilekit scalar parameter becomes."""
+    return naming.scalar_param(p.name)
+
+
+def function_name(kernel_name):
+    """The generated module's kernel function (Triton names the compiled kernel and its cache files after it)."""
+    return naming.kernel_symbol(kernel_name)
 
 
 _NARROW = ("float16", "bfloat16")
@@ -79,25 +79,33 @@ class TritonEmitter:
     def name(self, v):
         n = self.names.get(v)
         if n is None:
-            hint = "".join(c if c.isalnum() or c == "_" else "_" for c in (v.name or "v"))
-            n = f"{hint}_{self.counter}"
-            self.counter += 1
+            n = self.fresh(v.name)
             self.names[v] = n
         return n
+
+    def fresh(self, hint=""):
+        n = naming.local(self.counter, hint)
+        self.counter += 1
+        return n
+
+    @staticmethod
+    def tensor(v):
+        """The prefix of a tensor parameter's Triton parameters (``<prefix>_ptr``, ``_shape<d>``, ...)."""
+        return naming.tensor_base(v.name)
 
     def emit(self) -> str:
         params = []
         for p in self.fn.params:
             if p.kind == "tensor":
                 params += tensor_param_names(p)
-                self.names[p.value] = p.name
+                self.names[p.value] = self.tensor(p.value)
             else:
                 params.append(scalar_param_name(p))
                 self.names[p.value] = scalar_param_name(p)
         lines = self.block(self.fn.body)
         origin = str(self.fn.loc) if self.fn.loc else "?"
         return render("module.py.j2",
-            version=__version__, origin=origin, kernel_name=self.kernel_name, name=self.kernel_name,
+            version=__version__, origin=origin, kernel_name=self.kernel_name, name=function_name(self.kernel_name),
             constexprs=", ".join(f"{k}={v!r}" for k, v in self.fn.constexprs.items()) or "none",
             params=params, lines=lines or ["pass"], helpers=self.helpers)
 
@@ -161,7 +169,7 @@ class TritonEmitter:
         return f"tl.num_programs({op.attrs['axis']})"
 
     def e_dim(self, op):
-        return f"{op.operands[0].name}_shape{op.attrs['axis']}"
+        return f"{self.tensor(op.operands[0])}_shape{op.attrs['axis']}"
 
     def e_arange(self, op):
         return f"tl.arange(0, {op.attrs['n']})"
@@ -284,7 +292,7 @@ class TritonEmitter:
         params = [helper.name(a) for a in region.args]
         body = helper.block(region)
         outs = [helper.name(v) for v in region.terminator.operands]
-        name = f"_combine_{len(self.helpers)}"
+        name = f"_tk_combine{len(self.helpers)}"
         self.helpers.append({"name": name, "params": params,
                              "lines": body + [f"return {outs[0]}" if len(outs) == 1 else f"return {', '.join(outs)}"]})
         vals = [self.name(v) for v in op.operands]
@@ -310,13 +318,12 @@ class TritonEmitter:
     def address(self, op, tile_shape):
         """(pointer expression lines, pointer name, mask name or None) for a load/store."""
         tensor, offs, _, mask = offsets_and_mask(op)
-        tname = tensor.name
+        tname = self.tensor(tensor)
         rank = tensor.type.rank
         lines, masks = [], []
         idx_names = []
         for d, (o, s) in enumerate(zip(offs, tile_shape)):
-            idx = f"{tname}_i{d}_{self.counter}"
-            self.counter += 1
+            idx = self.fresh(f"{tensor.name}_i{d}")
             expand = "[" + ", ".join(":" if e == d else "None" for e in range(rank)) + "]" if rank > 1 else ""
             wide = ".to(tl.int64)" if tensor.type.large else ""
             if o.shape == ():
@@ -332,8 +339,7 @@ class TritonEmitter:
             masks.append(self.name(mask))
         mname = None
         if masks:
-            mname = f"{tname}_mask_{self.counter}"
-            self.counter += 1
+            mname = self.fresh(f"{tensor.name}_mask")
             lines.append(f"{mname} = " + " & ".join(masks))
         return lines, idx_names, mname
 
@@ -341,7 +347,7 @@ class TritonEmitter:
         tensor, _, other, _ = offsets_and_mask(op)
         shape = op.attrs["shape"]
         lines, idx, mask = self.address(op, shape)
-        t = tensor.name
+        t = self.tensor(tensor)
         res = self.name(op.results[0])
         if tensor.type.packed:
             if self.packed_window_ok(op):
@@ -459,7 +465,7 @@ class TritonEmitter:
     def store(self, op):
         tensor, _, value, _ = offsets_and_mask(op)
         lines, idx, mask = self.address(op, value.shape)
-        t = tensor.name
+        t = self.tensor(tensor)
         ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
         fn = "tl.store" if op.name == "store" else ATOMIC_RMW[op.attrs["kind"]].triton
         m = f", mask={mask}" if mask else ""
