@@ -118,7 +118,8 @@ class MemoryMixin:
         if tensor.type.packed:
             val = self.packed_value(tensor, r.dtype, idx)
         else:
-            val = self.load_elem(tensor.dtype, f"{tensor.name}_ptr[{self.linear(tensor.name, idx)}]")
+            t = self.tensor_name(tensor)
+            val = self.load_elem(tensor.dtype, f"{t}_ptr[{self.linear(t, idx)}]")
         cond = " && ".join(f"({m})" for m in masks)
         coords = [f"const int _c{d} = 0;" for d in range(len(shape))]
         out.append(f"{rtype(r.dtype)} {name};")
@@ -180,7 +181,7 @@ class MemoryMixin:
         dt = r.dtype
         bits, shape = dt.bits, tuple(op.attrs["shape"])
         last = len(shape) - 1
-        t = tensor.name
+        t = self.tensor_name(tensor)
         win = WordWindow(bits, shape[-1], known_multiple(offs[-1], self.owners))
         rows = prod(shape[:-1])
         nw = win.padded
