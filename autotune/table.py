@@ -33,6 +33,7 @@ def tuning_dir() -> str:
 
 
 def table_path(fp: dict) -> str:
+    """Where the table of the device key ``fp`` (a fingerprint, or just its hard keys) lives."""
     return os.path.join(tuning_dir(), table_name(fp))
 
 

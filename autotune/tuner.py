@@ -55,6 +55,7 @@ class TuneJob:
     extra_modules: tuple = ()
     # a subset of each tunable's candidates to search (e.g. {"num_stages": [1]}); None searches them all
     space: dict | None = None
+    heartbeat: int = 5  # seconds between storage heartbeats; a trial silent for 2.5x this is failed
     write_table: bool = True
     device: str = "cpu"
 
@@ -233,7 +234,7 @@ class Progress:
         if not self.enabled:
             return
         best, default = state.get("best_s"), state.get("default_s")
-        vs = (f"best {best * 1e3:.3f} ms" + (f" ({default / best:.2f}x the default)" if default else "")
+        vs = (f"best {best * 1e3:.4f} ms" + (f" (default {default * 1e3:.4f} ms)" if default else "")
               if best else "best -")
         line = (f"{self.title}: trial {state['timed']}/{self.total}  {vs}  pruned {state['pruned']}  "
                 f"failed {state['failed']}")
@@ -262,7 +263,7 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     sampler_name = choose_sampler(job, space)
     fp = fingerprint(job.backend, job.device)
     name = job.study or study_name(job, fp)
-    storage = open_storage(job.storage)
+    storage = open_storage(job.storage, job.heartbeat, max(2, int(2.5 * job.heartbeat)))
     existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing and not job.resume and job.storage is None and job.study is None:
         optuna.delete_study(study_name=name, storage=storage)  # a fresh tune of the same problem starts over

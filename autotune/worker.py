@@ -32,6 +32,9 @@ def _serve(extra_modules):
     # Answers go to the real stdout; anything a kernel or library prints goes to stderr instead.
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    kernels(extra_modules)
+    answers.write(json.dumps({"status": "ready"}) + "\n")  # started and imported: trial timeouts count from here
+    answers.flush()
     for line in sys.stdin:
         try:
             answer = run_request(json.loads(line), extra_modules)
@@ -143,18 +146,33 @@ def _timer(tk_kernel, launch, args, kwargs, backend, device):
 class Worker:
     """One worker process; ``run`` starts a new one when the last died or hung."""
 
+    START_TIMEOUT = 300.0  # importing torch on a loaded machine can take long; a trial's timeout excludes it
+
     def __init__(self, extra_modules=()):
         self.extra_modules = tuple(extra_modules)
         self.process = None
+        self.starts = 0
 
     def _start(self):
         cmd = [sys.executable, "-m", "tilekit.autotune.worker", *self.extra_modules]
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         bufsize=1, start_new_session=True)
+        self.starts += 1
+        answer = self._answer(self.START_TIMEOUT)
+        if answer is None or answer.get("status") != "ready":
+            self.stop()
+            raise RuntimeError(f"a tuning worker did not start: {answer}")
+
+    def _answer(self, timeout):
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.process.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return None
+        line = self.process.stdout.readline()
+        return json.loads(line) if line else {"status": "eof"}
 
     def run(self, request: dict, timeout: float) -> dict:
-        """The answer to ``request``; a hang (no answer within ``timeout``) or a crash is an answer too.
-        ``timeout`` includes the worker's start when one is started."""
+        """The answer to ``request``; a hang (no answer within ``timeout`` seconds) or a crash is an answer too."""
         if self.process is None or self.process.poll() is not None:
             self._start()
         try:
@@ -162,15 +180,13 @@ class Worker:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             return self._crashed()
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.process.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                self.stop()
-                return {"status": "hung", "reason": f"hung: no result within the {timeout:g} s trial timeout"}
-        line = self.process.stdout.readline()
-        if not line:
+        answer = self._answer(timeout)
+        if answer is None:
+            self.stop()
+            return {"status": "hung", "reason": f"hung: no result within the {timeout:g} s trial timeout"}
+        if answer.get("status") == "eof":
             return self._crashed()
-        return json.loads(line)
+        return answer
 
     def _crashed(self):
         code = self.process.wait(10)
