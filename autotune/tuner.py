@@ -259,7 +259,12 @@ def _config_key(config):
 def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     """Run (or ``resume``) the study for ``job`` and write the winner to this device's dispatch table."""
     tk_kernel = job.kernel
+    default = tk_kernel.default_config(job.shape, job.dtype, torch.device(job.device))
+    default = {k: default[k] for k in tk_kernel.tunables.names}
     space = search_space(job)
+    for k, v in default.items():  # the default is always trial 0, so a narrowed space keeps its values
+        if v not in space[k]:
+            space[k].append(v)
     sampler_name = choose_sampler(job, space)
     fp = fingerprint(job.backend, job.device)
     name = job.study or study_name(job, fp)
@@ -273,8 +278,6 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
                  "flags": dict(job.flags), "backend": job.backend, "sampler": sampler_name}.items():
         study.set_user_attr(k, v)
 
-    default = tk_kernel.default_config(job.shape, job.dtype, torch.device(job.device))
-    default = {k: default[k] for k in space}
     if not study.trials:
         study.enqueue_trial(params_of(default, space, sampler_name), user_attrs={"default": True})
 
@@ -294,8 +297,14 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     counts["in_flight"] = 0
     bar = Progress(f"{tk_kernel.id} {job.dtype_name} {'x'.join(map(str, job.shape))}", job.trials, progress)
 
+    import math
+    space_size = math.prod(len(v) for v in space.values())
+    seen = {_config_key(t.user_attrs["config"]) for t in done if "config" in t.user_attrs}
+
     def budget_left():
         if job.time_budget is not None and time.monotonic() - started >= job.time_budget:
+            return False
+        if len(seen) >= space_size:  # every config of the space has been tried
             return False
         return (counts["timed"] + counts["in_flight"] < job.trials
                 and counts["pruned"] < PRUNED_CAP * job.trials)
@@ -307,6 +316,8 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     def objective(trial, worker):
         config = suggest(trial, space, sampler_name)
         trial.set_user_attr("config", config)
+        with state_lock:
+            seen.add(_config_key(config))
         why = tk_kernel.why_invalid(config, job.dtype)
         if why is None and target is not None:
             try:
