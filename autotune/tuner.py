@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import optuna
@@ -100,8 +101,14 @@ def open_storage(url: str | None, heartbeat_interval: int = 5, grace_period: int
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    import warnings
-    with warnings.catch_warnings():
+    import contextlib
+    creating = contextlib.nullcontext()
+    if url.startswith("sqlite:///"):
+        # Optuna creates the schema on first use, and two processes doing that at once collide (UNIQUE
+        # constraint on alembic_version, measured here): create it under a file lock.
+        from filelock import FileLock
+        creating = FileLock(url[len("sqlite:///"):] + ".create.lock", timeout=300)
+    with warnings.catch_warnings(), creating:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
             retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
@@ -248,6 +255,65 @@ class Progress:
             self.rich.stop()
 
 
+class _Heartbeat:
+    """Records the running trial's heartbeat in the storage (Optuna's ``record_heartbeat``) every ``interval`` s."""
+
+    def __init__(self, storage, trial_id, interval):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while True:
+            self.storage.record_heartbeat(self.trial_id)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def _tell(study, trial, value=None, state=None):
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as e:
+        # GridSampler calls study.stop() once the grid is done, which only optimize() may; the trial's state
+        # is stored before that (Optuna stores it in a finally), and the loop stops on its own.
+        if "Study.stop" not in str(e):
+            raise
+
+
+class _AskLock:
+    """A thread lock plus, on SQLite, a file lock: one asker at a time on this machine."""
+
+    def __init__(self, path):
+        self.thread_lock = threading.Lock()
+        self.file_lock = None
+        if path:
+            from filelock import FileLock
+            self.file_lock = FileLock(path, timeout=300, thread_local=False)
+
+    def __enter__(self):
+        self.thread_lock.acquire()
+        if self.file_lock is not None:
+            self.file_lock.acquire()
+
+    def __exit__(self, *exc):
+        if self.file_lock is not None:
+            self.file_lock.release()
+        self.thread_lock.release()
+
+
+def _ask_lock(job, storage):
+    url = job.storage or default_storage_url()
+    return _AskLock(url[len("sqlite:///"):] + ".ask.lock" if url.startswith("sqlite:///") else None)
+
+
 class CandidateFailed(Exception):
     """A candidate that crashed, hung, raised or computed a wrong result: its trial is FAIL."""
 
@@ -351,15 +417,34 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
             trial.set_user_attr("retimed", True)
         return answer["time_s"]
 
+    ask_lock = _ask_lock(job, storage)
+
     def one_trial(worker):
-        # study.optimize for one trial at a time: it runs the heartbeat thread, fails stale trials of dead
-        # tuners first (and retries them once), and records PRUNED / FAIL from the objective's exceptions.
+        # Ask and tell, with Optuna's own pieces: fail_stale_trials first (a dead tuner's running trial becomes
+        # FAIL and is retried once, by the storage's callback), then ask under a lock (on SQLite two askers
+        # can pop the same enqueued trial: measured here), a heartbeat while the trial runs, then tell.
         with state_lock:
             if not budget_left():
                 return False
-            counts["in_flight"] += 1  # reserve the slot; the objective re-counts it when it runs
+            counts["in_flight"] += 1
         try:
-            study.optimize(lambda t: objective(t, worker), n_trials=1, catch=(CandidateFailed,))
+            with ask_lock:
+                with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize"
+                    warnings.simplefilter("ignore", UserWarning)
+                    optuna.storages.fail_stale_trials(study)
+                trial = study.ask()
+            with _Heartbeat(storage, trial._trial_id, job.heartbeat):
+                try:
+                    value = objective(trial, worker)
+                except optuna.TrialPruned:
+                    _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
+                except CandidateFailed:
+                    _tell(study, trial, state=optuna.trial.TrialState.FAIL)
+                except BaseException:
+                    _tell(study, trial, state=optuna.trial.TrialState.FAIL)
+                    raise
+                else:
+                    _tell(study, trial, value)
         finally:
             with state_lock:
                 counts["in_flight"] -= 1
