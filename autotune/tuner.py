@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 import warnings
@@ -26,6 +27,7 @@ from .worker import Worker
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # tilekit reports trials itself
 
+TUNER_ID = f"{socket.gethostname()}:{os.getpid()}"  # which tuner ran a trial (shared studies)
 SAMPLERS = ("auto", "tpe", "random", "grid", "cmaes")
 PRUNED_CAP = 10  # statically pruned trials are capped at 10 x --trials
 
@@ -372,16 +374,26 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
             return False
         if len(seen) >= space_size:  # every config of the space has been tried
             return False
-        return (counts["timed"] + counts["in_flight"] < job.trials
+        timed = counts["timed"]
+        if job.storage is not None:  # a shared study: other tuners' timed trials count towards the one budget
+            timed = max(timed, sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("ran")))
+        return (timed + counts["in_flight"] < job.trials
                 and counts["pruned"] < PRUNED_CAP * job.trials)
 
-    def complete_configs():
-        return {_config_key(t.user_attrs["config"]) for t in study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if "config" in t.user_attrs}
+    def taken(trial, config):
+        """Is ``config`` COMPLETE already, or running in an earlier trial (this tuner's other workers, or
+        another tuner on a shared study)? Each trial writes its config before it looks, so of two that
+        run one config at once, the later one always sees the earlier."""
+        key = _config_key(config)
+        TS = optuna.trial.TrialState
+        return any(_config_key(t.user_attrs.get("config")) == key
+                   for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING))
+                   if t.state == TS.COMPLETE or t.number < trial.number)
 
     def objective(trial, worker):
         config = suggest(trial, space, sampler_name)
         trial.set_user_attr("config", config)
+        trial.set_user_attr("tuner", TUNER_ID)
         with state_lock:
             seen.add(_config_key(config))
         why = tk_kernel.why_invalid(config, job.dtype)
@@ -390,8 +402,8 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
                 why = aot_prune_reason(job, config, target)
             except Exception as e:
                 why = f"AOT {target} compile failed: {type(e).__name__}: {e}"
-        if why is None and _config_key(config) in complete_configs():
-            why = "duplicate: this config is already COMPLETE in the study"
+        if why is None and taken(trial, config):
+            why = "duplicate: this config is already COMPLETE or running in the study"
         if why is not None:
             trial.set_user_attr("reason", f"pruned: {why}")
             with state_lock:
