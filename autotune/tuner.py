@@ -441,10 +441,11 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
             counts["in_flight"] += 1
         try:
             with ask_lock:
-                with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize"
-                    warnings.simplefilter("ignore", UserWarning)
+                with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize":
+                    warnings.simplefilter("ignore", UserWarning)  # _Heartbeat below records it instead
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
-                trial = study.ask()
+                    trial = study.ask()
             with _Heartbeat(storage, trial._trial_id, job.heartbeat):
                 try:
                     value = objective(trial, worker)
