@@ -1,5 +1,7 @@
-"""The autotuner (``tilekit tune``): not built yet.
+"""The autotuner (``tilekit tune``, docs/tune.md).
 
-Kernels already declare what it will search (``kernel.tunables``, a ``tk.Tunables``), and the ops look
-their configs up through one hook each (``_config_for`` / ``tilekit.ops.set_config_provider``).
+``protocol``: what an op kernel declares to be tuned (``TuneKernel``); ``tuner``: the Optuna driver;
+``worker``: the isolated trial processes (compile, correctness gate, timing under the device lock);
+``table``: the per-device dispatch table (JSON, file-locked, atomic); ``lookup``: the runtime config
+provider that ``import tilekit.ops`` installs; ``device``: device fingerprints; ``cli``: ``tune``/``cache``.
 """

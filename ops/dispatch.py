@@ -6,9 +6,9 @@ Backend choice, first match wins:
   3. the tensors' device, by the backend registry (``tilekit.backends.default_backend``): CPU -> ``reference``
      (numpy, fast), CUDA -> ``triton``.
 
-Config choice: each op has one ``_config_for(shape, dtype, device)``. It asks the registered config
-provider first (the autotuner's hook, see ``set_config_provider``) and falls back to the op's own default.
-Whatever config is used is checked against the kernel's declared ``tk.Tunables`` before launch.
+Config choice: each op kernel has one ``config_for(shape, dtype, device, backend)``. It asks the registered
+config provider first (the autotuner's dispatch table, see ``set_config_provider``) and falls back to the
+kernel's own default. A provided config that fails the kernel's ``tk.Tunables`` rule is dropped with a warning.
 """
 from __future__ import annotations
 
@@ -68,24 +68,38 @@ def backend_for(device: torch.device) -> str:
 # ---- configs -------------------------------------------------------------------------------------
 
 def set_config_provider(provider):
-    """Install ``provider(op_name, shape, dtype, device) -> dict | None`` (e.g. the autotuner's database
-    lookup). ``None`` from it means "use the op's default". Returns the previous provider."""
+    """Install ``provider(kernel_id, shape_key, dtype, device, backend) -> dict | None``. ``kernel_id`` is
+    ``OP.KERNEL`` (``matmul.main``, ``softmax.forward``), ``shape_key`` the op's shape tuple. ``None`` from
+    it means "use the op's default". ``import tilekit.ops`` installs the autotuner's table lookup
+    (``tilekit.autotune.lookup.provider``). Returns the previous provider."""
     global _config_provider
     previous, _config_provider = _config_provider, provider
     return previous
 
 
-def provided_config(op_name, shape, dtype, device, tunables, elem_bytes):
-    """The provider's config for this call, checked against ``tunables``; None if there is none."""
+def provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes):
+    """The provider's config for this call if it passes ``tunables``' rule for it; else None. A config that
+    fails the rule is dropped with one warning (an error under ``TILEKIT_TUNING=strict``), so a stale or
+    foreign table entry can never crash an op."""
     if _config_provider is None:
         return None
-    config = _config_provider(op_name, tuple(shape), dtype, device)
+    config = _config_provider(kernel_id, shape, dtype, device, backend)
     if config is None:
         return None
-    return checked_config(op_name, dict(config), tunables, elem_bytes)
+    missing = [k for k in tunables.names if k not in config]
+    why = (f"lacks tunable(s) {', '.join(missing)}" if missing
+           else tunables.why_invalid({**config, "elem_bytes": elem_bytes}))
+    if why:
+        from ..autotune.lookup import warn
+        warn(f"tilekit::{kernel_id}: the looked-up config {config} is invalid for shape {tuple(shape)} "
+             f"({why}); using the default", key=("invalid", kernel_id, repr(sorted(config.items()))))
+        return None
+    return config
 
 
 def checked_config(op_name, config, tunables, elem_bytes):
+    """``config`` if it passes ``tunables``; a ValueError naming the problem otherwise (for the ops' own
+    defaults, which must always be valid)."""
     missing = [k for k in tunables.names if k not in config]
     if missing:
         raise ValueError(f"tilekit::{op_name}: config {config} lacks tunable(s) {', '.join(missing)}")

@@ -10,8 +10,8 @@ import torch
 from torch.library import opcheck
 
 import tilekit.ops as tk_ops
-from tilekit.ops import matmul as matmul_module
-from tilekit.ops import softmax as softmax_module
+from tilekit.ops.matmul import op as matmul_module
+from tilekit.ops.softmax import op as softmax_module
 from tilekit.tolerances import assert_close
 
 REFERENCE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -81,7 +81,7 @@ def test_matmul_reads_strided_inputs(backend):
 def test_matmul_several_k_steps_with_a_small_block(monkeypatch):
     # Force BK=16 so K=70 takes five loop steps, the last one partial.
     config = {"BM": 16, "BN": 16, "BK": 16, "num_warps": 2, "num_stages": 1}
-    previous = tk_ops.set_config_provider(lambda op, shape, dtype, device: config if op == "matmul" else None)
+    previous = tk_ops.set_config_provider(lambda kid, shape, dtype, device, backend: config if kid == "matmul.main" else None)
     try:
         a, b = _randn((33, 70), torch.float32, 7), _randn((70, 17), torch.float32, 8)
         assert_close(torch.ops.tilekit.matmul(a, b), _expected_matmul(a, b), dtype=torch.float32)
@@ -128,7 +128,7 @@ def test_softmax_online_rescaling_across_many_blocks(backend):
     # BN=16 over 1000 columns: 63 blocks. One row rises left to right, so the running max changes in
     # every block and the running sum must be rescaled each time; one falls, so it never changes.
     config = {"BM": 2, "BN": 16, "num_warps": 1}
-    previous = tk_ops.set_config_provider(lambda op, shape, dtype, device: config if op == "softmax" else None)
+    previous = tk_ops.set_config_provider(lambda kid, shape, dtype, device, backend: config if kid == "softmax.forward" else None)
     try:
         ramp = torch.linspace(-20.0, 20.0, 1000)
         x = torch.stack([ramp, ramp.flip(0), _randn(1000, torch.float32, 22, scale=5.0)])
@@ -323,14 +323,24 @@ def test_tunables_rules_reject_oversized_configs():
     assert len(matmul_module.MATMUL_TUNABLES) > 0 and len(softmax_module.SOFTMAX_TUNABLES) > 0
 
 
-def test_config_provider_configs_are_checked():
+def test_config_provider_configs_are_checked(monkeypatch):
+    # An invalid provided config is dropped with one warning and the default runs; strict makes it an error.
+    from tilekit.autotune import lookup
     bad = {"BM": 256, "BN": 256, "BK": 16, "num_warps": 2, "num_stages": 1}
-    previous = tk_ops.set_config_provider(lambda op, shape, dtype, device: bad)
+    previous = tk_ops.set_config_provider(lambda kid, shape, dtype, device, backend: bad)
     try:
-        with pytest.raises(ValueError, match="invalid"):
-            _small_matmul()
+        lookup.reset()
+        a, b = torch.randn(5, 7), torch.randn(7, 3)
+        with pytest.warns(lookup.TuningWarning, match="invalid"):
+            assert_close(torch.ops.tilekit.matmul(a, b), _expected_matmul(a, b), dtype=torch.float32)
+        monkeypatch.setenv("TILEKIT_TUNING", "strict")
+        lookup.reset()
+        with pytest.raises(lookup.TuningError, match="invalid"):
+            torch.ops.tilekit.matmul(a, b)
     finally:
         tk_ops.set_config_provider(previous)
+        monkeypatch.delenv("TILEKIT_TUNING")
+        lookup.reset()
 
 
 # ---- input validation --------------------------------------------------------------------------------

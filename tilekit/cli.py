@@ -1,4 +1,4 @@
-"""The ``tilekit`` command: info, show, compile, bench."""
+"""The ``tilekit`` command: info, show, compile, bench, tune, cache."""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +84,16 @@ def cmd_bench(args):
     return bench_cli.run(args)
 
 
+def cmd_tune(args):
+    from tilekit.autotune import cli as tune_cli
+    return tune_cli.cmd_tune(args)
+
+
+def cmd_cache(args):
+    from tilekit.autotune import cli as tune_cli
+    return tune_cli.cmd_cache(args)
+
+
 def build_parser():
     from tilekit.backends import BACKENDS, COMPILING_BACKENDS, TARGETS
     ap = argparse.ArgumentParser(prog="tilekit", description="tile-based GPU kernel DSL: tools")
@@ -113,6 +123,14 @@ def build_parser():
     from tilekit.bench import cli as bench_cli
     bench_cli.add_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    from tilekit.autotune import cli as tune_cli
+    p = sub.add_parser("tune", help="autotune op kernels on this machine and write the dispatch table (docs/tune.md)")
+    tune_cli.add_tune_arguments(p, BACKENDS)
+    p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("cache", help="the dispatch tables: list, show, clear, export, import")
+    tune_cli.add_cache_arguments(p)
+    p.set_defaults(func=cmd_cache)
     return ap
 
 

@@ -1,4 +1,4 @@
-"""``tilekit::matmul(Tensor a, Tensor b) -> Tensor``: 2-D ``a @ b`` written in the tilekit DSL.
+"""The op: ``tilekit::matmul(Tensor a, Tensor b) -> Tensor``: 2-D ``a @ b`` written in the tilekit DSL.
 
 Output dtype = input dtype; fp16/bf16/fp32 accumulate in fp32 (float64, accepted for gradient checks,
 accumulates in float64). Autograd: grad_a = g @ b.T and grad_b = a.T @ g, both through this same op.
@@ -7,65 +7,13 @@ import torch
 
 import tilekit as tk
 
-from .dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
-                       provided_config)
+from ...backends import default_backend
+from ..dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
+                        provided_config)
+from .kernels import MATMUL_TUNABLES, accumulator_dtype, matmul_kernel
 
 OP_NAME = "matmul"
-
-# Shared memory an H100/MI300-class GPU gives one block, keeping headroom below the 227 KiB maximum.
-SHARED_MEMORY_BUDGET = 160 * 1024
-# fp32 accumulator values each thread may hold before registers spill (of 255 per thread).
-MAX_ACC_PER_THREAD = 128
-
-
-def _matmul_config_rule(config):
-    """Valid if the pipelined operand tiles fit the shared-memory budget and the accumulator fits registers.
-
-    ``elem_bytes`` is not a tunable: callers that know the dtype pass it in the config; without it the
-    rule assumes 4 bytes, the widest of fp16/bf16/fp32.
-    """
-    bm, bn, bk = config["BM"], config["BN"], config["BK"]
-    staged = (bm * bk + bk * bn) * config.get("elem_bytes", 4) * config["num_stages"]
-    if staged > SHARED_MEMORY_BUDGET:
-        return (f"operand tiles need {staged} bytes of shared memory over {config['num_stages']} stages, "
-                f"more than the {SHARED_MEMORY_BUDGET}-byte budget")
-    per_thread = bm * bn // (32 * config["num_warps"])
-    if per_thread > MAX_ACC_PER_THREAD:
-        return (f"a {bm}x{bn} accumulator over {config['num_warps']} warps is {per_thread} values per thread, "
-                f"more than {MAX_ACC_PER_THREAD}")
-    return True
-
-
-MATMUL_TUNABLES = tk.Tunables(
-    {
-        "BM": [16, 32, 64, 128, 256],
-        "BN": [16, 32, 64, 128, 256],
-        "BK": [16, 32, 64, 128],
-        "num_warps": [2, 4, 8],
-        "num_stages": [1, 2, 3, 4, 5],
-    },
-    valid=_matmul_config_rule,
-    default={"BM": 128, "BN": 128, "BK": 32, "num_warps": 8, "num_stages": 3},
-)
-
-
-@tk.kernel(tunables=MATMUL_TUNABLES)
-def matmul_kernel(A, B, C, BM: tk.constexpr, BN: tk.constexpr, BK: tk.constexpr, ACC: tk.constexpr):
-    """C[M, N] = A[M, K] @ B[K, N]; one BM x BN tile of C per program, accumulated in ``ACC``."""
-    M, K = A.shape
-    N = B.shape[1]
-    row = tk.program_id(0) * BM
-    col = tk.program_id(1) * BN
-    acc = tk.zeros((BM, BN), ACC)
-    for k in tk.range(0, K, BK):
-        a = tk.load(A, (row, k), (BM, BK))  # reads past M or K are 0, so they add nothing
-        b = tk.load(B, (k, col), (BK, BN))
-        acc = tk.mma(a, b, acc)
-    tk.store(C, (row, col), acc.to(C.dtype))
-
-
-def _accumulator_dtype(dtype):
-    return tk.float64 if dtype == torch.float64 else tk.float32
+KERNEL_ID = "matmul.main"
 
 
 def _default_config(shape, dtype, device):
@@ -91,11 +39,23 @@ def _default_config(shape, dtype, device):
     return checked_config(OP_NAME, config, MATMUL_TUNABLES, size)
 
 
-def _config_for(shape, dtype, device):
-    """The config for an (M, N, K) matmul: the config provider's (autotuner) if it has one, else the default."""
-    size = elem_bytes(dtype)
-    return (provided_config(OP_NAME, shape, dtype, device, MATMUL_TUNABLES, size)
+def _config_for(shape, dtype, device, backend=None):
+    """The config for an (M, N, K) matmul: the config provider's (the autotuner's table) if it has a valid one,
+    else the default."""
+    backend = backend or default_backend(device)
+    return (provided_config(KERNEL_ID, shape, dtype, device, backend, MATMUL_TUNABLES, elem_bytes(dtype))
             or _default_config(shape, dtype, device))
+
+
+def launch_args(inputs, out, config):
+    """(grid, args, kwargs) of ``matmul_kernel`` for ``out = a @ b`` under ``config``: the op and the tuner
+    both launch through this."""
+    a, b = inputs
+    m, n = out.shape
+    grid = (tk.cdiv(m, config["BM"]), tk.cdiv(n, config["BN"]))
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], ACC=accumulator_dtype(a.dtype),
+                  num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return grid, (a, b, out), kwargs
 
 
 def _check_inputs(a, b):
@@ -116,12 +76,10 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if m == 0 or n == 0:
         return c
     backend = backend_for(a.device)
-    config = _config_for((m, n, k), a.dtype, a.device)
-    bm, bn = config["BM"], config["BN"]
-    grid = (tk.cdiv(m, bm), tk.cdiv(n, bn))
+    config = _config_for((m, n, k), a.dtype, a.device, backend)
     # K == 0 runs no loop iteration and stores the zero accumulator, as a @ b does.
-    matmul_kernel[grid](a, b, c, BM=bm, BN=bn, BK=config["BK"], ACC=_accumulator_dtype(a.dtype),
-                        backend=backend, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    grid, args, kwargs = launch_args((a, b), c, config)
+    matmul_kernel[grid](*args, backend=backend, **kwargs)
     return c
 
 
@@ -163,7 +121,7 @@ def kernel_example(shape=(4096, 4096, 4096), dtype=torch.float16, device=torch.d
     a = torch.empty(m, k, dtype=dtype, device="meta")
     b = torch.empty(k, n, dtype=dtype, device="meta")
     c = torch.empty(m, n, dtype=dtype, device="meta")
-    config = _config_for((m, n, k), dtype, torch.device(device))
-    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], ACC=_accumulator_dtype(dtype),
-                  num_warps=config["num_warps"], num_stages=config["num_stages"])
-    return matmul_kernel, (a, b, c), kwargs
+    device = torch.device(device)
+    config = _config_for((m, n, k), dtype, device, "reference" if device.type == "cpu" else "triton")
+    _, args, kwargs = launch_args((a, b), c, config)
+    return matmul_kernel, args, kwargs

@@ -1,4 +1,4 @@
-"""``tilekit::softmax(Tensor x) -> Tensor``: softmax over the last dim, written in the tilekit DSL.
+"""The op: ``tilekit::softmax(Tensor x) -> Tensor``: softmax over the last dim, written in the tilekit DSL.
 
 Any rank >= 1 is flattened to rows of the last dim. fp16/bf16/fp32 compute in fp32 (float64, accepted for
 gradient checks, in float64); the output has the input's dtype. A row may be any length: the forward
@@ -10,73 +10,14 @@ import torch
 
 import tilekit as tk
 
-from .dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
-                       provided_config)
+from ...backends import default_backend
+from ..dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
+                        provided_config)
+from .kernels import MAX_VALUES_PER_THREAD, SOFTMAX_TUNABLES, softmax_backward_kernel, softmax_kernel
 
 OP_NAME = "softmax"
-
-# fp32 values each thread may hold for one BM x BN block (the loaded tile plus its exponentials).
-MAX_VALUES_PER_THREAD = 64
-
-
-def _softmax_config_rule(config):
-    """Valid if one BM x BN block spread over the warps stays within a register budget per thread."""
-    per_thread = config["BM"] * config["BN"] // (32 * config["num_warps"])
-    if per_thread > MAX_VALUES_PER_THREAD:
-        return (f"a {config['BM']}x{config['BN']} block over {config['num_warps']} warps is {per_thread} values "
-                f"per thread, more than {MAX_VALUES_PER_THREAD}")
-    return True
-
-
-SOFTMAX_TUNABLES = tk.Tunables(
-    {
-        "BM": [1, 2, 4, 8, 16, 32, 64],
-        "BN": [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
-        "num_warps": [1, 2, 4, 8, 16],
-    },
-    valid=_softmax_config_rule,
-    default={"BM": 1, "BN": 1024, "num_warps": 4},
-)
-
-
-@tk.kernel(tunables=SOFTMAX_TUNABLES)
-def softmax_kernel(X, Y, BM: tk.constexpr, BN: tk.constexpr, ACC: tk.constexpr):
-    """Y = softmax(X, axis=1) for BM rows per program, reading each row in BN-wide column blocks."""
-    M, N = X.shape
-    row = tk.program_id(0) * BM
-    running_max = tk.full((BM,), -float("inf"), ACC)
-    running_sum = tk.zeros((BM,), ACC)
-    for col in tk.range(0, N, BN):
-        # Columns past N must not count: make them -inf (exp -> 0). Rows past M read 0 and stay
-        # finite, so they produce no NaN; they are never stored.
-        in_row = (col + tk.arange(BN))[None, :] < N
-        x = tk.where(in_row, tk.load(X, (row, col), (BM, BN)).to(ACC), -float("inf"))
-        new_max = tk.maximum(running_max, tk.max(x, axis=1))
-        # Rescale the sum so far to the new max, then add this block's terms.
-        running_sum = running_sum * tk.exp(running_max - new_max) + tk.sum(tk.exp(x - new_max[:, None]), axis=1)
-        running_max = new_max
-    for col in tk.range(0, N, BN):
-        x = tk.load(X, (row, col), (BM, BN)).to(ACC)
-        y = tk.exp(x - running_max[:, None]) / running_sum[:, None]
-        tk.store(Y, (row, col), y.to(Y.dtype))
-
-
-@tk.kernel(tunables=SOFTMAX_TUNABLES)
-def softmax_backward_kernel(G, Y, DX, BM: tk.constexpr, BN: tk.constexpr, ACC: tk.constexpr):
-    """DX = Y * (G - sum(G * Y, axis=1)): the gradient of softmax given its output Y and upstream grad G."""
-    M, N = Y.shape
-    row = tk.program_id(0) * BM
-    dot = tk.zeros((BM,), ACC)
-    for col in tk.range(0, N, BN):
-        # Out-of-range elements read as 0 in both, so their product adds nothing.
-        g = tk.load(G, (row, col), (BM, BN)).to(ACC)
-        y = tk.load(Y, (row, col), (BM, BN)).to(ACC)
-        dot = dot + tk.sum(g * y, axis=1)
-    for col in tk.range(0, N, BN):
-        g = tk.load(G, (row, col), (BM, BN)).to(ACC)
-        y = tk.load(Y, (row, col), (BM, BN)).to(ACC)
-        tk.store(DX, (row, col), (y * (g - dot[:, None])).to(DX.dtype))
-
+# the tuning protocol's id of each kernel
+KERNEL_IDS = {"softmax_kernel": "softmax.forward", "softmax_backward_kernel": "softmax.backward"}
 
 def _compute_dtype(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
@@ -97,10 +38,20 @@ def _default_config(shape, dtype, device):
     return checked_config(OP_NAME, config, SOFTMAX_TUNABLES, elem_bytes(dtype))
 
 
-def _config_for(shape, dtype, device):
-    """The config for ``shape`` = (rows, row length): the config provider's (autotuner) if any, else the default."""
-    return (provided_config(OP_NAME, shape, dtype, device, SOFTMAX_TUNABLES, elem_bytes(dtype))
+def _config_for(shape, dtype, device, backend=None, kernel_id="softmax.forward"):
+    """The config for ``shape`` = (rows, row length): the config provider's (the autotuner's table) if it has
+    a valid one for ``kernel_id``, else the default."""
+    backend = backend or default_backend(device)
+    return (provided_config(kernel_id, shape, dtype, device, backend, SOFTMAX_TUNABLES, elem_bytes(dtype))
             or _default_config(shape, dtype, device))
+
+
+def launch_args(inputs, out, config):
+    """(grid, args, kwargs) of a row-wise kernel over 2-D ``inputs`` and ``out``: the op and the tuner both
+    launch through this."""
+    grid = (tk.cdiv(out.shape[0], config["BM"]),)
+    kwargs = dict(BM=config["BM"], BN=config["BN"], ACC=_compute_dtype(out.dtype), num_warps=config["num_warps"])
+    return grid, (*inputs, out), kwargs
 
 
 def _launch_rowwise(kernel, inputs, out):
@@ -112,10 +63,9 @@ def _launch_rowwise(kernel, inputs, out):
     rows_out = out.view(-1, n)
     rows = rows_out.shape[0]
     backend = backend_for(out.device)
-    config = _config_for((rows, n), out.dtype, out.device)
-    grid = (tk.cdiv(rows, config["BM"]),)
-    kernel[grid](*rows_in, rows_out, BM=config["BM"], BN=config["BN"], ACC=_compute_dtype(out.dtype),
-                 backend=backend, num_warps=config["num_warps"])
+    config = _config_for((rows, n), out.dtype, out.device, backend, KERNEL_IDS[kernel.__name__])
+    grid, args, kwargs = launch_args(rows_in, rows_out, config)
+    kernel[grid](*args, backend=backend, **kwargs)
     return out
 
 
@@ -195,6 +145,7 @@ def kernel_example(shape=(4096, 4096), dtype=torch.float16, device=torch.device(
     rows, n = shape
     x = torch.empty(rows, n, dtype=dtype, device="meta")
     y = torch.empty(rows, n, dtype=dtype, device="meta")
-    config = _config_for((rows, n), dtype, torch.device(device))
-    kwargs = dict(BM=config["BM"], BN=config["BN"], ACC=_compute_dtype(dtype), num_warps=config["num_warps"])
-    return softmax_kernel, (x, y), kwargs
+    device = torch.device(device)
+    config = _config_for((rows, n), dtype, device, "reference" if device.type == "cpu" else "triton")
+    _, args, kwargs = launch_args((x,), y, config)
+    return softmax_kernel, args, kwargs

@@ -1,0 +1,136 @@
+"""The tuning protocol: what an op kernel declares so that one tuner, with no per-op code, can tune it.
+
+Each op registers one ``TuneKernel`` per kernel (``matmul.main``, ``softmax.forward``, ``softmax.backward``)
+with ``register``. The tuner, its worker processes, the runtime lookup and the CLI read only this record.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+_REGISTRY: dict = {}
+# Modules whose import registers op kernels; later op issues append theirs.
+KERNEL_MODULES = ["tilekit.ops"]
+
+
+def pow2_bucket(shape, flags=()):
+    """The default bucket of a shape: every size rounded up to a power of two."""
+    return tuple(1 if n <= 1 else 1 << (int(n) - 1).bit_length() for n in shape)
+
+
+def log2_distance(a, b):
+    """The default bucket distance: the sum of |log2 ratio| over the size dims."""
+    return sum(abs(math.log2(max(x, 1)) - math.log2(max(y, 1))) for x, y in zip(a, b))
+
+
+@dataclass(frozen=True)
+class TuneKernel:
+    """One tunable op kernel.
+
+    ``make_inputs(shape, dtype, generator)`` returns the input tensors; ``make_output(inputs)`` the output
+    to fill; ``launch_args(inputs, out, config)`` returns ``(grid, args, kwargs)`` for ``kernel[grid](*args,
+    backend=..., **kwargs)``: the op launches through the same function, so what is tuned is what runs.
+    ``reference(*inputs)`` is the correctness gate's oracle. ``default_config(shape, dtype, device)`` is
+    trial 0. ``default_shapes`` maps "cpu" / "gpu" to the shapes ``tilekit tune`` tunes when none are given.
+    """
+    id: str
+    kernel: object
+    shape_names: tuple
+    make_inputs: Callable
+    make_output: Callable
+    launch_args: Callable
+    reference: Callable
+    default_config: Callable
+    default_shapes: dict
+    flags: tuple = ()
+    bucket_key: Callable = pow2_bucket
+    bucket_distance: Callable = log2_distance
+    # the tolerance table the gate compares with (tilekit.tolerances.PROPERTY unless said otherwise)
+    tolerances: dict = field(default=None)
+
+    @property
+    def op(self):
+        return self.id.split(".")[0]
+
+    @property
+    def tunables(self):
+        return self.kernel.tunables
+
+    def why_invalid(self, config, dtype):
+        """None if ``config`` passes the kernel's validity rule for ``dtype``, else the reason."""
+        missing = [k for k in self.tunables.names if k not in config]
+        if missing:
+            return f"config {config} lacks tunable(s) {', '.join(missing)}"
+        size = torch.empty((), dtype=dtype).element_size()
+        return self.tunables.why_invalid({**config, "elem_bytes": size})
+
+    def parse_shape(self, spec: str):
+        """``"M,N,K"`` plus ``key=value`` flags -> (shape tuple, flags tuple of (key, value))."""
+        sizes, flags = [], []
+        for part in (p.strip() for p in spec.replace("x", ",").split(",")):
+            if not part:
+                continue
+            if "=" in part:
+                key, value = part.split("=", 1)
+                if key not in self.flags:
+                    raise ValueError(f"{self.id}: unknown flag {key!r} in --shapes {spec!r}; "
+                                     f"flags: {', '.join(self.flags) or 'none'}")
+                flags.append((key, value))
+                continue
+            try:
+                sizes.append(int(part))
+            except ValueError:
+                raise ValueError(f"{self.id}: bad size {part!r} in --shapes {spec!r}; give "
+                                 f"{','.join(self.shape_names)}") from None
+        if len(sizes) != len(self.shape_names):
+            raise ValueError(f"{self.id}: --shapes {spec!r} has {len(sizes)} sizes; the shape tuple is "
+                             f"{','.join(self.shape_names)}")
+        if any(n <= 0 for n in sizes):
+            raise ValueError(f"{self.id}: --shapes {spec!r}: every size must be positive")
+        return tuple(sizes), tuple(sorted(flags))
+
+
+def register(tk_kernel: TuneKernel):
+    _REGISTRY[tk_kernel.id] = tk_kernel
+    return tk_kernel
+
+
+def load_kernel_modules(extra=()):
+    """Import the modules that register kernels: tilekit's own ops plus ``extra`` (module names or file
+    paths, e.g. a test's injected kernel)."""
+    for name in list(KERNEL_MODULES) + list(extra):
+        if name.endswith(".py"):
+            mod_name = "tilekit_tune_extra_" + str(abs(hash(name)))
+            if mod_name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(mod_name, name)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                spec.loader.exec_module(module)
+        else:
+            importlib.import_module(name)
+
+
+def kernels(extra=()) -> dict:
+    """Every registered kernel, ``{"OP.KERNEL": TuneKernel}``."""
+    load_kernel_modules(extra)
+    return dict(_REGISTRY)
+
+
+def resolve(names, extra=()):
+    """``["matmul", "softmax.backward"]`` -> TuneKernels. ``OP`` alone means all of that op's kernels."""
+    table = kernels(extra)
+    if not names:
+        return list(table.values())
+    out = []
+    for name in names:
+        hits = [k for kid, k in table.items() if kid == name or k.op == name]
+        if not hits:
+            raise ValueError(f"unknown op kernel {name!r}; tunable: {', '.join(sorted(table))}")
+        out += [k for k in hits if k not in out]
+    return out
