@@ -70,11 +70,12 @@ def test_opencl_build_failure(monkeypatch):
 def test_triton_compile_failure(monkeypatch):
     pytest.importorskip("triton")
     from tilekit.backends.triton import gpu_compile
+    from tilekit.backends.triton.lower import function_name
     real = gpu_compile.emit
 
     def failing(fn, name):
         lines = real(fn, name).splitlines()
-        at = next(i for i, l in enumerate(lines) if l.startswith(f"def {name}("))
+        at = next(i for i, l in enumerate(lines) if l.startswith(f"def {function_name(name)}("))
         lines.insert(at + 1, "    tl.static_assert(False, 'tilekit test: this kernel must not compile')")
         return "\n".join(lines) + "\n"
     monkeypatch.setattr(gpu_compile, "emit", failing)
