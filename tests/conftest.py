@@ -55,3 +55,14 @@ def count_builds(monkeypatch):
 
     monkeypatch.setattr(tilekit.frontend, "build_function", counting)
     return calls
+
+
+@pytest.fixture
+def fresh_tuning_cache(tmp_path, monkeypatch):
+    """A private cache directory and an empty in-memory dispatch-table cache, with tuning lookup on."""
+    from tilekit.autotune import lookup
+    monkeypatch.setenv("TILEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TILEKIT_TUNING", raising=False)
+    lookup.reset()
+    yield
+    lookup.reset()

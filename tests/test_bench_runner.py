@@ -10,29 +10,8 @@ import pytest
 from tilekit.bench.discovery import BenchInputError, discover_problems, resolve_candidates_dir
 from tilekit.bench.runner import SuiteConfig, SuiteRunner
 
-PROBLEM = '''
-import torch
-import torch.nn as nn
+from bench_problems_text import PROBLEM
 
-ROWS, COLS = 33, 47
-
-
-class Model(nn.Module):
-    def __init__(self, scale):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x, y):
-        return x * self.scale + y
-
-
-def get_inputs():
-    return [torch.randn(ROWS, COLS), torch.randn(ROWS, COLS)]
-
-
-def get_init_inputs():
-    return [2.0]
-'''
 
 CANDIDATE_HEAD = '''
 import os

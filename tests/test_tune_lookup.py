@@ -18,13 +18,7 @@ from tilekit.ops.matmul import op as matmul_op
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def fresh_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TILEKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("TILEKIT_TUNING", raising=False)
-    lookup.reset()
-    yield
-    lookup.reset()
+pytestmark = pytest.mark.usefixtures("fresh_tuning_cache")
 
 
 def _entry(shape, config, kernel="matmul.main", dtype="float32", **over):
