@@ -22,7 +22,7 @@ import corpus
 import tilekit as tk
 from tilekit.backends.naming import tensor_base
 from test_properties import check
-from test_sanitizer import atomic_unmasked, gather_unmasked, scatter_unmasked
+from test_sanitizer import atomic_unmasked, gather_unmasked, line_of, scatter_unmasked
 from tilekit.backends import get_backend
 from tilekit.backends.toolchain import gpu_present
 from tilekit.passes.bounds import WORDS_PER_CHECK
@@ -35,13 +35,6 @@ _ocl_ok, _ocl_why = get_backend("opencl").available()
 needs_opencl = pytest.mark.skipif(not _ocl_ok, reason=f"OpenCL backend unavailable: {_ocl_why}")
 DEVICE_BACKENDS = [pytest.param("triton", id="triton"),
                    pytest.param("opencl", id="opencl", marks=needs_opencl)]
-
-
-def line_of(kernel, text):
-    lines, start = inspect.getsourcelines(kernel.fn)
-    hits = [start + i for i, line in enumerate(lines) if text in line]
-    assert len(hits) == 1, text
-    return hits[0]
 
 
 # ---- the seeded bugs: kernels beyond test_sanitizer's -------------------------------------------------------
