@@ -9,6 +9,7 @@ attributes, plain JSON.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -103,21 +104,53 @@ def open_storage(url: str | None, heartbeat_interval: int = 5, grace_period: int
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    import contextlib
-    creating = contextlib.nullcontext()
-    if url.startswith("sqlite:///"):
-        # Optuna creates the schema on first use, and two processes doing that at once collide (UNIQUE
-        # constraint on alembic_version, measured here): create it under a file lock.
-        from filelock import FileLock
-        creating = FileLock(url[len("sqlite:///"):] + ".create.lock", timeout=300)
-    with warnings.catch_warnings(), creating:
+    with warnings.catch_warnings(), _schema_creation_lock(url, engine_kwargs):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
             retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
         else:
             retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period, **retry)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  grace_period=grace_period, **retry)
+            except Exception as exc:  # a server we could not lock: another tuner created the schema first
+                import sqlalchemy.exc
+                if attempt == 4 or not isinstance(exc, (sqlalchemy.exc.IntegrityError,
+                                                        sqlalchemy.exc.ProgrammingError)):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+
+@contextlib.contextmanager
+def _schema_creation_lock(url, engine_kwargs):
+    """Optuna creates its schema on first use, and two tuners doing that at once collide (a UNIQUE
+    violation on ``alembic_version``, seen with SQLite and with PostgreSQL). Serialise the creation:
+    a file lock beside a SQLite file, a session advisory lock on PostgreSQL (tuners may be on other
+    machines). Other servers rely on the retry in ``open_storage``."""
+    if url.startswith("sqlite:///"):
+        from filelock import FileLock
+        with FileLock(url[len("sqlite:///"):] + ".create.lock", timeout=300):
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+_PG_SCHEMA_LOCK_KEY = 0x74696C656B6974  # "tilekit": one lock for every tilekit tuner on a server
 
 
 def study_name(job: TuneJob, fp: dict) -> str:
