@@ -4,7 +4,13 @@ Keys are torch dtypes. ``PROPERTY`` is what the property tests accept for one ke
 independent reference (PyTorch or float64): fp16/bf16 values are rounded at every op on a GPU,
 so their bound scales with the number of roundings a kernel does, which stays small here.
 ``KERNELBENCH`` is KernelBench's own rule, used by ``tilekit bench``.
+
+An op family whose kernels round more often (a long reduction, a backward pass) writes its own tables in
+``ops/<family>/tolerances.py``, as module-level ``{dtype: (atol, rtol)}`` dicts; ``op_table`` reads them
+from there, so every tolerance is still found from this file.
 """
+import importlib
+
 import torch
 
 # dtype -> (atol, rtol)
@@ -31,6 +37,24 @@ def for_dtype(dtype, table=PROPERTY):
         return table[dtype]
     except KeyError:
         raise KeyError(f"no tolerance written down for {dtype}; add it to tilekit/tolerances.py") from None
+
+
+def op_table(family, name="PROPERTY"):
+    """The table ``name`` of op family ``family`` (``ops/<family>/tolerances.py``), e.g.
+    ``op_table("attention", "BACKWARD")``; a family without its own table uses this module's."""
+    try:
+        module = importlib.import_module(f"tilekit.ops.{family}.tolerances")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"tilekit.ops.{family}.tolerances", f"tilekit.ops.{family}"):
+            raise
+        module = None
+    table = getattr(module, name, None) if module is not None else None
+    if table is None:
+        table = globals().get(name)
+    if not isinstance(table, dict):
+        raise KeyError(f"no tolerance table {name!r} for op family {family!r}: add it to "
+                       f"ops/{family}/tolerances.py")
+    return table
 
 
 # u: the largest relative error of one rounding to the format
