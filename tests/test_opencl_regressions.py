@@ -90,15 +90,13 @@ def _selective_scan(U, Delta, A, Bm, Cm, Dv, Z, DeltaBias, Out, LastState, GATE:
 _SCAN_REFERENCE = {}
 
 
-@pytest.mark.xfail(reason="open: PoCL 3.0 (LLVM 14) drops the stores of this kernel's masked element loop; "
-                          "no #pragma unroll fixes it but breaks the matmul epilogue; see the session report",
-                   strict=False)
 @pytest.mark.parametrize("num_warps", [1, 2, 4])
 @pytest.mark.parametrize("flags", [(0, 0, 0, 0), (0, 1, 0, 0), (1, 1, 1, 1)], ids=["plain", "skip", "all"])
 def test_selective_scan_writes_every_output(flags, num_warps):
     """With `y = y + u * dskip[:, None]`, fp16 and 128 work-items, Out was never written (every element kept
     its initial value). The C is race-free with uniform barriers and right with -cl-opt-disable: PoCL's
-    optimizer drops the stores of the fully unrolled masked element loop."""
+    work-group loops dropped a store whose parallel region began at an earlier barrier in the loop body.
+    The OpenCL dialect now puts a barrier before every store inside a loop (barrier_before_loop_stores)."""
     G, S, C, LA = flags
     rng = torch.Generator().manual_seed(1234)
     Bsz, Dim, L, N, BD, CH = 2, 8, 50, 16, 4, 32  # L not a multiple of CH: the last chunk is ragged

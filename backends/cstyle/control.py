@@ -41,7 +41,9 @@ class ControlMixin:
         else:
             cond = f"({step} > 0 ? {ivn} < {stop} : {ivn} > {stop})"
         self.scopes.append({})
+        self.loop_depth += 1
         inner = self.block(body)
+        self.loop_depth -= 1
         inner += self.yield_into(body.terminator.operands, carried, body.args[1:])
         self.scopes.pop()
         out.append(f"for (int {ivn} = {start}; {cond}; {ivn} += {step}) {{")

@@ -24,6 +24,7 @@ class Dialect:
     unroll = "#pragma unroll"
     vector_needs_alignment = True
     pad_branch_barriers = False
+    barrier_before_loop_stores = False
 
     math_names = {}    # C math function -> this dialect's name for it (optable's C spellings use C names)
 
@@ -241,6 +242,10 @@ class OpenCL(Dialect):
     barrier = "barrier(CLK_LOCAL_MEM_FENCE);"
     vector_needs_alignment = False  # vloadn/vstoren need only element alignment
     pad_branch_barriers = True
+    # A store in a loop body whose parallel region began at an earlier barrier was dropped by PoCL 3.0's
+    # work-group loops (every element of a selective scan's output, fp16, 4 warps; right at -cl-opt-disable
+    # or with a barrier just before the store). tests/test_opencl_regressions.py reproduces it.
+    barrier_before_loop_stores = True
 
     def local_ptr(self, ctype):
         return f"__local {ctype}*"

@@ -64,6 +64,7 @@ class CEmitter(LayoutMixin, ValuesMixin, ExpressionsMixin, MemoryMixin, Reductio
         self.smem_bytes = 0
         self.owners = loop_owners(fn)
         self.scopes = [{}]
+        self.loop_depth = 0       # tk.range loops around the op being emitted
         self.cost_memo = {}
         self.features = set()      # dialect features the kernel needs (e.g. "int64_atomics", "fp64")
         self.matrix_ops = []       # how each mma lowered: "wmma", "mfma", "fma"

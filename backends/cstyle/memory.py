@@ -291,7 +291,7 @@ class MemoryMixin:
     def store_like(self, op):
         tensor, _, value, _ = offsets_and_mask(op)
         shape = value.shape
-        out = []
+        out = [self.d.barrier] if self.d.barrier_before_loop_stores and self.loop_depth else []
         idx, masks, subst = self.address(op, shape, out)
         if value.shape != () and self.vals[value].kind == "reg" and tuple(value.shape) != tuple(shape):
             subst[value] = self.broadcast_reg(value, shape, out)
