@@ -102,28 +102,10 @@ from cstyle_common import corpus_specializations  # noqa: E402
 SPECS = corpus_specializations(dtypes_per_case=1)
 
 
-def _triton_series():
-    try:
-        import triton
-    except ImportError:
-        return ()
-    return tuple(int(x) for x in triton.__version__.split(".")[:2])
-
-
-_TRITON_3_6 = _triton_series() == (3, 6)
-
-
 @pytest.mark.parametrize("i", range(len(SPECS)), ids=[s[0] for s in SPECS])
 def test_corpus_kernel_compiles_through_triton(i):
     _, kernel, args, cfg = SPECS[i]
     target = ("sm_90", "gfx942")[i % 2]
-    if _TRITON_3_6 and any(isinstance(a, tk.PackedTensor) for a in args):
-        # Known at the low end: triton 3.6's TritonGPUOptimizeThreadLocality pass fails on the packed-word
-        # window gather (seen for sm_90 and gfx942; 3.9 compiles it; 3.7/3.8 untested). Checked, so a fixed
-        # release is noticed.
-        with pytest.raises(RuntimeError, match="PassManager"):
-            kernel.compile(target, *args, **cfg)
-        pytest.xfail("triton 3.6 cannot compile packed-tile loads")
     art = kernel.compile(target, *args, **cfg)
     assert art.backend == "triton" and art.binary[:4] == b"\x7fELF", art.report()
     assert art.resources["spills"] == 0 or target == "gfx942", art.report()

@@ -128,6 +128,7 @@ class Kernel(KernelObject):
         self.last_launch_stats = None  # the reference executor's LaunchStats of the latest launch, else None
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
         self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
+        self._positional_keys = {}  # number of positional arguments -> its generated key function
         self._hash = None
 
     # -- source --
@@ -319,6 +320,27 @@ class Kernel(KernelObject):
         """((name, is packed), ...) of the tensors this variant writes: each launch checks them for overlap."""
         return tuple((n, isinstance(runtime[n], PackedTensor)) for n in self._writes.get(spec.key, ()))
 
+    def positional_key(self, n):
+        """The function from ``n`` positional arguments to their part of the launch key: generated as
+        straight-line code per arity (a loop calling ``_arg_key`` per argument costs ~1 us a tensor)."""
+        fn = self._positional_keys.get(n)
+        if fn is None:
+            items = []
+            for i in range(n):
+                a = f"a{i}"
+                if i in self._constexpr_positions:
+                    items.append(f"((int, {a}) if type({a}) is int else value_key({a}))")
+                else:
+                    items.append(f"(({a}.dtype, {a}.dim(), {a}.device, {a}.untyped_storage().nbytes() >= LARGE, "
+                                 f"{a}.is_neg()) if type({a}) is Tensor else arg_key({a}))")
+            unpack = "".join(f"a{i}, " for i in range(n))
+            src = (f"def key(args):\n    {unpack or '_'} = args\n" if n else "def key(args):\n") + \
+                  f"    return ({''.join(it + ', ' for it in items)})\n"
+            ns = {"Tensor": torch.Tensor, "LARGE": LARGE_STORAGE_BYTES, "arg_key": _arg_key, "value_key": value_key}
+            exec(compile(src, f"<tilekit launch key {self.__name__}/{n}>", "exec"), ns)
+            fn = self._positional_keys[n] = ns["key"]
+        return fn
+
     def __call__(self, *args, **kwargs):
         raise TypeError(f"launch a kernel with a grid: {self.__name__}[grid](...)")
 
@@ -459,12 +481,7 @@ class Launcher(KernelObject):
         k = self.kernel
         if k._probes:
             k._check_helpers()
-        cx_pos = k._constexpr_positions
-        if cx_pos:
-            key = tuple([_arg_key(a) if i not in cx_pos else (int, a) if type(a) is int else value_key(a)
-                         for i, a in enumerate(args)])
-        else:
-            key = tuple(map(_arg_key, args))
+        key = k.positional_key(len(args))(args)
         if kwargs:
             static = k._static_names
             key += tuple([(n, _arg_key(v) if n not in static else (int, v) if type(v) is int else value_key(v))

@@ -140,8 +140,10 @@ class CompiledTriton:
             raise BackendUnavailable(f"cannot launch {self.name} on the triton backend: {why}")
 
     def launch(self, args, grid):
-        with toolchain.reported_as(self.kernel, "triton"):  # on a GPU, Triton compiles at the first launch
-            self.jit_fn[grid](*self.flatten(args), **self.options)
+        try:  # on a GPU, Triton compiles at the first launch
+            (self._jit or self.jit_fn)[grid](*self.flatten(args), **self.options)
+        except Exception as e:
+            toolchain.reraise_located(e, self.kernel, "triton")
 
 
 def build(kernel, fn, spec):

@@ -14,6 +14,16 @@ from ..templating import render
 from ...optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY, Trait, has
 
 
+def _triton_version():
+    try:
+        import triton
+    except ImportError:
+        return (0, 0)
+    return tuple(int(x) for x in triton.__version__.split(".")[:2])
+
+
+_TRITON_COMPILES_WORD_WINDOW = _triton_version() >= (3, 9)
+
 
 def tl_dtype(dt: D.DType) -> str:
     """The Triton type a tile of ``dt`` is held in (sub-byte ints in int32, small floats in float32)."""
@@ -365,9 +375,11 @@ class TritonEmitter:
     @staticmethod
     def packed_window_ok(op):
         """A packed tile whose columns start at one scalar offset, with no mask= (the words' rows must be
-        in bounds without looking at elements), loads its covering words as one tile."""
+        in bounds without looking at elements), loads its covering words as one tile. Only on a Triton that
+        compiles the window's tl.gather: 3.6's TritonGPUOptimizeThreadLocality pass fails on it (sm_90 and
+        gfx942), 3.9 compiles it, 3.7 and 3.8 are untested; elsewhere each code loads its own word(s)."""
         _, offs, _, mask = offsets_and_mask(op)
-        return mask is None and offs[-1].shape == ()
+        return _TRITON_COMPILES_WORD_WINDOW and mask is None and offs[-1].shape == ()
 
     def packed_window_load(self, op, t, idx, mask, res):
         """The covering words of every row as one contiguous (vectorisable) load, then each code gathered from
