@@ -13,6 +13,7 @@ kernel's own default. A provided config that fails the kernel's ``tk.Tunables`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -110,7 +111,24 @@ def checked_config(op_name, config, tunables, elem_bytes):
 
 
 def elem_bytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype.itemsize
+
+
+def memoized_config(default_config):
+    """``default_config(shape, dtype, device)`` computed once per argument triple (it runs on every op call,
+    and validating a config costs microseconds); each call gets its own copy of the dict."""
+    cache = {}
+
+    @functools.wraps(default_config)
+    def cached(shape, dtype, device):
+        key = (tuple(shape), dtype, device)
+        config = cache.get(key)
+        if config is None:
+            if len(cache) > 4096:
+                cache.clear()
+            config = cache[key] = default_config(tuple(shape), dtype, device)
+        return dict(config)
+    return cached
 
 
 def next_pow2(n: int) -> int:

@@ -9,13 +9,14 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
-                        provided_config)
+                        memoized_config, provided_config)
 from .kernels import MATMUL_TUNABLES, accumulator_dtype, matmul_kernel
 
 OP_NAME = "matmul"
 KERNEL_ID = "matmul.main"
 
 
+@memoized_config
 def _default_config(shape, dtype, device):
     m, n, k = shape
     if device.type == "cpu":

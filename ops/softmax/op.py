@@ -12,7 +12,7 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import (backend_for, check_same, check_tensor, checked_config, clamp_pow2, elem_bytes,
-                        provided_config)
+                        memoized_config, provided_config)
 from .kernels import MAX_VALUES_PER_THREAD, SOFTMAX_TUNABLES, softmax_backward_kernel, softmax_kernel
 
 OP_NAME = "softmax"
@@ -23,6 +23,7 @@ def _compute_dtype(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
 
 
+@memoized_config
 def _default_config(shape, dtype, device):
     rows, n = shape
     if device.type == "cpu":
