@@ -6,6 +6,8 @@ import torch
 import tilekit as tk
 from tilekit.backends import get_backend
 
+from cstyle_common import assert_compile_with_hipcc, assert_compile_with_nvrtc
+
 EXEC = [b for b in ("reference", "triton", "opencl") if get_backend(b).available()[0]]
 
 
@@ -58,22 +60,11 @@ def _sources(dialect):
 
 
 def test_indexing_kernels_compile_with_nvrtc():
-    nvrtc = pytest.importorskip("tilekit.backends.cuda.nvrtc")
-    ok, why = nvrtc.available()
-    if not ok:
-        pytest.skip(f"NVRTC unavailable: {why}")
-    for src in _sources("cuda"):
-        cubin, log, _ = nvrtc.compile_source(src, "sm_90a")
-        assert cubin[:4] == b"\x7fELF", log
+    assert_compile_with_nvrtc(_sources("cuda"))
 
 
 def test_indexing_kernels_compile_with_hipcc():
-    from tilekit.backends.hip import compile_source, hipcc_path
-    if hipcc_path() is None:
-        pytest.skip("hipcc is not on PATH (apt-get install hipcc libamdhip64-dev rocm-device-libs)")
-    for src in _sources("hip"):
-        binary, _, cmd = compile_source(src, "gfx90a")
-        assert binary[:4] == b"\x7fELF", cmd
+    assert_compile_with_hipcc(_sources("hip"))
 
 
 @tk.kernel
