@@ -186,7 +186,11 @@ def make_sampler(name, job, space):
 
 
 def search_space(job):
-    """The kernel's declared candidates, narrowed by ``job.space`` (which must only name declared values)."""
+    """The kernel's declared candidates, narrowed by ``job.space`` (which must only name declared values).
+    A launch option the backend ignores (num_stages outside Triton) keeps only the default config's value:
+    its other candidates would time the same kernel again."""
+    from ..backends import record as backend_record
+    from ..kernel import LAUNCH_OPTIONS
     space = {k: list(v) for k, v in job.kernel.tunables.space.items()}
     for k, values in (job.space or {}).items():
         if k not in space:
@@ -195,6 +199,12 @@ def search_space(job):
         if bad or not values:
             raise ValueError(f"{job.kernel.id}: {k}={bad or values} is not among the candidates {space[k]}")
         space[k] = list(values)
+    honoured = backend_record(job.backend).launch_options
+    ignored = [k for k in space if k in LAUNCH_OPTIONS and k not in honoured and k not in (job.space or {})]
+    if ignored:
+        default = job.kernel.default_config(job.shape, job.dtype, torch.device(job.device))
+        for k in ignored:
+            space[k] = [default[k]] if default.get(k) in space[k] else space[k][:1]
     return space
 
 

@@ -42,6 +42,9 @@ class Backend:
     launches_on_without_gpu: tuple = ()  # ... and where none is (the Triton interpreter takes CPU tensors)
     default_for: tuple = ()          # device types whose launches default to it
     cstyle: bool = False             # built by the shared C-style emitter
+    # the tunable launch options its kernels honour; the tuner searches no other (num_stages changes
+    # nothing outside Triton). num_warps stays for the reference: tunables' validity rules read it.
+    launch_options: tuple = ("num_warps",)
 
     @property
     def module(self):
@@ -69,7 +72,8 @@ REGISTRY = (
             launches_on=("cpu",), launches_on_without_gpu=("cpu",), default_for=("cpu",)),
     Backend("triton", "Triton Python", targets=(SM_80, SM_90, SM_90A, GFX90A, GFX942),
             default_targets=("sm_80", "sm_90", "gfx90a", "gfx942"),
-            launches_on=("cuda",), launches_on_without_gpu=("cpu",), default_for=("cuda",)),
+            launches_on=("cuda",), launches_on_without_gpu=("cpu",), default_for=("cuda",),
+            launch_options=("num_warps", "num_stages")),
     Backend("opencl", "OpenCL C", targets=(OPENCL_CPU,), default_targets=("opencl-cpu",),
             launches_on=("cpu",), launches_on_without_gpu=("cpu",), cstyle=True),
     Backend("cuda", "CUDA C++ (NVRTC)", targets=(SM_80, SM_90, SM_90A), default_targets=("sm_90a",),

@@ -110,3 +110,18 @@ def test_cache_export_import_and_a_foreign_device(tmp_path, capsys):
     assert "not a device of this machine" in capsys.readouterr().err
     assert main(["cache", "import", str(export), "--force"]) == 0
     assert len(table.all_tables()) == 2
+
+
+def test_a_launch_option_the_backend_ignores_is_not_searched():
+    """num_stages changes nothing outside Triton: on OpenCL the space keeps only the default's value (each
+    other candidate would time the same kernel again); on Triton every candidate stays."""
+    from tilekit.autotune.tuner import search_space
+    mm = kernels()["matmul.main"]
+    declared = mm.tunables.space["num_stages"]
+    assert len(declared) > 1
+    opencl = search_space(TuneJob(mm, (96, 80, 72), backend="opencl"))
+    triton = search_space(TuneJob(mm, (96, 80, 72), backend="triton"))
+    default = mm.default_config((96, 80, 72), torch.float32, torch.device("cpu"))
+    assert opencl["num_stages"] == [default["num_stages"]]
+    assert triton["num_stages"] == list(declared)
+    assert opencl["BM"] == triton["BM"] == list(mm.tunables.space["BM"])
