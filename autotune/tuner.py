@@ -376,6 +376,8 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     for k, v in default.items():  # the default is always trial 0, so a narrowed space keeps its values
         if v not in space[k]:
             space[k].append(v)
+            if _numeric(space[k]):  # CMA-ES walks indices: neighbours must stay neighbours
+                space[k].sort()
     sampler_name = choose_sampler(job, space)
     fp = fingerprint(job.backend, job.device)
     name = job.study or study_name(job, fp)

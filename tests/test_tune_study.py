@@ -125,3 +125,23 @@ def test_a_launch_option_the_backend_ignores_is_not_searched():
     assert opencl["num_stages"] == [default["num_stages"]]
     assert triton["num_stages"] == list(declared)
     assert opencl["BM"] == triton["BM"] == list(mm.tunables.space["BM"])
+
+
+def test_cmaes_searches_a_numeric_space_and_refuses_a_categorical_one():
+    mm = kernels()["matmul.main"]
+    space = {"BM": [16, 32], "BN": [16, 32], "BK": [16], "num_warps": [2, 4]}
+    job = TuneJob(mm, (40, 24, 32), backend="reference", trials=4, sampler="cmaes", trial_timeout=30,
+                  repeats=2, final_repeats=2, space=space, write_table=False)
+    result = tune(job, progress=False)
+    trials = _trials(result.study_name)
+    assert sum(1 for t in trials if t.user_attrs.get("ran")) == 4
+    assert all(t.params and all(p.endswith("#index") for p in t.params) for t in trials)  # CMA-ES walks indices
+    # the narrowed space plus the default's values (trial 0 is always the default)
+    default = mm.default_config((40, 24, 32), torch.float32, torch.device("cpu"))
+    allowed = {k: set(v) | {default[k]} for k, v in space.items()}
+    searched = [t.user_attrs["config"] for t in trials if not t.user_attrs.get("default")]
+    assert len(searched) == 3 and all(c[k] in allowed[k] for c in searched for k in space)
+    faults = kernels([FAULTS])["faults.scale"]
+    with pytest.raises(ValueError, match="numeric parameters only; mode"):
+        tune(TuneJob(faults, (100,), backend="reference", trials=2, sampler="cmaes", extra_modules=(FAULTS,),
+                     write_table=False), progress=False)
