@@ -374,7 +374,8 @@ def _opencl_param():
     return pytest.param("opencl", marks=pytest.mark.skipif(not ok, reason=f"OpenCL backend unavailable: {why}"))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+# fp64: a float64 operand is computed in float64 (the reference's softplus once went through float32)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=["fp64", "fp32", "fp16"])
 @pytest.mark.parametrize("op", sorted(UNARY))
 @pytest.mark.parametrize("backend", [*BACKENDS, _opencl_param()])  # opencl: the C emitter's spellings, run
 def test_unary_math_matches_torch(backend, op, dtype):

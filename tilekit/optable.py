@@ -76,8 +76,10 @@ class Unary:
 
 
 def _softplus(x):
-    """log(1 + exp(x)), and x itself above 20 (PyTorch's threshold), in float32."""
-    x = np.asarray(x, dtype=np.float32)
+    """log(1 + exp(x)), and x itself above 20 (PyTorch's threshold), in float32 (float64 stays float64)."""
+    x = np.asarray(x)
+    if x.dtype != np.float64:
+        x = x.astype(np.float32)
     return np.where(x > 20.0, x, np.log1p(np.exp(np.minimum(x, 20.0))))
 
 
