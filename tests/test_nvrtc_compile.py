@@ -112,3 +112,19 @@ def test_a_cuobjdump_without_nvdisasm_beside_it_is_given_one(tmp_path, monkeypat
     assert toolchain.tool_candidates("cuobjdump")[0] == str(lonely)
     sass = toolchain.cubin_sass(cubin)
     assert toolchain._working["sass"][0] == str(lonely) and "HMMA" in sass
+
+
+def test_the_launch_cubin_is_content_hashed_in_the_cache_directory(monkeypatch, tmp_path):
+    """binary_for (the GPU launch path, run here with the device query stubbed) writes its cubin through
+    the cache, not under a predictable name in the shared temp directory."""
+    import os
+    monkeypatch.setenv("TILEKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    a, b, c = torch.randn(40, 24), torch.randn(24, 16), torch.empty(40, 16)
+    matmul.source("cuda", a, b, c, BM=32, BN=32, BK=16)
+    [compiled] = [ck for ck in matmul._cache.values() if type(ck).__name__ == "CompiledCUDA"][-1:]
+    path = compiled.binary_for(0)
+    assert os.path.dirname(os.path.dirname(path)) == str(tmp_path) and path.endswith(".cubin")
+    with open(path, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    assert compiled.binary_for(0) == path  # same source, same file

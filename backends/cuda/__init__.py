@@ -9,10 +9,9 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 
 from ...artifact import summarize_sass
+from ...cache import write_generated
 from ...errors import BackendUnavailable
 from .. import record, toolchain
 from ..cstyle import Generated, flatten_args, storage_view
@@ -64,10 +63,8 @@ class CompiledCUDA:
         arch = f"sm_{major}{minor}" + ("a" if major == 9 else "")
         with toolchain.reported_as(self.kernel, self.dialect, arch):
             cubin, _, _ = _nvrtc.compile_source(self.source, arch)
-        path = os.path.join(tempfile.gettempdir(), f"tilekit_{self.gen.symbol}_{arch}_{abs(hash(self.source))}.cubin")
-        with open(path, "wb") as f:
-            f.write(cubin)
-        return path
+        # content-hashed, written atomically in the cache directory (a shared temp dir is not ours to trust)
+        return write_generated("cuda", f"{self.gen.symbol}_{arch}", cubin, ".cubin")
 
     def function(self, device):
         fn = self._functions.get(device)

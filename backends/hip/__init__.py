@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 
+from ...cache import write_generated
 from ...errors import BackendError, BackendUnavailable
 from .. import record, toolchain
 from ..cstyle import Generated
@@ -84,10 +85,8 @@ class CompiledHIP(CompiledCUDA):
         arch = torch.cuda.get_device_properties(device).gcnArchName.split(":")[0]
         with toolchain.reported_as(self.kernel, "hip", arch):
             binary, _, _ = compile_source(self.source, arch)
-        path = os.path.join(tempfile.gettempdir(), f"tilekit_{self.gen.symbol}_{arch}_{abs(hash(self.source))}.hsaco")
-        with open(path, "wb") as f:
-            f.write(binary)
-        return path
+        # content-hashed, written atomically in the cache directory (a shared temp dir is not ours to trust)
+        return write_generated("hip", f"{self.gen.symbol}_{arch}", binary, ".hsaco")
 
     def launch(self, args, grid):
         why = launch_unavailable_reason()
