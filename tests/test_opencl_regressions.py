@@ -126,3 +126,34 @@ def test_selective_scan_writes_every_output(flags, num_warps):
     tolerances.assert_close(out, res["reference"][0].float(), torch.float16)
     if LA:
         tolerances.assert_close(last, res["reference"][1], torch.float32)
+
+
+# -- a uniform runtime `if` around staged loads and stores (found by the SSM family's state update) --
+
+@tk.kernel
+def _update_rows_if_valid(State, X, BD: tk.constexpr = 8, BN: tk.constexpr = 8):
+    b = tk.program_id(0)
+    if b >= 0:  # a runtime scalar condition; the broadcast inside stages through shared memory
+        s = tk.load(State, (b, 0, 0), (1, BD, BN)).reshape((BD, BN))
+        u = tk.load(X, (b, 0), (1, BD)).reshape((BD,))
+        tk.store(State, (b, 0, 0), (s * 2.0 + u[:, None]).reshape((1, BD, BN)))
+
+
+def test_barriers_under_a_runtime_branch_build_unoptimized(tmp_path):
+    """At PoCL's -O this gave values of 1e32 and then 'double free or corruption' (host heap corrupted)
+    with 32 and 128 work-items; right with -cl-opt-disable, which such kernels now get. In a fresh
+    process: a corrupted heap must not take the test session down."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(TESTS)!r})
+        from test_opencl_regressions import _update_rows_if_valid
+        for num_warps in (1, 4):
+            S = torch.randn(3, 6, 7); X = torch.randn(3, 6); want = S * 2 + X[:, :, None]
+            _update_rows_if_valid[(3,)](S, X, backend="opencl", num_warps=num_warps)
+            assert torch.allclose(S, want), (S - want).abs().max().item()
+        print("ok")
+    """))
+    env = {**os.environ, "TILEKIT_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stderr[-3000:])

@@ -106,6 +106,9 @@ class ControlMixin:
             out += ["  " + l for l in inner]
         out.append("}")
         if self.d.pad_branch_barriers and any(self.d.barrier in l for b in bodies for l in b):
+            # PoCL's optimizer miscompiles barriers under a uniform branch (silent wrong values and heap
+            # corruption at launch, tests/test_opencl_regressions.py): such kernels build unoptimized.
+            self.features.add("barrier_in_branch")
             # And a barrier where the branches join. Without it PoCL (3.0 and 3.1, pthread device) sometimes
             # let a work-group read branch results (registers assigned after the branch's last barrier) that
             # were wrong: whole tiles, only with more than one worker thread, and every time with

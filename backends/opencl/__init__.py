@@ -68,12 +68,17 @@ def available():
         return False, f"no usable OpenCL device: {e}"
 
 
+# A kernel with barriers under a runtime branch builds without optimization: PoCL 3.0 (LLVM 14) at -O
+# gave wrong values and corrupted the host heap on a uniform `if` around staged loads and stores.
+UNOPTIMIZED_FEATURES = frozenset({"barrier_in_branch"})
+
+
 @functools.lru_cache(maxsize=256)
-def _program(source: str):
+def _program(source: str, unoptimized: bool = False):
     import pyopencl as cl
     ctx, _, _ = _runtime()
     try:
-        return cl.Program(ctx, source).build(options=BUILD_OPTIONS)
+        return cl.Program(ctx, source).build(options=BUILD_OPTIONS + (["-cl-opt-disable"] if unoptimized else []))
     except cl.Error as e:
         raise BackendError(f"the OpenCL build failed:\n{e}\n--- source ---\n{source}") from None
 
@@ -90,8 +95,10 @@ class CompiledOpenCL:
     @property
     def cl_kernel(self):
         if self._kernel is None:
+            import pyopencl as cl
             with toolchain.reported_as(self.kernel, "opencl", "opencl-cpu"):
-                self._kernel = getattr(_program(self.source), self.gen.symbol)
+                program = _program(self.source, bool(UNOPTIMIZED_FEATURES & self.gen.features))
+                self._kernel = cl.Kernel(program, self.gen.symbol)  # one retrieval per compiled kernel
         return self._kernel
 
     def launch(self, args, grid):
@@ -151,10 +158,10 @@ def aot(kernel, fn, spec, target):
     gen = Generated(kernel.__name__, fn, "opencl", num_warps=spec.options.get("num_warps"))
     t0 = time.perf_counter()
     with toolchain.reported_as(kernel, "opencl", target):
-        prog = _program(gen.source)
+        prog = _program(gen.source, bool(UNOPTIMIZED_FEATURES & gen.features))
     build_s = time.perf_counter() - t0
     _, _, dev = _runtime()
-    knl = getattr(prog, gen.symbol)
+    knl = cl.Kernel(prog, gen.symbol)
     info = cl.kernel_work_group_info
     resources = {
         "work_group_size": gen.threads,
