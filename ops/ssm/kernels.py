@@ -46,6 +46,13 @@ def linear_recurrence_combine(a_left, b_left, a_right, b_right):
 
 
 @tk.func
+def softplus(x):
+    """log(1 + exp(x)), x above 20 as is (PyTorch's threshold). Written out because tk.softplus rounds
+    through fp32 for float64 tiles (tests/ops/ssm/test_ssm_dsl_needs.py)."""
+    return tk.where(x > 20.0, x, tk.log(1.0 + tk.exp(tk.minimum(x, 20.0))))
+
+
+@tk.func
 def group_rows(d0, dim, group_size, groups, BD: tk.constexpr):
     """The B/C group of each channel d0 .. d0+BD-1 (channels past ``dim`` clamp to a valid group)."""
     channel = tk.minimum(d0 + tk.arange(BD), dim - 1)
@@ -87,7 +94,7 @@ def selective_scan_fwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Init, Ou
         if HAS_BIAS:
             dt = dt + bias[:, None]
         if SOFTPLUS:
-            dt = tk.softplus(dt)
+            dt = softplus(dt)
         bt = tk.load(Bg, (b, b_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
         ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
         # steps past the end are the identity (a = 1, b = 0), so the chunk's last column is the final state
@@ -104,3 +111,117 @@ def selective_scan_fwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Init, Ou
         tk.store(Out, (b, d0, t0), y.reshape((1, BD, BL)))
         state = states[:, :, BL - 1]
     tk.store(LastState, (b, d0, 0), state.reshape((1, BD, BN)))
+
+
+@tk.func
+def chunk_deltas(Delta, DeltaBias, b, d0, t, length, bias, BD: tk.constexpr, BL: tk.constexpr,
+                 HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, ACC: tk.constexpr):
+    """(delta before softplus, delta after bias and softplus) for steps t .. t+BL-1 of channels d0 .."""
+    raw = tk.load(Delta, (b, d0, t), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+    if HAS_BIAS:
+        raw = raw + bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = softplus(raw)
+    return raw, dt
+
+
+@tk.kernel(tunables=SELECTIVE_SCAN_TUNABLES)
+def selective_scan_bwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoints, Dout,
+                              DU, DDelta, DA, DBg, DCg, DD, DZ, DDeltaBias, DInit,
+                              b_group_size, c_group_size,
+                              BD: tk.constexpr, BN: tk.constexpr, BL: tk.constexpr,
+                              HAS_D: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                              SOFTPLUS: tk.constexpr, FIXED_B: tk.constexpr, FIXED_C: tk.constexpr,
+                              ACC: tk.constexpr):
+    """The selective scan's backward for channels d0 .. d0+BD-1 of batch row b, chunks in reverse order.
+
+    Each chunk's states are recomputed from the checkpoint the forward saved at its start. The adjoint
+    g_t = dL/dx_t obeys g_t = exp(dt_{t+1} A) g_{t+1} + dy_t C_t: a reverse associative scan over
+    (next step's decay, dy C), with g entering from the chunk after. Per-step terms use
+    exp(dt_t A) x_{t-1} = x_t - dt_t B_t u_t, so no earlier state is needed.
+
+    DA, DD, DDeltaBias and fixed DB/DC (Dm, N) sum over batch rows by atomic adds; variable/grouped
+    DBg/DCg (Bt, G, N, L) sum over the block's channels, which the wrapper keeps within one group.
+    """
+    batch, dim, length = U.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)
+    b_groups = group_rows(d0, dim, b_group_size, Bg.shape[1], BD)
+    c_groups = group_rows(d0, dim, c_group_size, Cg.shape[1], BD)
+    bias = tk.zeros((BD,), ACC)
+    if HAS_BIAS:
+        bias = tk.load(DeltaBias, (d0,), (BD,)).to(ACC)
+    skip = tk.zeros((BD,), ACC)
+    if HAS_D:
+        skip = tk.load(Dskip, (d0,), (BD,)).to(ACC)
+    adjoint = tk.zeros((BD, BN), ACC)       # g at the first step of the chunk after this one
+    first_decay = tk.zeros((BD, BN), ACC)
+    d_a = tk.zeros((BD, BN), ACC)
+    d_b_fixed = tk.zeros((BD, BN), ACC)
+    d_c_fixed = tk.zeros((BD, BN), ACC)
+    d_skip = tk.zeros((BD,), ACC)
+    d_bias = tk.zeros((BD,), ACC)
+    chunks = tk.cdiv(length, BL)
+    for i in tk.range(0, chunks):
+        chunk = chunks - 1 - i
+        t0 = chunk * BL
+        state = tk.load(Checkpoints, (b, d0, chunk, 0), (1, BD, 1, BN)).reshape((BD, BN)).to(ACC)
+        steps = t0 + tk.arange(BL)
+        in_sequence = (steps < length)[None, None, :]
+        next_in_sequence = (steps + 1 < length)[None, None, :]
+        u = tk.load(U, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        raw, dt = chunk_deltas(Delta, DeltaBias, b, d0, t0, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+        _, dt_next = chunk_deltas(Delta, DeltaBias, b, d0, t0 + 1, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+        bt = tk.load(Bg, (b, b_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        decay = tk.where(in_sequence, tk.exp(dt[:, None, :] * a[:, :, None]), 1.0)
+        decay_next = tk.where(next_in_sequence, tk.exp(dt_next[:, None, :] * a[:, :, None]), 1.0)
+        du_b = (dt * u)[:, None, :]
+        drive = du_b * bt
+        decay_prefix, drive_prefix = tk.associative_scan((decay, drive), 2, linear_recurrence_combine)
+        states = decay_prefix * state[:, :, None] + drive_prefix
+        dout = tk.load(Dout, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        dy = dout
+        if HAS_Z:
+            y = tk.sum(states * ct, axis=1) + u * skip[:, None]
+            z = tk.load(Z, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+            gate = tk.sigmoid(z)
+            tk.store(DZ, (b, d0, t0), (dout * y * gate * (1.0 + z * (1.0 - gate))).reshape((1, BD, BL)))
+            dy = dout * z * gate
+        d_skip = d_skip + tk.sum(dy * u, axis=1)
+        decay_suffix, adjoint_local = tk.associative_scan((decay_next, dy[:, None, :] * ct), 2,
+                                                          linear_recurrence_combine, reverse=True)
+        g = adjoint_local + decay_suffix * adjoint[:, :, None]
+        carried = g * (states - drive)          # g_t exp(dt_t A) x_{t-1}
+        g_b = tk.sum(g * bt, axis=1)
+        d_dt = tk.sum(carried * a[:, :, None], axis=1) + g_b * u
+        tk.store(DU, (b, d0, t0), (dy * skip[:, None] + dt * g_b).reshape((1, BD, BL)))
+        d_a = d_a + tk.sum(carried * dt[:, None, :], axis=2)
+        if SOFTPLUS:
+            d_dt = d_dt * tk.sigmoid(raw)
+        tk.store(DDelta, (b, d0, t0), d_dt.reshape((1, BD, BL)))
+        d_bias = d_bias + tk.sum(d_dt, axis=1)
+        d_b = g * du_b
+        d_c = dy[:, None, :] * states
+        if FIXED_B:
+            d_b_fixed = d_b_fixed + tk.sum(d_b, axis=2)
+        else:
+            tk.atomic_add(DBg, (b, d0 // b_group_size, 0, t0), tk.sum(d_b, axis=0).reshape((1, 1, BN, BL)))
+        if FIXED_C:
+            d_c_fixed = d_c_fixed + tk.sum(d_c, axis=2)
+        else:
+            tk.atomic_add(DCg, (b, d0 // c_group_size, 0, t0), tk.sum(d_c, axis=0).reshape((1, 1, BN, BL)))
+        adjoint = g[:, :, 0]
+        first_decay = decay[:, :, 0]
+    tk.store(DInit, (b, d0, 0), (first_decay * adjoint).reshape((1, BD, BN)))
+    tk.atomic_add(DA, (d0, 0), d_a)
+    if FIXED_B:
+        tk.atomic_add(DBg, (d0, 0), d_b_fixed)
+    if FIXED_C:
+        tk.atomic_add(DCg, (d0, 0), d_c_fixed)
+    if HAS_D:
+        tk.atomic_add(DD, (d0,), d_skip)
+    if HAS_BIAS:
+        tk.atomic_add(DDeltaBias, (d0,), d_bias)

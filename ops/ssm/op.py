@@ -9,10 +9,11 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, checked_config, clamp_pow2, elem_bytes, provided_config
-from .kernels import MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_TUNABLES, selective_scan_fwd_kernel
+from .kernels import (MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_kernel,
+                      selective_scan_fwd_kernel)
 
 OP_NAME = "selective_scan"
-KERNEL_IDS = {"selective_scan_fwd_kernel": "selective_scan.fwd"}
+KERNEL_IDS = {"selective_scan_fwd_kernel": "selective_scan.fwd", "selective_scan_bwd_kernel": "selective_scan.bwd"}
 MAX_STATE = 256
 
 
@@ -155,28 +156,159 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     return out, last_state, checkpoints, config["BL"]
 
 
+def _chunks(length, chunk):
+    return tk.cdiv(length, chunk) if length else 0
+
+
 @torch.library.custom_op("tilekit::selective_scan", mutates_args=())
 def selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                       D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                       delta_bias: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
-                      delta_softplus: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    out, last_state, _, _ = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, False)
-    return out, last_state
+                      delta_softplus: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, last_state, checkpoints): checkpoints (Bt, Dm, chunks, N) holds the state entering each of the
+    forward's L-chunks, what the backward recomputes from."""
+    out, last_state, checkpoints, _ = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                               delta_softplus, True)
+    return out, last_state, checkpoints
 
 
 @selective_scan_op.register_fake
 def _selective_scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None,
                          delta_softplus=False):
     bt, dm, length, n = _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    return u.new_empty(bt, dm, length), u.new_empty(bt, dm, n, dtype=_state_dtype(u.dtype))
+    chunk = _config_for((bt, dm, length, n), u.dtype, u.device)["BL"]
+    state_dtype = _state_dtype(u.dtype)
+    return (u.new_empty(bt, dm, length), u.new_empty(bt, dm, n, dtype=state_dtype),
+            u.new_empty(bt, dm, _chunks(length, chunk), n, dtype=state_dtype))
+
+
+def _backward_block(config_bd, B, C, dm):
+    """The backward's channel block: a block must not straddle two B (or C) groups, since it sums its
+    channels' dB/dC into one group row."""
+    bd = config_bd
+    for x in (B, C):
+        if x.dim() == 4 and x.shape[1] > 1:
+            group = dm // x.shape[1]
+            while group % bd:
+                bd //= 2
+    return bd
+
+
+@torch.library.custom_op("tilekit::selective_scan_backward", mutates_args=())
+def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                               C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                               delta_bias: torch.Tensor | None, checkpoints: torch.Tensor, dout: torch.Tensor,
+                               delta_softplus: bool, chunk: int) -> list[torch.Tensor]:
+    """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state]; a gradient of an absent input is
+    an empty tensor."""
+    bt, dm, length, n = _check_inputs(u, delta, A, B, C, D, z, delta_bias, None)
+    grads = _backward_empty(u, delta, A, B, C, D, z, delta_bias)
+    if length == 0 or u.numel() == 0 or n == 0:
+        for g in grads:
+            g.zero_()
+        if n == 0 and u.numel():
+            dy = dout.to(grads[-1].dtype)
+            if z is not None:
+                grads[6].copy_(dout * (u * (D[:, None] if D is not None else 0)) * _dsilu(z))
+                dy = dout * torch.nn.functional.silu(z)
+            if D is not None:
+                grads[0].copy_(dy * D[:, None])
+                grads[5].copy_((dy * u).sum((0, 2)))
+        return grads
+    state_dtype = _state_dtype(u.dtype)
+    backend = backend_for(u.device)
+    config = _config_for((bt, dm, length, n), u.dtype, u.device, backend, "selective_scan.bwd")
+    bd = _backward_block(config["BD"], B, C, dm)
+    bg, b_group = _as_groups("B", B, bt, dm, n, length)
+    cg, c_group = _as_groups("C", C, bt, dm, n, length)
+    d_a = torch.zeros(dm, n, dtype=state_dtype, device=u.device)
+    d_bg = torch.zeros(B.shape if B.dim() == 2 else bg.shape, dtype=state_dtype, device=u.device)
+    d_cg = torch.zeros(C.shape if C.dim() == 2 else cg.shape, dtype=state_dtype, device=u.device)
+    d_d = torch.zeros(dm, dtype=state_dtype, device=u.device)
+    d_bias = torch.zeros(dm, dtype=state_dtype, device=u.device)
+    d_init = torch.empty(bt, dm, n, dtype=state_dtype, device=u.device)
+    du = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device)
+    ddelta = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device)
+    dz = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device) if z is not None else du
+    grid = (bt, tk.cdiv(dm, bd))
+    selective_scan_bwd_kernel[grid](
+        u, delta, A, bg, cg, D if D is not None else A, z if z is not None else u,
+        delta_bias if delta_bias is not None else A, checkpoints, dout,
+        du, ddelta, d_a, d_bg, d_cg, d_d, dz, d_bias, d_init, b_group, c_group,
+        BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), FIXED_B=B.dim() == 2,
+        FIXED_C=C.dim() == 2, ACC=_acc(u.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"],
+        backend=backend)
+    grads[0].copy_(du)
+    grads[1].copy_(ddelta)
+    grads[2].copy_(d_a)
+    grads[3].copy_(d_bg.reshape(B.shape))
+    grads[4].copy_(d_cg.reshape(C.shape))
+    if D is not None:
+        grads[5].copy_(d_d)
+    if z is not None:
+        grads[6].copy_(dz)
+    if delta_bias is not None:
+        grads[7].copy_(d_bias)
+    grads[8].copy_(d_init)
+    return grads
+
+
+def _dsilu(z):
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+def _backward_empty(u, delta, A, B, C, D, z, delta_bias):
+    bt, dm, length = u.shape
+    n = A.shape[1]
+    none = u.new_empty(0)
+    return [u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape), B.new_empty(B.shape),
+            C.new_empty(C.shape), D.new_empty(D.shape) if D is not None else none,
+            z.new_empty(z.shape) if z is not None else none,
+            delta_bias.new_empty(delta_bias.shape) if delta_bias is not None else none,
+            u.new_empty(bt, dm, n, dtype=_state_dtype(u.dtype))]
+
+
+@selective_scan_backward_op.register_fake
+def _selective_scan_backward_fake(u, delta, A, B, C, D, z, delta_bias, checkpoints, dout, delta_softplus, chunk):
+    _check_inputs(u, delta, A, B, C, D, z, delta_bias, None)
+    return _backward_empty(u, delta, A, B, C, D, z, delta_bias)
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus = inputs
+    out, last_state, checkpoints = output
+    ctx.mark_non_differentiable(last_state, checkpoints)
+    bt, dm, length = u.shape
+    ctx.chunk = _config_for((bt, dm, length, A.shape[1]), u.dtype, u.device)["BL"]
+    ctx.delta_softplus = delta_softplus
+    ctx.has = (D is not None, z is not None, delta_bias is not None, initial_state is not None)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
+
+
+def _backward(ctx, dout, _d_last_state, _d_checkpoints):
+    u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
+    dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = torch.ops.tilekit.selective_scan_backward(
+        u, delta, A, B, C, D, z, delta_bias, checkpoints, dout, ctx.delta_softplus, ctx.chunk)
+    has_d, has_z, has_bias, has_init = ctx.has
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.to(D.dtype) if has_d else None, dz.to(z.dtype) if has_z else None,
+            dbias.to(delta_bias.dtype) if has_bias else None,
+            dinit if has_init else None, None)
+
+
+selective_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan(u, delta, A, B, C, *, D=None, z=None, delta_bias=None, delta_softplus=False,
                    initial_state=None, return_last_state=False):
     """Mamba-1's selective scan (mamba_ssm ``selective_scan_fn`` semantics, real A). Returns ``out``
-    (Bt, Dm, L) in u's dtype, and ``(out, last_state)`` with ``return_last_state=True``."""
-    out, last_state = torch.ops.tilekit.selective_scan(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                                       bool(delta_softplus))
+    (Bt, Dm, L) in u's dtype, and ``(out, last_state)`` with ``return_last_state=True`` (last_state (Bt, Dm, N)
+    fp32, no gradient). Differentiable in u, delta, A, B, C, D, z, delta_bias and initial_state."""
+    out, last_state, _ = torch.ops.tilekit.selective_scan(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                                          bool(delta_softplus))
     return (out, last_state) if return_last_state else out
 
 
