@@ -27,14 +27,17 @@ def _state_dtype(dtype):
 
 # ---- configs -------------------------------------------------------------------------------------
 
-def _default_config(shape, dtype, device):
+def _default_config(shape, dtype, device, backend=None):
     """Config for the shape tuple (Bt, Dm, L, N)."""
     bt, dm, length, n = shape
     bn = clamp_pow2(n, 1, MAX_STATE)
-    if device.type == "cpu":
+    if backend == "opencl":
+        # PoCL unrolls every tile op into C: small tiles keep its compile time (seconds per tile size) in check
+        config = {"BD": 4, "BL": 16, "num_warps": 1, "num_stages": 1}
+    elif device.type == "cpu":
         # the reference executor and the interpreter pay per program and per loop iteration: long chunks
         bl = clamp_pow2(length, 8, 256)
-        bd = clamp_pow2(dm, 1, max(1, 32 * 8 * MAX_SCAN_VALUES_PER_THREAD // (bn * bl)))
+        bd = clamp_pow2(dm, 1, max(1, 32 * 8 * MAX_SCAN_VALUES_PER_THREAD // (max(bn, 16) * bl)))
         config = {"BD": min(bd, 32), "BL": bl, "num_warps": 8, "num_stages": 1}
     else:
         bl = 64 if bn <= 16 else 16
@@ -46,7 +49,7 @@ def _default_config(shape, dtype, device):
 def _config_for(shape, dtype, device, backend=None, kernel_id="selective_scan.fwd"):
     backend = backend or default_backend(device)
     config = (provided_config(kernel_id, shape, dtype, device, backend, SELECTIVE_SCAN_TUNABLES, elem_bytes(dtype))
-              or _default_config(shape, dtype, device))
+              or _default_config(shape, dtype, device, backend))
     return dict(config)
 
 
@@ -156,6 +159,14 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     return out, last_state, checkpoints, config["BL"]
 
 
+def _backend_of(device):
+    """The backend a launch on ``device`` would use (the device's default where none can launch, e.g. meta)."""
+    try:
+        return backend_for(device)
+    except Exception:
+        return default_backend(device) if device.type != "meta" else "triton"
+
+
 def _chunks(length, chunk):
     return tk.cdiv(length, chunk) if length else 0
 
@@ -176,7 +187,7 @@ def selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
 def _selective_scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None,
                          delta_softplus=False):
     bt, dm, length, n = _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    chunk = _config_for((bt, dm, length, n), u.dtype, u.device)["BL"]
+    chunk = _config_for((bt, dm, length, n), u.dtype, u.device, _backend_of(u.device))["BL"]
     state_dtype = _state_dtype(u.dtype)
     return (u.new_empty(bt, dm, length), u.new_empty(bt, dm, n, dtype=state_dtype),
             u.new_empty(bt, dm, _chunks(length, chunk), n, dtype=state_dtype))
@@ -281,7 +292,7 @@ def _setup_context(ctx, inputs, output):
     out, last_state, checkpoints = output
     ctx.mark_non_differentiable(last_state, checkpoints)
     bt, dm, length = u.shape
-    ctx.chunk = _config_for((bt, dm, length, A.shape[1]), u.dtype, u.device)["BL"]
+    ctx.chunk = _config_for((bt, dm, length, A.shape[1]), u.dtype, u.device, _backend_of(u.device))["BL"]
     ctx.delta_softplus = delta_softplus
     ctx.has = (D is not None, z is not None, delta_bias is not None, initial_state is not None)
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
