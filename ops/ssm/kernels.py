@@ -11,6 +11,10 @@ variable and grouped B/C.
 """
 import tilekit as tk
 
+# The forward saves the state every CHECKPOINT_STEPS steps; the backward recomputes each such chunk from it.
+# A constant (not a tunable) so the checkpoints' shape is known from L alone (fake tensors, dynamic shapes).
+CHECKPOINT_STEPS = 64
+
 # fp32 values each thread may hold for one chunk: the (BD, BN, BL) scan operands and results (4 tiles).
 MAX_SCAN_VALUES_PER_THREAD = 128
 
@@ -30,7 +34,7 @@ def _scan_config_rule(config):
 SELECTIVE_SCAN_TUNABLES = tk.Tunables(
     {
         "BD": [1, 2, 4, 8, 16, 32],
-        "BL": [8, 16, 32, 64, 128, 256],
+        "BL": [8, 16, 32, 64],  # divides CHECKPOINT_STEPS
         "num_warps": [1, 2, 4, 8],
         "num_stages": [1, 2, 3],
     },
@@ -69,7 +73,7 @@ def selective_scan_fwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Init, Ou
     """Out = selective_scan(U, Delta, A, B, C) for channels d0 .. d0+BD-1 of batch row b.
 
     LastState (Bt, Dm, N) gets the state after the last step. With SAVE_CHECKPOINTS, Checkpoints
-    (Bt, Dm, chunks, N) gets the state entering each BL-step chunk, which the backward recomputes from.
+    (Bt, Dm, cdiv(L, CHECKPOINT_STEPS), N) gets the state entering each CHECKPOINT_STEPS-step chunk, which the backward recomputes from.
     """
     batch, dim, length = U.shape
     b = tk.program_id(0)
@@ -87,7 +91,8 @@ def selective_scan_fwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Init, Ou
         state = tk.zeros((BD, BN), ACC)
     for t0 in tk.range(0, length, BL):
         if SAVE_CHECKPOINTS:
-            tk.store(Checkpoints, (b, d0, t0 // BL, 0), state.reshape((1, BD, 1, BN)))
+            if t0 % CHECKPOINT_STEPS == 0:
+                tk.store(Checkpoints, (b, d0, t0 // CHECKPOINT_STEPS, 0), state.reshape((1, BD, 1, BN)))
         in_sequence = ((t0 + tk.arange(BL)) < length)[None, None, :]
         u = tk.load(U, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
         dt = tk.load(Delta, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)

@@ -9,7 +9,7 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, checked_config, clamp_pow2, elem_bytes, provided_config
-from .kernels import (MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_kernel,
+from .kernels import (CHECKPOINT_STEPS, MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_kernel,
                       selective_scan_fwd_kernel)
 
 OP_NAME = "selective_scan"
@@ -36,7 +36,7 @@ def _default_config(shape, dtype, device, backend=None):
         config = {"BD": 4, "BL": 16, "num_warps": 1, "num_stages": 1}
     elif device.type == "cpu":
         # the reference executor and the interpreter pay per program and per loop iteration: long chunks
-        bl = clamp_pow2(length, 8, 256)
+        bl = clamp_pow2(length, 8, CHECKPOINT_STEPS)
         bd = clamp_pow2(dm, 1, max(1, 32 * 8 * MAX_SCAN_VALUES_PER_THREAD // (max(bn, 16) * bl)))
         config = {"BD": min(bd, 32), "BL": bl, "num_warps": 8, "num_stages": 1}
     else:
@@ -136,13 +136,13 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     out = torch.empty(bt, dm, length, dtype=u.dtype, device=u.device)
     backend = backend_for(u.device)
     config = _config_for((bt, dm, length, n), u.dtype, u.device, backend)
-    chunks = tk.cdiv(length, config["BL"]) if length else 0
+    chunks = _chunks(length)
     checkpoints = (torch.empty(bt, dm, chunks, n, dtype=state_dtype, device=u.device)
                    if save_checkpoints else None)
     if length == 0:
         last_state = (initial_state.to(state_dtype).clone() if initial_state is not None
                       else torch.zeros(bt, dm, n, dtype=state_dtype, device=u.device))
-        return out, last_state, checkpoints, config["BL"]
+        return out, last_state, checkpoints
     last_state = torch.empty(bt, dm, n, dtype=state_dtype, device=u.device)
     if out.numel() == 0 or n == 0:
         if n == 0 and out.numel():
@@ -151,12 +151,12 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
             if z is not None:
                 y = y * torch.nn.functional.silu(z.to(state_dtype))
             out.copy_(y)
-        return out, last_state.zero_(), checkpoints, config["BL"]
+        return out, last_state.zero_(), checkpoints
     grid, args, kwargs = launch_args((u, delta, A, B, C), out, config, D=D, z=z, delta_bias=delta_bias,
                                      delta_softplus=delta_softplus, initial_state=initial_state,
                                      last_state=last_state, checkpoints=checkpoints)
     selective_scan_fwd_kernel[grid](*args, backend=backend, **kwargs)
-    return out, last_state, checkpoints, config["BL"]
+    return out, last_state, checkpoints
 
 
 def _backend_of(device):
@@ -167,8 +167,8 @@ def _backend_of(device):
         return default_backend(device) if device.type != "meta" else "triton"
 
 
-def _chunks(length, chunk):
-    return tk.cdiv(length, chunk) if length else 0
+def _chunks(length):
+    return (length + CHECKPOINT_STEPS - 1) // CHECKPOINT_STEPS
 
 
 @torch.library.custom_op("tilekit::selective_scan", mutates_args=())
@@ -178,7 +178,7 @@ def selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                       delta_softplus: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out, last_state, checkpoints): checkpoints (Bt, Dm, chunks, N) holds the state entering each of the
     forward's L-chunks, what the backward recomputes from."""
-    out, last_state, checkpoints, _ = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
+    out, last_state, checkpoints = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                                delta_softplus, True)
     return out, last_state, checkpoints
 
@@ -187,10 +187,9 @@ def selective_scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
 def _selective_scan_fake(u, delta, A, B, C, D=None, z=None, delta_bias=None, initial_state=None,
                          delta_softplus=False):
     bt, dm, length, n = _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    chunk = _config_for((bt, dm, length, n), u.dtype, u.device, _backend_of(u.device))["BL"]
     state_dtype = _state_dtype(u.dtype)
     return (u.new_empty(bt, dm, length), u.new_empty(bt, dm, n, dtype=state_dtype),
-            u.new_empty(bt, dm, _chunks(length, chunk), n, dtype=state_dtype))
+            u.new_empty(bt, dm, _chunks(length), n, dtype=state_dtype))
 
 
 def _backward_block(config_bd, B, C, dm):
@@ -209,7 +208,7 @@ def _backward_block(config_bd, B, C, dm):
 def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                                C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
                                delta_bias: torch.Tensor | None, checkpoints: torch.Tensor, dout: torch.Tensor,
-                               delta_softplus: bool, chunk: int) -> list[torch.Tensor]:
+                               delta_softplus: bool) -> list[torch.Tensor]:
     """[du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state]; a gradient of an absent input is
     an empty tensor."""
     bt, dm, length, n = _check_inputs(u, delta, A, B, C, D, z, delta_bias, None)
@@ -246,7 +245,7 @@ def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Te
         u, delta, A, bg, cg, D if D is not None else A, z if z is not None else u,
         delta_bias if delta_bias is not None else A, checkpoints, dout,
         du, ddelta, d_a, d_bg, d_cg, d_d, dz, d_bias, d_init, b_group, c_group,
-        BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=chunk, HAS_D=D is not None, HAS_Z=z is not None,
+        BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=CHECKPOINT_STEPS, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), FIXED_B=B.dim() == 2,
         FIXED_C=C.dim() == 2, ACC=_acc(u.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"],
         backend=backend)
@@ -273,16 +272,15 @@ def _dsilu(z):
 def _backward_empty(u, delta, A, B, C, D, z, delta_bias):
     bt, dm, length = u.shape
     n = A.shape[1]
-    none = u.new_empty(0)
     return [u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape), B.new_empty(B.shape),
-            C.new_empty(C.shape), D.new_empty(D.shape) if D is not None else none,
-            z.new_empty(z.shape) if z is not None else none,
-            delta_bias.new_empty(delta_bias.shape) if delta_bias is not None else none,
+            C.new_empty(C.shape), D.new_empty(D.shape) if D is not None else u.new_empty(0),
+            z.new_empty(z.shape) if z is not None else u.new_empty(0),
+            delta_bias.new_empty(delta_bias.shape) if delta_bias is not None else u.new_empty(0),
             u.new_empty(bt, dm, n, dtype=_state_dtype(u.dtype))]
 
 
 @selective_scan_backward_op.register_fake
-def _selective_scan_backward_fake(u, delta, A, B, C, D, z, delta_bias, checkpoints, dout, delta_softplus, chunk):
+def _selective_scan_backward_fake(u, delta, A, B, C, D, z, delta_bias, checkpoints, dout, delta_softplus):
     _check_inputs(u, delta, A, B, C, D, z, delta_bias, None)
     return _backward_empty(u, delta, A, B, C, D, z, delta_bias)
 
@@ -292,7 +290,6 @@ def _setup_context(ctx, inputs, output):
     out, last_state, checkpoints = output
     ctx.mark_non_differentiable(last_state, checkpoints)
     bt, dm, length = u.shape
-    ctx.chunk = _config_for((bt, dm, length, A.shape[1]), u.dtype, u.device, _backend_of(u.device))["BL"]
     ctx.delta_softplus = delta_softplus
     ctx.has = (D is not None, z is not None, delta_bias is not None, initial_state is not None)
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
@@ -302,7 +299,7 @@ def _backward(ctx, dout, _d_last_state, _d_checkpoints):
     u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
     dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
     du, ddelta, dA, dB, dC, dD, dz, dbias, dinit = torch.ops.tilekit.selective_scan_backward(
-        u, delta, A, B, C, D, z, delta_bias, checkpoints, dout, ctx.delta_softplus, ctx.chunk)
+        u, delta, A, B, C, D, z, delta_bias, checkpoints, dout, ctx.delta_softplus)
     has_d, has_z, has_bias, has_init = ctx.has
     return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.to(D.dtype) if has_d else None, dz.to(z.dtype) if has_z else None,
