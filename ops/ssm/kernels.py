@@ -24,9 +24,9 @@ def _scan_config_rule(config):
     state size rounded up to a power of two; without it in the config (tuning space checks) it is 16,
     Mamba-1's N."""
     bn = config.get("BN", 16)
-    per_thread = config["BD"] * bn * config["BL"] // (32 * config["num_warps"])
+    per_thread = config["BD"] * bn * config.get("BL", CHECKPOINT_STEPS) // (32 * config["num_warps"])
     if per_thread > MAX_SCAN_VALUES_PER_THREAD:
-        return (f"a ({config['BD']}, {bn}, {config['BL']}) chunk over {config['num_warps']} warps is "
+        return (f"a ({config['BD']}, {bn}, {config.get('BL', CHECKPOINT_STEPS)}) chunk over {config['num_warps']} warps is "
                 f"{per_thread} values per thread, more than {MAX_SCAN_VALUES_PER_THREAD}")
     return True
 
@@ -40,6 +40,15 @@ SELECTIVE_SCAN_TUNABLES = tk.Tunables(
     },
     valid=_scan_config_rule,
     default={"BD": 4, "BL": 32, "num_warps": 4, "num_stages": 1},
+)
+
+
+# the backward's chunk is CHECKPOINT_STEPS, the forward's checkpoint interval: only the channel block and
+# the launch options are its own
+SELECTIVE_SCAN_BWD_TUNABLES = tk.Tunables(
+    {"BD": [1, 2, 4, 8, 16], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    valid=_scan_config_rule,
+    default={"BD": 2, "num_warps": 4, "num_stages": 1},
 )
 
 
@@ -131,7 +140,7 @@ def chunk_deltas(Delta, DeltaBias, b, d0, t, length, bias, BD: tk.constexpr, BL:
     return raw, dt
 
 
-@tk.kernel(tunables=SELECTIVE_SCAN_TUNABLES)
+@tk.kernel(tunables=SELECTIVE_SCAN_BWD_TUNABLES)
 def selective_scan_bwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoints, Dout,
                               DU, DDelta, DA, DBg, DCg, DD, DZ, DDeltaBias, DInit,
                               b_group_size, c_group_size,

@@ -9,7 +9,7 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, checked_config, clamp_pow2, elem_bytes, provided_config
-from .kernels import (CHECKPOINT_STEPS, MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_kernel,
+from .kernels import (CHECKPOINT_STEPS, MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_BWD_TUNABLES, SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_kernel,
                       selective_scan_fwd_kernel)
 
 OP_NAME = "selective_scan"
@@ -43,13 +43,30 @@ def _default_config(shape, dtype, device, backend=None):
         bl = 64 if bn <= 16 else 16
         bd = max(1, min(8, 32 * 4 * MAX_SCAN_VALUES_PER_THREAD // (bn * bl)))
         config = {"BD": bd, "BL": bl, "num_warps": 4, "num_stages": 1}
-    return checked_config(OP_NAME, {**config}, SELECTIVE_SCAN_TUNABLES, elem_bytes(dtype)) and config
+    return checked_config(OP_NAME, {**config, "BN": bn}, SELECTIVE_SCAN_TUNABLES, elem_bytes(dtype)) and config
+
+
+def _default_bwd_config(shape, dtype, device, backend=None):
+    """Backward config for (Bt, Dm, L, N); its chunk is always CHECKPOINT_STEPS."""
+    bn = clamp_pow2(shape[3], 1, MAX_STATE)
+    if backend == "opencl":
+        config = {"BD": 2, "num_warps": 1, "num_stages": 1}
+    elif device.type == "cpu":
+        bd = clamp_pow2(shape[1], 1, max(1, 32 * 8 * MAX_SCAN_VALUES_PER_THREAD // (max(bn, 16) * CHECKPOINT_STEPS)))
+        config = {"BD": min(bd, 16), "num_warps": 8, "num_stages": 1}
+    else:
+        bd = max(1, min(4, 32 * 4 * MAX_SCAN_VALUES_PER_THREAD // (max(bn, 16) * CHECKPOINT_STEPS)))
+        config = {"BD": bd, "num_warps": 4, "num_stages": 1}
+    return checked_config("selective_scan_backward", {**config, "BN": bn}, SELECTIVE_SCAN_BWD_TUNABLES,
+                          elem_bytes(dtype)) and config
 
 
 def _config_for(shape, dtype, device, backend=None, kernel_id="selective_scan.fwd"):
     backend = backend or default_backend(device)
-    config = (provided_config(kernel_id, shape, dtype, device, backend, SELECTIVE_SCAN_TUNABLES, elem_bytes(dtype))
-              or _default_config(shape, dtype, device, backend))
+    tunables, default = ((SELECTIVE_SCAN_TUNABLES, _default_config) if kernel_id == "selective_scan.fwd"
+                         else (SELECTIVE_SCAN_BWD_TUNABLES, _default_bwd_config))
+    config = (provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes(dtype))
+              or default(shape, dtype, device, backend))
     return dict(config)
 
 
@@ -204,6 +221,35 @@ def _backward_block(config_bd, B, C, dm):
     return bd
 
 
+def bwd_launch_args(inputs, du, config, *, delta_softplus=True):
+    """(grid, args, kwargs) of the backward kernel. ``inputs`` = (u, delta, A, B, C, D, z, delta_bias,
+    checkpoints, dout); ``du`` (Bt, Dm, L) in the state dtype is the output the tuner checks; the other
+    gradients are allocated here (args[11:19]: ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)."""
+    u, delta, A, B, C, D, z, delta_bias, checkpoints, dout = inputs
+    bt, dm, length = u.shape
+    n = A.shape[1]
+    state_dtype = _state_dtype(u.dtype)
+    bd = _backward_block(config["BD"], B, C, dm)
+    bg, b_group = _as_groups("B", B, bt, dm, n, length)
+    cg, c_group = _as_groups("C", C, bt, dm, n, length)
+
+    def zeros(*shape):
+        return torch.zeros(*shape, dtype=state_dtype, device=u.device)
+
+    ddelta = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device)
+    dz = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device) if z is not None else ddelta
+    grads = (ddelta, zeros(dm, n), zeros(B.shape if B.dim() == 2 else bg.shape),
+             zeros(C.shape if C.dim() == 2 else cg.shape), zeros(dm), dz, zeros(dm),
+             torch.empty(bt, dm, n, dtype=state_dtype, device=u.device))
+    args = (u, delta, A, bg, cg, D if D is not None else A, z if z is not None else u,
+            delta_bias if delta_bias is not None else A, checkpoints, dout, du, *grads, b_group, c_group)
+    kwargs = dict(BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=CHECKPOINT_STEPS, HAS_D=D is not None,
+                  HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+                  FIXED_B=B.dim() == 2, FIXED_C=C.dim() == 2, ACC=_acc(u.dtype), num_warps=config["num_warps"],
+                  num_stages=config["num_stages"])
+    return (bt, tk.cdiv(dm, bd)), args, kwargs
+
+
 @torch.library.custom_op("tilekit::selective_scan_backward", mutates_args=())
 def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                                C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
@@ -225,30 +271,13 @@ def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Te
                 grads[0].copy_(dy * D[:, None])
                 grads[5].copy_((dy * u).sum((0, 2)))
         return grads
-    state_dtype = _state_dtype(u.dtype)
     backend = backend_for(u.device)
     config = _config_for((bt, dm, length, n), u.dtype, u.device, backend, "selective_scan.bwd")
-    bd = _backward_block(config["BD"], B, C, dm)
-    bg, b_group = _as_groups("B", B, bt, dm, n, length)
-    cg, c_group = _as_groups("C", C, bt, dm, n, length)
-    d_a = torch.zeros(dm, n, dtype=state_dtype, device=u.device)
-    d_bg = torch.zeros(B.shape if B.dim() == 2 else bg.shape, dtype=state_dtype, device=u.device)
-    d_cg = torch.zeros(C.shape if C.dim() == 2 else cg.shape, dtype=state_dtype, device=u.device)
-    d_d = torch.zeros(dm, dtype=state_dtype, device=u.device)
-    d_bias = torch.zeros(dm, dtype=state_dtype, device=u.device)
-    d_init = torch.empty(bt, dm, n, dtype=state_dtype, device=u.device)
-    du = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device)
-    ddelta = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device)
-    dz = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device) if z is not None else du
-    grid = (bt, tk.cdiv(dm, bd))
-    selective_scan_bwd_kernel[grid](
-        u, delta, A, bg, cg, D if D is not None else A, z if z is not None else u,
-        delta_bias if delta_bias is not None else A, checkpoints, dout,
-        du, ddelta, d_a, d_bg, d_cg, d_d, dz, d_bias, d_init, b_group, c_group,
-        BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=CHECKPOINT_STEPS, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), FIXED_B=B.dim() == 2,
-        FIXED_C=C.dim() == 2, ACC=_acc(u.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"],
-        backend=backend)
+    du = torch.empty(bt, dm, length, dtype=_state_dtype(u.dtype), device=u.device)
+    grid, args, kwargs = bwd_launch_args((u, delta, A, B, C, D, z, delta_bias, checkpoints, dout), du, config,
+                                         delta_softplus=delta_softplus)
+    selective_scan_bwd_kernel[grid](*args, backend=backend, **kwargs)
+    ddelta, d_a, d_bg, d_cg, d_d, dz, d_bias, d_init = args[11:19]
     grads[0].copy_(du)
     grads[1].copy_(ddelta)
     grads[2].copy_(d_a)
