@@ -239,3 +239,51 @@ def selective_scan_bwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoi
         tk.atomic_add(DD, (d0,), d_skip)
     if HAS_BIAS:
         tk.atomic_add(DDeltaBias, (d0,), d_bias)
+
+
+STATE_UPDATE_TUNABLES = tk.Tunables(
+    {"BD": [1, 2, 4, 8, 16, 32, 64], "num_warps": [1, 2, 4, 8]},
+    valid=lambda c: c["BD"] * c.get("BN", 16) // (32 * c["num_warps"]) <= MAX_SCAN_VALUES_PER_THREAD
+    or "the (BD, BN) state block is more than 128 values per thread",
+    default={"BD": 16, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=STATE_UPDATE_TUNABLES)
+def selective_state_update_kernel(State, X, Dt, A, Bg, Cg, Dskip, Z, DtBias, SlotIndices, Out,
+                                  b_group_size, c_group_size,
+                                  BD: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr, HAS_Z: tk.constexpr,
+                                  HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, HAS_INDICES: tk.constexpr,
+                                  ACC: tk.constexpr):
+    """One Mamba-1 decode step for channels d0 .. d0+BD-1 of batch row b: State[slot] is read, advanced by
+    x_t = exp(dt A) x + dt B u, written back in place, and Out = C x_t + D u (gated by silu(z)). A negative
+    slot (a padding row of a continuous batch) is skipped."""
+    batch, dim = X.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    slot = b
+    if HAS_INDICES:
+        slot = tk.load(SlotIndices, (b,))
+    # padding rows (slot < 0) are masked off rather than branched around: an `if` on a runtime scalar
+    # around stores crashes PoCL's compiler (tests/ops/ssm/test_ssm_dsl_needs.py)
+    live = (tk.zeros((BD,), tk.int32) + slot) >= 0
+    row = tk.maximum(slot, 0)
+    state = tk.load(State, (row, d0, 0), (1, BD, BN), mask=live[None, :, None]).reshape((BD, BN)).to(ACC)
+    u = tk.load(X, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
+    dt = tk.load(Dt, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
+    if HAS_BIAS:
+        dt = dt + tk.load(DtBias, (d0,), (BD,)).to(ACC)
+    if SOFTPLUS:
+        dt = softplus(dt)
+    a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)
+    bt = tk.load(Bg, (b, group_rows(d0, dim, b_group_size, Bg.shape[1], BD), 0), (1, BD, BN)).reshape((BD, BN))
+    ct = tk.load(Cg, (b, group_rows(d0, dim, c_group_size, Cg.shape[1], BD), 0), (1, BD, BN)).reshape((BD, BN))
+    state = tk.exp(dt[:, None] * a) * state + (dt * u)[:, None] * bt.to(ACC)
+    tk.store(State, (row, d0, 0), state.reshape((1, BD, BN)), mask=live[None, :, None])
+    y = tk.sum(state * ct.to(ACC), axis=1)
+    if HAS_D:
+        y = y + u * tk.load(Dskip, (d0,), (BD,)).to(ACC)
+    if HAS_Z:
+        z = tk.load(Z, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
+        y = y * (z * tk.sigmoid(z))
+    tk.store(Out, (b, d0), y.reshape((1, BD)), mask=live[None, :])
