@@ -12,7 +12,7 @@ from .matmul import kernel_example as _matmul_example, matmul, matmul_reference 
 from .softmax import kernel_example as _softmax_example  # noqa: F401
 from .softmax import softmax, softmax_backward, softmax_backward_reference, softmax_reference  # noqa: F401
 from .ssm import kernel_example as _selective_scan_example, selective_scan, selective_scan_reference  # noqa: F401
-from .ssm import selective_state_update  # noqa: F401
+from .ssm import selective_state_update, ssd_scan  # noqa: F401
 
 # name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile
 KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example}

@@ -287,3 +287,84 @@ def selective_state_update_kernel(State, X, Dt, A, Bg, Cg, Dskip, Z, DtBias, Slo
         z = tk.load(Z, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
         y = y * (z * tk.sigmoid(z))
     tk.store(Out, (b, d0), y.reshape((1, BD)), mask=live[None, :])
+
+
+SSD_TUNABLES = tk.Tunables(
+    {"BP": [8, 16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    default={"BP": 32, "num_warps": 4, "num_stages": 1},
+)
+
+
+@tk.kernel(tunables=SSD_TUNABLES)
+def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates,
+                        heads_per_group, dt_min, dt_max,
+                        Q: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                        D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                        SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_INIT: tk.constexpr,
+                        HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+    """Mamba-2 SSD for head h, head dims p0 .. p0+BP-1 of batch row b, in chunks of Q steps (the caller's
+    chunk_size), following the SSD paper's chunked algorithm: per chunk, the intra-chunk output
+    (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)) through tk.dot; the output from the state
+    carried in, exp(cumsum) ∘ (C state^T); then the state carried out,
+    exp(total) state + x^T (dt exp(total - cumsum) B). With seq_idx, L and both state terms are masked to
+    steps of one sequence, so the state resets where seq_idx changes."""
+    batch, length, heads, hdim = X.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    a_h = tk.load(A, (h,)).to(ACC)
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    if HAS_INIT:
+        state = tk.load(Init, (b, h, p0, 0), (1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+    else:
+        state = tk.zeros((BP, BN), ACC)
+    step = tk.arange(Q)
+    causal = step[:, None] >= step[None, :]
+    is_last = step == Q - 1
+    prev_seq = 0
+    if HAS_SEQ:
+        prev_seq = tk.load(SeqIdx, (b, 0))
+    for t0 in tk.range(0, length, Q):
+        rows = t0 + step
+        valid = rows < length
+        x = tk.load(X, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+        dt = tk.load(Dt, (b, t0, h), (1, Q, 1)).reshape((Q,)).to(ACC)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = softplus(dt)
+        if CLAMP:
+            dt = tk.minimum(tk.maximum(dt, dt_min), dt_max)
+        dt = tk.where(valid, dt, 0.0)  # steps past L: decay 1, no input
+        bc = tk.load(B, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
+        cc = tk.load(C, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
+        cum = tk.cumsum(dt * a_h, 0)
+        total = tk.sum(tk.where(is_last, cum, 0.0), 0)
+        keep = causal
+        carry_in = tk.full((Q,), 1.0, ACC)
+        decay_out = tk.exp(total - cum)
+        carry_state = tk.exp(total)
+        if HAS_SEQ:
+            seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, Q)).reshape((Q,))
+            last_seq = tk.sum(tk.where(is_last, seq, 0), 0)
+            keep = keep & (seq[:, None] == seq[None, :])
+            carry_in = tk.where(seq == prev_seq, 1.0, 0.0)
+            decay_out = tk.where(seq == last_seq, decay_out, 0.0)
+            carry_state = carry_state * tk.sum(tk.where(is_last & (seq == prev_seq), 1.0, 0.0), 0)
+            prev_seq = last_seq
+        decay = tk.exp(tk.where(keep, cum[:, None] - cum[None, :], -float("inf")))
+        weights = tk.dot(cc, bc.T) * decay * dt[None, :]
+        y = tk.dot(weights, x) + (carry_in * tk.exp(cum))[:, None] * tk.dot(cc, state.T)
+        state = carry_state * state + tk.dot((x * (dt * decay_out)[:, None]).T, bc)
+        if HAS_D:
+            if D_PER_P:
+                y = y + x * tk.load(Dskip, (h, p0), (1, BP)).to(ACC)
+            else:
+                y = y + x * tk.load(Dskip, (h,)).to(ACC)
+        if HAS_Z:
+            z = tk.load(Z, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+            y = y * (z * tk.sigmoid(z))
+        tk.store(Y, (b, t0, h, p0), y.reshape((1, Q, 1, BP)))
+    tk.store(FinalStates, (b, h, p0, 0), state.reshape((1, 1, BP, BN)))
