@@ -82,3 +82,57 @@ BACKWARD = register(TuneKernel(
     reference=backward_reference, default_config=op._default_bwd_config, default_shapes=DEFAULT_SHAPES,
 ))
 
+
+
+# ---- ssd_scan (shape tuple Bt,L,H,P,N,chunk; chunk_size is the caller's, never tuned) ----------------------
+
+from . import ssd  # noqa: E402
+from .kernels import ssd_scan_fwd_kernel  # noqa: E402
+
+SSD_SHAPES = {"gpu": [(1, 2048, 80, 64, 128, 256), (4, 1024, 80, 64, 128, 256)],
+              "cpu": [(1, 128, 4, 16, 16, 32), (2, 64, 2, 32, 32, 16)]}
+
+
+def make_ssd_inputs(shape, dtype, generator):
+    bt, length, heads, hdim, n, chunk = shape
+    x = torch.randn(bt, length, heads, hdim, generator=generator).to(dtype)
+    dt = (torch.rand(bt, length, heads, generator=generator) - 1.5).to(dtype)
+    A = -(torch.rand(heads, generator=generator) * 2 + 0.3)
+    B = torch.randn(bt, length, 1, n, generator=generator).to(dtype)
+    C = torch.randn(bt, length, 1, n, generator=generator).to(dtype)
+    return (x, dt, A, B, C, chunk)
+
+
+def ssd_reference(x, dt, A, B, C, chunk):
+    """The float64 sequential recurrence (softplus on dt, no D/z)."""
+    f = torch.float64
+    dtp = torch.nn.functional.softplus(dt.to(f))
+    heads = x.shape[2]
+    Bh, Ch = (t.to(f).repeat_interleave(heads // t.shape[2], 2) for t in (B, C))
+    state = x.new_zeros(x.shape[0], heads, x.shape[3], B.shape[3], dtype=f)
+    ys = []
+    for t in range(x.shape[1]):
+        state = torch.exp(dtp[:, t] * A.to(f))[:, :, None, None] * state + \
+            (dtp[:, t, :, None] * x[:, t].to(f))[..., None] * Bh[:, t, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, Ch[:, t]))
+    return torch.stack(ys, 1).to(x.dtype)
+
+
+def ssd_launch_args(inputs, out, config):
+    x, dt, A, B, C, chunk = inputs
+    bt, length, heads, hdim = x.shape
+    n = B.shape[3]
+    final = torch.empty(bt, heads, hdim, n, dtype=torch.float32, device=x.device)
+    args = (x, dt, A, B, C, A, x, A, final, A, out, final, heads // B.shape[2], 0.0, 3.0e38)
+    kwargs = dict(Q=chunk, BP=config["BP"], BN=op.clamp_pow2(n, 1, 256), HAS_D=False, D_PER_P=False, HAS_Z=False,
+                  HAS_BIAS=False, SOFTPLUS=True, CLAMP=False, HAS_INIT=False, HAS_SEQ=False,
+                  ACC=op._acc(x.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return (bt, heads, -(-hdim // config["BP"])), args, kwargs
+
+
+SSD_FORWARD = register(TuneKernel(
+    id="ssd_scan.fwd", kernel=ssd_scan_fwd_kernel, shape_names=("Bt", "L", "H", "P", "N", "chunk"),
+    make_inputs=make_ssd_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
+    launch_args=ssd_launch_args, reference=ssd_reference, default_config=ssd._default_config,
+    default_shapes=SSD_SHAPES,
+))

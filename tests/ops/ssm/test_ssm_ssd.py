@@ -128,3 +128,26 @@ def test_empty_sequence():
     p = make(2, 0, 2, 3, 1, 4, torch.float32, 5)
     y, final = run(p, 16, "reference")
     assert y.shape == (2, 0, 2, 3) and torch.equal(final, p["initial_states"])
+
+
+def test_dt_limit_clamps_the_step():
+    p = make(1, 20, 2, 3, 1, 4, torch.float32, 6)
+    lo, hi = 0.2, 0.4
+    y, _ = run(p, 16, "reference", dt_limit=(lo, hi))
+    # the same problem with dt already clamped and no softplus/bias gives the same output
+    dt = torch.nn.functional.softplus(p["dt"].double() + p["dt_bias"].double()).clamp(lo, hi)
+    plain = {**p, "dt": torch.log(torch.expm1(dt)).float(), "dt_bias": torch.zeros_like(p["dt_bias"])}
+    want, _ = sequential(plain)
+    assert_close(y, want, dtype=torch.float32, table=FORWARD)
+
+
+def test_opcheck_and_argument_checks():
+    from torch.library import opcheck
+    p = make(1, 20, 2, 3, 1, 4, torch.float32, 7)
+    with use_backend("reference"):
+        opcheck(torch.ops.tilekit.ssd_scan.default, (p["x"], p["dt"], p["A"], p["B"], p["C"], 16),
+                test_utils=("test_schema", "test_faketensor"))
+    with pytest.raises(ValueError, match="chunk_size"):
+        tk_ops.ssd_scan(p["x"], p["dt"], p["A"], p["B"], p["C"], 24)
+    with pytest.raises(ValueError, match="'B'"):
+        tk_ops.ssd_scan(p["x"], p["dt"], p["A"], p["B"][:, :, :, :2], p["C"], 16)
