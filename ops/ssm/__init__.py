@@ -1,4 +1,4 @@
-"""ssm: Mamba-1's selective scan as ``tilekit::selective_scan``. ``kernels`` holds the DSL kernels and their
+"""ssm: Mamba-1 selective_scan (+ backward), selective_state_update, Mamba-2 ssd_scan (forward). ``kernels`` holds the DSL kernels and their
 tunables, ``op`` the torch ops, ``tuning`` their tuning declarations (shape tuple ``Bt,Dm,L,N``). See
 README.md."""
 from .op import kernel_example, selective_scan, selective_scan_reference  # noqa: F401
