@@ -1,0 +1,370 @@
+"""The SSM family's DSL kernels and their tunables.
+
+``selective_scan_fwd_kernel``: Mamba-1's selective scan. One program per (batch, block of ``BD`` channels).
+A ``tk.range`` loop walks L in chunks of ``BL`` steps and carries the state in ACC (fp32; fp64 for fp64 inputs) (BD x BN). Within a chunk
+the recurrence ``x_t = exp(dt_t A) x_{t-1} + dt_t B_t u_t`` is a ``tk.associative_scan`` over the pairs
+``(exp(dt A), dt B u)``; the carried state enters as ``x_t = prod(a) * x_in + scan(b)``.
+
+B and C reach the kernel as 4-D ``(Bt, G, N, L)`` views (the wrapper makes fixed and variable B/C that
+shape with stride-0 dims), and channel ``d`` reads group ``d // group_size``: one code path for fixed,
+variable and grouped B/C.
+"""
+import tilekit as tk
+
+# The forward saves the state every CHECKPOINT_STEPS steps; the backward recomputes each such chunk from it.
+# A constant (not a tunable) so the checkpoints' shape is known from L alone (fake tensors, dynamic shapes).
+CHECKPOINT_STEPS = 64
+
+# fp32 values each thread may hold for one chunk: the (BD, BN, BL) scan operands and results (4 tiles).
+MAX_SCAN_VALUES_PER_THREAD = 128
+
+
+def _scan_config_rule(config):
+    """Valid if one chunk's (BD, BN, BL) scan tiles spread over the warps fit a register budget. BN is the
+    state size rounded up to a power of two; without it in the config (tuning space checks) it is 16,
+    Mamba-1's N."""
+    bn = config.get("BN", 16)
+    per_thread = config["BD"] * bn * config.get("BL", CHECKPOINT_STEPS) // (32 * config["num_warps"])
+    if per_thread > MAX_SCAN_VALUES_PER_THREAD:
+        return (f"a ({config['BD']}, {bn}, {config.get('BL', CHECKPOINT_STEPS)}) chunk over {config['num_warps']} warps is "
+                f"{per_thread} values per thread, more than {MAX_SCAN_VALUES_PER_THREAD}")
+    return True
+
+
+SELECTIVE_SCAN_TUNABLES = tk.Tunables(
+    {
+        "BD": [1, 2, 4, 8, 16, 32],
+        "BL": [8, 16, 32, 64],  # divides CHECKPOINT_STEPS
+        "num_warps": [1, 2, 4, 8],
+        "num_stages": [1, 2, 3],
+    },
+    valid=_scan_config_rule,
+    default={"BD": 4, "BL": 32, "num_warps": 4, "num_stages": 1},
+)
+
+
+# the backward's chunk is CHECKPOINT_STEPS, the forward's checkpoint interval: only the channel block and
+# the launch options are its own
+SELECTIVE_SCAN_BWD_TUNABLES = tk.Tunables(
+    {"BD": [1, 2, 4, 8, 16], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    valid=_scan_config_rule,
+    default={"BD": 2, "num_warps": 4, "num_stages": 1},
+)
+
+
+@tk.func
+def linear_recurrence_combine(a_left, b_left, a_right, b_right):
+    """Compose two steps of x -> a x + b: left first, then right."""
+    return a_left * a_right, b_left * a_right + b_right
+
+
+@tk.func
+def softplus(x):
+    """log(1 + exp(x)), x above 20 as is (PyTorch's threshold). Written out because tk.softplus rounds
+    through fp32 for float64 tiles (tests/ops/ssm/test_ssm_dsl_needs.py)."""
+    return tk.where(x > 20.0, x, tk.log(1.0 + tk.exp(tk.minimum(x, 20.0))))
+
+
+@tk.func
+def group_rows(d0, dim, group_size, groups, BD: tk.constexpr):
+    """The B/C group of each channel d0 .. d0+BD-1 (channels past ``dim`` clamp to a valid group)."""
+    channel = tk.minimum(d0 + tk.arange(BD), dim - 1)
+    return tk.minimum(channel // group_size, groups - 1)
+
+
+@tk.kernel(tunables=SELECTIVE_SCAN_TUNABLES)
+def selective_scan_fwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Init, Out, LastState, Checkpoints,
+                              b_group_size, c_group_size,
+                              BD: tk.constexpr, BN: tk.constexpr, BL: tk.constexpr,
+                              HAS_D: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                              SOFTPLUS: tk.constexpr, HAS_INIT: tk.constexpr, SAVE_CHECKPOINTS: tk.constexpr,
+                              ACC: tk.constexpr):
+    """Out = selective_scan(U, Delta, A, B, C) for channels d0 .. d0+BD-1 of batch row b.
+
+    LastState (Bt, Dm, N) gets the state after the last step. With SAVE_CHECKPOINTS, Checkpoints
+    (Bt, Dm, cdiv(L, CHECKPOINT_STEPS), N) gets the state entering each CHECKPOINT_STEPS-step chunk, which the backward recomputes from.
+    """
+    batch, dim, length = U.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)  # columns past N read 0: exp(0) = 1, and B is 0 there
+    b_groups = group_rows(d0, dim, b_group_size, Bg.shape[1], BD)
+    c_groups = group_rows(d0, dim, c_group_size, Cg.shape[1], BD)
+    if HAS_BIAS:
+        bias = tk.load(DeltaBias, (d0,), (BD,)).to(ACC)
+    if HAS_D:
+        skip = tk.load(Dskip, (d0,), (BD,)).to(ACC)
+    if HAS_INIT:
+        state = tk.load(Init, (b, d0, 0), (1, BD, BN)).reshape((BD, BN)).to(ACC)
+    else:
+        state = tk.zeros((BD, BN), ACC)
+    for t0 in tk.range(0, length, BL):
+        if SAVE_CHECKPOINTS:
+            if t0 % CHECKPOINT_STEPS == 0:
+                tk.store(Checkpoints, (b, d0, t0 // CHECKPOINT_STEPS, 0), state.reshape((1, BD, 1, BN)))
+        in_sequence = ((t0 + tk.arange(BL)) < length)[None, None, :]
+        u = tk.load(U, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        dt = tk.load(Delta, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        if HAS_BIAS:
+            dt = dt + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dt)
+        bt = tk.load(Bg, (b, b_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        # steps past the end are the identity (a = 1, b = 0), so the chunk's last column is the final state
+        decay = tk.where(in_sequence, tk.exp(dt[:, None, :] * a[:, :, None]), 1.0)
+        drive = (dt * u)[:, None, :] * bt
+        decay_prefix, drive_prefix = tk.associative_scan((decay, drive), 2, linear_recurrence_combine)
+        states = decay_prefix * state[:, :, None] + drive_prefix
+        y = tk.sum(states * ct, axis=1)
+        if HAS_D:
+            y = y + u * skip[:, None]
+        if HAS_Z:
+            z = tk.load(Z, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+            y = y * (z * tk.sigmoid(z))
+        tk.store(Out, (b, d0, t0), y.reshape((1, BD, BL)))
+        state = states[:, :, BL - 1]
+    tk.store(LastState, (b, d0, 0), state.reshape((1, BD, BN)))
+
+
+@tk.func
+def chunk_deltas(Delta, DeltaBias, b, d0, t, length, bias, BD: tk.constexpr, BL: tk.constexpr,
+                 HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, ACC: tk.constexpr):
+    """(delta before softplus, delta after bias and softplus) for steps t .. t+BL-1 of channels d0 .."""
+    raw = tk.load(Delta, (b, d0, t), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+    if HAS_BIAS:
+        raw = raw + bias[:, None]
+    dt = raw
+    if SOFTPLUS:
+        dt = softplus(raw)
+    return raw, dt
+
+
+@tk.kernel(tunables=SELECTIVE_SCAN_BWD_TUNABLES)
+def selective_scan_bwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoints, Dout,
+                              DU, DDelta, DA, DBg, DCg, DD, DZ, DDeltaBias, DInit,
+                              b_group_size, c_group_size,
+                              BD: tk.constexpr, BN: tk.constexpr, BL: tk.constexpr,
+                              HAS_D: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                              SOFTPLUS: tk.constexpr, FIXED_B: tk.constexpr, FIXED_C: tk.constexpr,
+                              ACC: tk.constexpr):
+    """The selective scan's backward for channels d0 .. d0+BD-1 of batch row b, chunks in reverse order.
+
+    Each chunk's states are recomputed from the checkpoint the forward saved at its start. The adjoint
+    g_t = dL/dx_t obeys g_t = exp(dt_{t+1} A) g_{t+1} + dy_t C_t: a reverse associative scan over
+    (next step's decay, dy C), with g entering from the chunk after. Per-step terms use
+    exp(dt_t A) x_{t-1} = x_t - dt_t B_t u_t, so no earlier state is needed.
+
+    DA, DD, DDeltaBias and fixed DB/DC (Dm, N) sum over batch rows by atomic adds; variable/grouped
+    DBg/DCg (Bt, G, N, L) sum over the block's channels, which the wrapper keeps within one group.
+    """
+    batch, dim, length = U.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)
+    b_groups = group_rows(d0, dim, b_group_size, Bg.shape[1], BD)
+    c_groups = group_rows(d0, dim, c_group_size, Cg.shape[1], BD)
+    bias = tk.zeros((BD,), ACC)
+    if HAS_BIAS:
+        bias = tk.load(DeltaBias, (d0,), (BD,)).to(ACC)
+    skip = tk.zeros((BD,), ACC)
+    if HAS_D:
+        skip = tk.load(Dskip, (d0,), (BD,)).to(ACC)
+    adjoint = tk.zeros((BD, BN), ACC)       # g at the first step of the chunk after this one
+    first_decay = tk.zeros((BD, BN), ACC)
+    d_a = tk.zeros((BD, BN), ACC)
+    d_b_fixed = tk.zeros((BD, BN), ACC)
+    d_c_fixed = tk.zeros((BD, BN), ACC)
+    d_skip = tk.zeros((BD,), ACC)
+    d_bias = tk.zeros((BD,), ACC)
+    chunks = tk.cdiv(length, BL)
+    for i in tk.range(0, chunks):
+        chunk = chunks - 1 - i
+        t0 = chunk * BL
+        state = tk.load(Checkpoints, (b, d0, chunk, 0), (1, BD, 1, BN)).reshape((BD, BN)).to(ACC)
+        steps = t0 + tk.arange(BL)
+        in_sequence = (steps < length)[None, None, :]
+        next_in_sequence = (steps + 1 < length)[None, None, :]
+        u = tk.load(U, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        raw, dt = chunk_deltas(Delta, DeltaBias, b, d0, t0, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+        _, dt_next = chunk_deltas(Delta, DeltaBias, b, d0, t0 + 1, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+        bt = tk.load(Bg, (b, b_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        decay = tk.where(in_sequence, tk.exp(dt[:, None, :] * a[:, :, None]), 1.0)
+        decay_next = tk.where(next_in_sequence, tk.exp(dt_next[:, None, :] * a[:, :, None]), 1.0)
+        du_b = (dt * u)[:, None, :]
+        drive = du_b * bt
+        decay_prefix, drive_prefix = tk.associative_scan((decay, drive), 2, linear_recurrence_combine)
+        states = decay_prefix * state[:, :, None] + drive_prefix
+        dout = tk.load(Dout, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        dy = dout
+        if HAS_Z:
+            y = tk.sum(states * ct, axis=1) + u * skip[:, None]
+            z = tk.load(Z, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+            gate = tk.sigmoid(z)
+            tk.store(DZ, (b, d0, t0), (dout * y * gate * (1.0 + z * (1.0 - gate))).reshape((1, BD, BL)))
+            dy = dout * z * gate
+        d_skip = d_skip + tk.sum(dy * u, axis=1)
+        decay_suffix, adjoint_local = tk.associative_scan((decay_next, dy[:, None, :] * ct), 2,
+                                                          linear_recurrence_combine, reverse=True)
+        g = adjoint_local + decay_suffix * adjoint[:, :, None]
+        carried = g * (states - drive)          # g_t exp(dt_t A) x_{t-1}
+        g_b = tk.sum(g * bt, axis=1)
+        d_dt = tk.sum(carried * a[:, :, None], axis=1) + g_b * u
+        tk.store(DU, (b, d0, t0), (dy * skip[:, None] + dt * g_b).reshape((1, BD, BL)))
+        d_a = d_a + tk.sum(carried * dt[:, None, :], axis=2)
+        if SOFTPLUS:
+            d_dt = d_dt * tk.sigmoid(raw)
+        tk.store(DDelta, (b, d0, t0), d_dt.reshape((1, BD, BL)))
+        d_bias = d_bias + tk.sum(d_dt, axis=1)
+        d_b = g * du_b
+        d_c = dy[:, None, :] * states
+        if FIXED_B:
+            d_b_fixed = d_b_fixed + tk.sum(d_b, axis=2)
+        else:
+            tk.atomic_add(DBg, (b, d0 // b_group_size, 0, t0), tk.sum(d_b, axis=0).reshape((1, 1, BN, BL)))
+        if FIXED_C:
+            d_c_fixed = d_c_fixed + tk.sum(d_c, axis=2)
+        else:
+            tk.atomic_add(DCg, (b, d0 // c_group_size, 0, t0), tk.sum(d_c, axis=0).reshape((1, 1, BN, BL)))
+        adjoint = g[:, :, 0]
+        first_decay = decay[:, :, 0]
+    tk.store(DInit, (b, d0, 0), (first_decay * adjoint).reshape((1, BD, BN)))
+    tk.atomic_add(DA, (d0, 0), d_a)
+    if FIXED_B:
+        tk.atomic_add(DBg, (d0, 0), d_b_fixed)
+    if FIXED_C:
+        tk.atomic_add(DCg, (d0, 0), d_c_fixed)
+    if HAS_D:
+        tk.atomic_add(DD, (d0,), d_skip)
+    if HAS_BIAS:
+        tk.atomic_add(DDeltaBias, (d0,), d_bias)
+
+
+STATE_UPDATE_TUNABLES = tk.Tunables(
+    {"BD": [1, 2, 4, 8, 16, 32, 64], "num_warps": [1, 2, 4, 8]},
+    valid=lambda c: c["BD"] * c.get("BN", 16) // (32 * c["num_warps"]) <= MAX_SCAN_VALUES_PER_THREAD
+    or "the (BD, BN) state block is more than 128 values per thread",
+    default={"BD": 16, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=STATE_UPDATE_TUNABLES)
+def selective_state_update_kernel(State, X, Dt, A, Bg, Cg, Dskip, Z, DtBias, SlotIndices, Out,
+                                  b_group_size, c_group_size,
+                                  BD: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr, HAS_Z: tk.constexpr,
+                                  HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, HAS_INDICES: tk.constexpr,
+                                  ACC: tk.constexpr):
+    """One Mamba-1 decode step for channels d0 .. d0+BD-1 of batch row b: State[slot] is read, advanced by
+    x_t = exp(dt A) x + dt B u, written back in place, and Out = C x_t + D u (gated by silu(z)). A negative
+    slot (a padding row of a continuous batch) is skipped."""
+    batch, dim = X.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    slot = b
+    if HAS_INDICES:
+        slot = tk.load(SlotIndices, (b,))
+    # padding rows (slot < 0) are masked off rather than branched around: an `if` on a runtime scalar
+    # around stores crashes PoCL's compiler (tests/ops/ssm/test_ssm_dsl_needs.py)
+    live = (tk.zeros((BD,), tk.int32) + slot) >= 0
+    row = tk.maximum(slot, 0)
+    state = tk.load(State, (row, d0, 0), (1, BD, BN), mask=live[None, :, None]).reshape((BD, BN)).to(ACC)
+    u = tk.load(X, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
+    dt = tk.load(Dt, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
+    if HAS_BIAS:
+        dt = dt + tk.load(DtBias, (d0,), (BD,)).to(ACC)
+    if SOFTPLUS:
+        dt = softplus(dt)
+    a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)
+    bt = tk.load(Bg, (b, group_rows(d0, dim, b_group_size, Bg.shape[1], BD), 0), (1, BD, BN)).reshape((BD, BN))
+    ct = tk.load(Cg, (b, group_rows(d0, dim, c_group_size, Cg.shape[1], BD), 0), (1, BD, BN)).reshape((BD, BN))
+    state = tk.exp(dt[:, None] * a) * state + (dt * u)[:, None] * bt.to(ACC)
+    tk.store(State, (row, d0, 0), state.reshape((1, BD, BN)), mask=live[None, :, None])
+    y = tk.sum(state * ct.to(ACC), axis=1)
+    if HAS_D:
+        y = y + u * tk.load(Dskip, (d0,), (BD,)).to(ACC)
+    if HAS_Z:
+        z = tk.load(Z, (b, d0), (1, BD)).reshape((BD,)).to(ACC)
+        y = y * (z * tk.sigmoid(z))
+    tk.store(Out, (b, d0), y.reshape((1, BD)), mask=live[None, :])
+
+
+SSD_TUNABLES = tk.Tunables(
+    {"BP": [8, 16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    default={"BP": 32, "num_warps": 4, "num_stages": 1},
+)
+
+
+@tk.kernel(tunables=SSD_TUNABLES)
+def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates,
+                        heads_per_group, dt_min, dt_max,
+                        Q: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                        D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                        SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_INIT: tk.constexpr,
+                        HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+    """Mamba-2 SSD for head h, head dims p0 .. p0+BP-1 of batch row b, in chunks of Q steps (the caller's
+    chunk_size), following the SSD paper's chunked algorithm: per chunk, the intra-chunk output
+    (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)) through tk.dot; the output from the state
+    carried in, exp(cumsum) ∘ (C state^T); then the state carried out,
+    exp(total) state + x^T (dt exp(total - cumsum) B). With seq_idx, L and both state terms are masked to
+    steps of one sequence, so the state resets where seq_idx changes."""
+    batch, length, heads, hdim = X.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    a_h = tk.load(A, (h,)).to(ACC)
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    if HAS_INIT:
+        state = tk.load(Init, (b, h, p0, 0), (1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+    else:
+        state = tk.zeros((BP, BN), ACC)
+    step = tk.arange(Q)
+    causal = step[:, None] >= step[None, :]
+    is_last = step == Q - 1
+    prev_seq = 0
+    if HAS_SEQ:
+        prev_seq = tk.load(SeqIdx, (b, 0))
+    for t0 in tk.range(0, length, Q):
+        rows = t0 + step
+        valid = rows < length
+        x = tk.load(X, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+        dt = tk.load(Dt, (b, t0, h), (1, Q, 1)).reshape((Q,)).to(ACC)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = softplus(dt)
+        if CLAMP:
+            dt = tk.minimum(tk.maximum(dt, dt_min), dt_max)
+        dt = tk.where(valid, dt, 0.0)  # steps past L: decay 1, no input
+        bc = tk.load(B, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
+        cc = tk.load(C, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
+        cum = tk.cumsum(dt * a_h, 0)
+        total = tk.sum(tk.where(is_last, cum, 0.0), 0)
+        keep = causal
+        carry_in = tk.full((Q,), 1.0, ACC)
+        decay_out = tk.exp(total - cum)
+        carry_state = tk.exp(total)
+        if HAS_SEQ:
+            seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, Q)).reshape((Q,))
+            last_seq = tk.sum(tk.where(is_last, seq, 0), 0)
+            keep = keep & (seq[:, None] == seq[None, :])
+            carry_in = tk.where(seq == prev_seq, 1.0, 0.0)
+            decay_out = tk.where(seq == last_seq, decay_out, 0.0)
+            carry_state = carry_state * tk.sum(tk.where(is_last & (seq == prev_seq), 1.0, 0.0), 0)
+            prev_seq = last_seq
+        decay = tk.exp(tk.where(keep, cum[:, None] - cum[None, :], -float("inf")))
+        weights = tk.dot(cc, bc.T) * decay * dt[None, :]
+        y = tk.dot(weights, x) + (carry_in * tk.exp(cum))[:, None] * tk.dot(cc, state.T)
+        state = carry_state * state + tk.dot((x * (dt * decay_out)[:, None]).T, bc)
+        if HAS_D:
+            if D_PER_P:
+                y = y + x * tk.load(Dskip, (h, p0), (1, BP)).to(ACC)
+            else:
+                y = y + x * tk.load(Dskip, (h,)).to(ACC)
+        if HAS_Z:
+            z = tk.load(Z, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+            y = y * (z * tk.sigmoid(z))
+        tk.store(Y, (b, t0, h, p0), y.reshape((1, Q, 1, BP)))
+    tk.store(FinalStates, (b, h, p0, 0), state.reshape((1, 1, BP, BN)))

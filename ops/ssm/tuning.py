@@ -1,0 +1,140 @@
+"""The SSM family's tuning declarations (``tilekit.autotune.protocol``): shape tuple ``Bt,Dm,L,N``.
+
+``selective_scan.fwd`` and ``selective_scan.bwd`` are tuned each on its own, at Mamba-style problems: variable
+B/C (Bt, N, L), D, z, delta_bias and softplus, as a Mamba block calls the scan.
+"""
+import torch
+
+from ...autotune.protocol import TuneKernel, register
+from . import op
+from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
+
+# GPU: Mamba-130M (d_inner 1536) and Mamba-2.8B (d_inner 5120) prefill, N = 16; CPU (PoCL): ms-sized problems.
+DEFAULT_SHAPES = {"gpu": [(1, 1536, 2048, 16), (1, 5120, 2048, 16), (8, 5120, 512, 16)],
+                  "cpu": [(1, 64, 256, 16), (2, 128, 128, 16)]}
+
+
+def make_forward_inputs(shape, dtype, generator):
+    bt, dm, length, n = shape
+
+    def randn(*s, scale=1.0):
+        return torch.randn(*s, generator=generator) * scale
+
+    u = randn(bt, dm, length).to(dtype)
+    delta = (randn(bt, dm, length, scale=0.5) - 1.0).to(dtype)
+    A = -torch.rand(dm, n, generator=generator) * 4 - 0.5
+    B = randn(bt, n, length).to(dtype)
+    C = randn(bt, n, length).to(dtype)
+    D = randn(dm)
+    z = randn(bt, dm, length).to(dtype)
+    delta_bias = randn(dm, scale=0.3)
+    return (u, delta, A, B, C, D, z, delta_bias)
+
+
+def forward_reference(u, delta, A, B, C, D, z, delta_bias):
+    return op.selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=True)
+
+
+def forward_launch_args(inputs, out, config):
+    u, delta, A, B, C, D, z, delta_bias = inputs
+    return op.launch_args((u, delta, A, B, C), out, config, D=D, z=z, delta_bias=delta_bias, delta_softplus=True)
+
+
+def make_backward_inputs(shape, dtype, generator):
+    """The forward's inputs, its checkpoints (from a forward on the reference backend) and an upstream grad."""
+    inputs = make_forward_inputs(shape, dtype, generator)
+    with torch.no_grad():
+        from ..dispatch import use_backend
+        with use_backend("reference"):
+            _, _, checkpoints = torch.ops.tilekit.selective_scan(*inputs[:5], inputs[5], inputs[6], inputs[7], None,
+                                                                 True)
+    dout = torch.randn(inputs[0].shape, generator=generator).to(dtype)
+    return (*inputs, checkpoints, dout)
+
+
+def backward_reference(u, delta, A, B, C, D, z, delta_bias, checkpoints, dout):
+    """du from autograd of the float64 recurrence."""
+    u64 = u.double().requires_grad_()
+    out = op.selective_scan_reference(u64, delta.double(), A.double(), B.double(), C.double(), D=D.double(),
+                                      z=z.double(), delta_bias=delta_bias.double(), delta_softplus=True)
+    (du,) = torch.autograd.grad(out, u64, dout.double())
+    return du.to(op._state_dtype(u.dtype))
+
+
+def backward_make_output(inputs):
+    return torch.empty(inputs[0].shape, dtype=op._state_dtype(inputs[0].dtype))
+
+
+def backward_launch_args(inputs, out, config):
+    return op.bwd_launch_args(inputs, out, config, delta_softplus=True)
+
+
+FORWARD = register(TuneKernel(
+    id="selective_scan.fwd", kernel=selective_scan_fwd_kernel, shape_names=("Bt", "Dm", "L", "N"),
+    make_inputs=make_forward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
+    launch_args=forward_launch_args, reference=forward_reference, default_config=op._default_config,
+    default_shapes=DEFAULT_SHAPES,
+))
+
+BACKWARD = register(TuneKernel(
+    id="selective_scan.bwd", kernel=selective_scan_bwd_kernel, shape_names=("Bt", "Dm", "L", "N"),
+    make_inputs=make_backward_inputs, make_output=backward_make_output, launch_args=backward_launch_args,
+    reference=backward_reference, default_config=op._default_bwd_config, default_shapes=DEFAULT_SHAPES,
+))
+
+
+
+# ---- ssd_scan (shape tuple Bt,L,H,P,N,chunk; chunk_size is the caller's, never tuned) ----------------------
+
+from . import ssd  # noqa: E402
+from .kernels import ssd_scan_fwd_kernel  # noqa: E402
+
+SSD_SHAPES = {"gpu": [(1, 2048, 80, 64, 128, 256), (4, 1024, 80, 64, 128, 256)],
+              "cpu": [(1, 128, 4, 16, 16, 32), (2, 64, 2, 32, 32, 16)]}
+
+
+def make_ssd_inputs(shape, dtype, generator):
+    bt, length, heads, hdim, n, chunk = shape
+    x = torch.randn(bt, length, heads, hdim, generator=generator).to(dtype)
+    dt = (torch.rand(bt, length, heads, generator=generator) - 1.5).to(dtype)
+    A = -(torch.rand(heads, generator=generator) * 2 + 0.3)
+    B = torch.randn(bt, length, 1, n, generator=generator).to(dtype)
+    C = torch.randn(bt, length, 1, n, generator=generator).to(dtype)
+    # the tuner moves every input with .to(device): chunk_size rides as the width of an empty tensor
+    return (x, dt, A, B, C, torch.empty(0, chunk))
+
+
+def ssd_reference(x, dt, A, B, C, chunk_marker):
+    """The float64 sequential recurrence (softplus on dt, no D/z)."""
+    f = torch.float64
+    dtp = torch.nn.functional.softplus(dt.to(f))
+    heads = x.shape[2]
+    Bh, Ch = (t.to(f).repeat_interleave(heads // t.shape[2], 2) for t in (B, C))
+    state = x.new_zeros(x.shape[0], heads, x.shape[3], B.shape[3], dtype=f)
+    ys = []
+    for t in range(x.shape[1]):
+        state = torch.exp(dtp[:, t] * A.to(f))[:, :, None, None] * state + \
+            (dtp[:, t, :, None] * x[:, t].to(f))[..., None] * Bh[:, t, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, Ch[:, t]))
+    return torch.stack(ys, 1).to(x.dtype)
+
+
+def ssd_launch_args(inputs, out, config):
+    x, dt, A, B, C, chunk_marker = inputs
+    chunk = chunk_marker.shape[1]
+    bt, length, heads, hdim = x.shape
+    n = B.shape[3]
+    final = torch.empty(bt, heads, hdim, n, dtype=torch.float32, device=x.device)
+    args = (x, dt, A, B, C, A, x, A, final, A, out, final, heads // B.shape[2], 0.0, 3.0e38)
+    kwargs = dict(Q=chunk, BP=config["BP"], BN=op.clamp_pow2(n, 1, 256), HAS_D=False, D_PER_P=False, HAS_Z=False,
+                  HAS_BIAS=False, SOFTPLUS=True, CLAMP=False, HAS_INIT=False, HAS_SEQ=False,
+                  ACC=op._acc(x.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return (bt, heads, -(-hdim // config["BP"])), args, kwargs
+
+
+SSD_FORWARD = register(TuneKernel(
+    id="ssd_scan.fwd", kernel=ssd_scan_fwd_kernel, shape_names=("Bt", "L", "H", "P", "N", "chunk"),
+    make_inputs=make_ssd_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
+    launch_args=ssd_launch_args, reference=ssd_reference, default_config=ssd._default_config,
+    default_shapes=SSD_SHAPES,
+))

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# SSM device step: selective_scan (forward, and forward+backward) at Mamba-2.8B prefill (Bt=1, Dm=5120,
+# L=2048, N=16, fp16) against the eager reference (bench/problems/selective_scan's chunked Model), with
+# errors against the float64 sequential recurrence. SSD (ssd_scan) is not built yet.
+#   bash scripts/device_check.d/ssm.sh [--dry-run] --device cuda|cpu
+set -u
+DRY=0; DEVICE=cuda
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY=1; shift ;;
+        --device) DEVICE=$2; shift 2 ;;
+        *) echo "ssm.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+PY=${PY:-python}
+DRY=$DRY DEVICE=$DEVICE "$PY" - <<'PYEOF'
+import json, os, sys, time
+import torch
+import tilekit.ops as tk_ops
+from tilekit.ops.ssm import op
+sys.path.insert(0, "bench/problems/selective_scan")
+import selective_scan as problem
+
+dry = os.environ["DRY"] == "1"
+device = torch.device(os.environ["DEVICE"])
+bt, dm, length, n = (1, 24, 100, 16) if dry else (1, 5120, 2048, 16)
+dtype = torch.float16
+gen = torch.Generator().manual_seed(0)
+u = torch.randn(bt, dm, length, generator=gen).to(dtype)
+delta = (0.5 * torch.randn(bt, dm, length, generator=gen)).to(dtype)
+A = -(torch.arange(1, n + 1, dtype=torch.float32)[None] * (0.5 + torch.rand(dm, 1, generator=gen)))
+B = torch.randn(bt, n, length, generator=gen).to(dtype)
+C = torch.randn(bt, n, length, generator=gen).to(dtype)
+D = torch.randn(dm, generator=gen)
+z = torch.randn(bt, dm, length, generator=gen).to(dtype)
+bias = torch.rand(dm, generator=gen) * -4.0
+args = [t.to(device) for t in (u, delta, A, B, C, D, z, bias)]
+
+
+def timed(fn, reps=3 if dry else 20):
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(reps):
+            start.record(); fn(); end.record(); torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter(); fn(); times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+tilekit_fwd = lambda: tk_ops.selective_scan(*args[:5], D=args[5], z=args[6], delta_bias=args[7], delta_softplus=True)
+eager = problem.Model(True, 32).to(device)
+eager_fwd = lambda: eager(*args)
+with torch.no_grad():
+    got = tilekit_fwd()
+    want = op.selective_scan_reference(*[a.cpu() for a in args[:5]], D=D, z=z, delta_bias=bias, delta_softplus=True)
+    err = (got.cpu().double() - want.double()).abs().max().item()
+    t_tk, t_eager = timed(tilekit_fwd), timed(eager_fwd)
+leaves = [a.clone().requires_grad_() for a in args]
+grad = torch.randn_like(args[0])
+
+
+def tilekit_train():
+    out = tk_ops.selective_scan(*leaves[:5], D=leaves[5], z=leaves[6], delta_bias=leaves[7], delta_softplus=True)
+    torch.autograd.grad(out, leaves, grad)
+
+
+def eager_train():
+    torch.autograd.grad(eager(*leaves), leaves, grad)
+
+
+t_tk_train, t_eager_train = timed(tilekit_train), timed(eager_train)
+print(json.dumps({"shape": [bt, dm, length, n], "dtype": "float16", "device": str(device),
+                  "max_abs_err_vs_float64": err, "fwd_ms": {"tilekit": t_tk, "eager": t_eager},
+                  "fwd_bwd_ms": {"tilekit": t_tk_train, "eager": t_eager_train},
+                  "speedup_vs_eager": {"fwd": t_eager / t_tk, "fwd_bwd": t_eager_train / t_tk_train}}))
+PYEOF

@@ -1,0 +1,40 @@
+"""selective_scan's kernels compiled ahead of time for real GPUs (no GPU needed) at Mamba-2.8B prefill
+(Bt=1, Dm=5120, L=2048, N=16, fp16), with the GPU default configs: no spills, registers within the limit.
+The scan has no matmul, so no matrix instructions are expected here. One compile per (kernel, target)."""
+import functools
+
+import pytest
+import torch
+
+from tilekit.ops.ssm import op
+
+TARGETS = ["sm_80", "sm_90", "gfx90a", "gfx942"]
+MAMBA_2_8B = (1, 5120, 2048, 16)
+EXAMPLES = {"fwd": op.kernel_example, "bwd": op.backward_kernel_example}
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@functools.lru_cache(maxsize=None)
+def artifact(kernel, target):
+    k, args, kwargs = EXAMPLES[kernel](MAMBA_2_8B, torch.float16, torch.device("cuda"))
+    return k.compile(target, *args, **kwargs)
+
+
+AMD_BWD_SPILLS = pytest.mark.xfail(strict=True, reason="the backward's 64-step chunk (the checkpoint interval) "
+                                   "spills VGPRs on gfx90a/gfx942 even at one channel per program; needs a backward "
+                                   "chunk shorter than the checkpoint interval")
+CASES = [("fwd", t) for t in TARGETS] + [("bwd", t) for t in TARGETS if t.startswith("sm_")] + [
+    pytest.param("bwd", t, marks=AMD_BWD_SPILLS) for t in TARGETS if t.startswith("gfx")]
+
+
+@pytest.mark.parametrize("kernel,target", CASES)
+def test_selective_scan_compiles_without_spills(kernel, target):
+    art = artifact(kernel, target)
+    res = art.resources
+    assert res["spills"] == 0, art.report()
+    registers = res["registers"] if target.startswith("sm_") else res["vgprs"]
+    assert 0 < registers <= (255 if target.startswith("sm_") else 512), art.report()
+    assert isinstance(art.binary, bytes) and len(art.binary) > 1000
+    # the state stays in registers: no matrix unit, and the scan lowers to shuffles / LDS, not to global memory
+    assert art.instructions.get("wgmma", 0) == 0 and art.instructions.get("mma.sync", 0) == 0

@@ -1,0 +1,82 @@
+"""tilekit.ops.selective_state_update (Mamba-1 decode step): applied step by step it equals
+tilekit.ops.selective_scan over the same sequence, with and without state_batch_indices (continuous batching,
+negative entries skipped). The scan itself is checked against float64 in test_ssm_selective_scan.py."""
+import pytest
+import torch
+from torch.library import opcheck
+
+import tilekit.ops as tk_ops
+from tilekit.ops import use_backend
+from tilekit.tolerances import assert_close, op_table
+
+from conftest import cpu_backends
+
+FORWARD = op_table("ssm", "FORWARD")
+BACKENDS = [b for b in cpu_backends() if b in ("reference", "opencl")]
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def problem(bt, dm, length, n, groups, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*s, to=dtype):
+        return torch.randn(*s, generator=gen, dtype=torch.float64).to(to)
+
+    return dict(u=rand(bt, dm, length), delta=(torch.rand(bt, dm, length, generator=gen) * 0.8 - 0.4).to(dtype),
+                A=-(torch.rand(dm, n, generator=gen) * 2 + 0.2), B=rand(bt, groups, n, length),
+                C=rand(bt, groups, n, length), D=rand(dm, to=torch.float32), z=rand(bt, dm, length),
+                delta_bias=rand(dm, to=torch.float32) * 0.3, initial_state=rand(bt, dm, n, to=torch.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_steps_equal_the_scan(backend, dtype):
+    bt, dm, length, n, groups = 3, 6, 9, 7, 3
+    p = problem(bt, dm, length, n, groups, dtype, 5)
+    with use_backend(backend):
+        want, want_last = tk_ops.selective_scan(**p, delta_softplus=True, return_last_state=True)
+        state = p["initial_state"].clone()
+        outs = []
+        for t in range(length):
+            outs.append(tk_ops.selective_state_update(
+                state, p["u"][:, :, t], p["delta"][:, :, t], p["A"], p["B"][..., t], p["C"][..., t], D=p["D"],
+                z=p["z"][:, :, t], dt_bias=p["delta_bias"], dt_softplus=True))
+    assert_close(torch.stack(outs, -1), want.float(), dtype=dtype, table=FORWARD)
+    assert_close(state, want_last, dtype=dtype, table=FORWARD)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_batch_indices_pick_cache_rows_and_skip_padding(backend):
+    bt, dm, length, n = 3, 4, 5, 5
+    p = problem(bt, dm, length, n, 1, torch.float32, 6)
+    B, C = p["B"][:, 0], p["C"][:, 0]  # (Bt, N, L)
+    slots = torch.tensor([4, -1, 1], dtype=torch.int32)  # row 1 is a padding slot
+    cache = torch.randn(6, dm, n, generator=torch.Generator().manual_seed(7))
+    cache[slots[0]], cache[slots[2]] = p["initial_state"][0], p["initial_state"][2]
+    untouched = cache.clone()
+    with use_backend(backend):
+        want, want_last = tk_ops.selective_scan(p["u"], p["delta"], p["A"], B, C, D=p["D"],
+                                                initial_state=p["initial_state"], return_last_state=True)
+        outs = [tk_ops.selective_state_update(cache, p["u"][:, :, t], p["delta"][:, :, t], p["A"], B[..., t],
+                                              C[..., t], D=p["D"], state_batch_indices=slots)
+                for t in range(length)]
+    got = torch.stack(outs, -1)
+    for row, slot in ((0, 4), (2, 1)):
+        assert_close(got[row], want[row], dtype=torch.float32, table=FORWARD)
+        assert_close(cache[slot], want_last[row], dtype=torch.float32, table=FORWARD)
+    assert not got[1].any()
+    for slot in (0, 2, 3, 5):
+        assert torch.equal(cache[slot], untouched[slot])
+
+
+def test_opcheck_and_checks():
+    p = problem(2, 4, 1, 3, 2, torch.float32, 8)
+    args = (p["initial_state"].clone(), p["u"][..., 0], p["delta"][..., 0], p["A"], p["B"][..., 0], p["C"][..., 0],
+            p["D"], p["z"][..., 0], p["delta_bias"], True, None)
+    with use_backend("reference"):
+        opcheck(torch.ops.tilekit.selective_state_update.default, args)
+    with pytest.raises(ValueError, match="'state'"):
+        tk_ops.selective_state_update(torch.zeros(3, 4, 3), *args[1:6])
+    with pytest.raises(TypeError, match="state_batch_indices"):
+        tk_ops.selective_state_update(*args[:6], state_batch_indices=torch.zeros(2, dtype=torch.int64))
