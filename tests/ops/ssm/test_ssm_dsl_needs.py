@@ -1,4 +1,4 @@
-"""DSL gaps the SSM family hit, as minimal failing repros (xfail strict: a fix is noticed)."""
+"""DSL gaps the SSM family hit, as minimal repros; both are fixed in the core and kept as regression tests."""
 import pytest
 import torch
 
@@ -10,8 +10,6 @@ def _softplus_rows(X, Y, BN: tk.constexpr = 8):
     tk.store(Y, (0,), tk.softplus(tk.load(X, (0,), (BN,))))
 
 
-@pytest.mark.xfail(strict=True, reason="tk.softplus of a float64 tile rounds through fp32 on the reference "
-                                       "backend (error ~1e-8 instead of ~1e-16); ops/ssm writes log(1 + exp(x))")
 def test_softplus_keeps_float64_precision():
     x = torch.linspace(-3, 3, 8, dtype=torch.float64)
     y = torch.empty_like(x)
@@ -38,9 +36,6 @@ assert torch.allclose(S, want)
 
 
 @pytest.mark.skipif("opencl" not in __import__("conftest").cpu_backends(), reason="no OpenCL device here")
-@pytest.mark.xfail(strict=True, reason="on OpenCL (PoCL), `if slot >= 0:` on a runtime scalar around a tile load "
-                                       "and store aborts the process ('double free or corruption (!prev)') at "
-                                       "compile/launch; ops/ssm masks the padding rows instead")
 def test_runtime_if_around_stores_on_opencl(tmp_path):
     import subprocess
     import sys
