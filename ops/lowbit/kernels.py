@@ -150,23 +150,23 @@ def lowbit_gemm_kernel(X, W, S, Z, GS, P, Bias, Y,
 @tk.kernel
 def lowbit_dequant_kernel(W, S, Z, GS, P, Out, BN: tk.constexpr, BK: tk.constexpr, GROUP: tk.constexpr,
                           WKIND: tk.constexpr, SKIND: tk.constexpr, HAS_ZERO: tk.constexpr,
-                          HAS_PERM: tk.constexpr):
+                          HAS_PERM: tk.constexpr, ACC: tk.constexpr):
     """Out[n, perm[k]] = dequant(W)[n, k]: the weight in x's column order, for the backward pass only."""
     N, K = Out.shape
     n0 = tk.program_id(0) * BN
     k = tk.program_id(1) * BK
     inside = (k + tk.arange(BK)) < K
-    code = tk.load(W, (n0, k), (BN, BK)).to(tk.float32)
+    code = tk.load(W, (n0, k), (BN, BK)).to(ACC)
     if WKIND == 1:
         code = 1.0 - 2.0 * code
     g = (k + tk.arange(BK)) // GROUP
-    s = tk.load(S, (n0, g), (BN, BK), mask=inside[None, :]).to(tk.float32)
+    s = tk.load(S, (n0, g), (BN, BK), mask=inside[None, :]).to(ACC)
     if HAS_ZERO:
-        code = code - tk.load(Z, (n0, g), (BN, BK), mask=inside[None, :]).to(tk.float32)
+        code = code - tk.load(Z, (n0, g), (BN, BK), mask=inside[None, :]).to(ACC)
     if SKIND == 1:
         s = tk.exp2(s - 127.0)
     if SKIND == 2:
-        s = s * tk.load(GS, (0,))
+        s = s * tk.load(GS, (0,)).to(ACC)
     w = code * s
     if HAS_PERM:
         cols = tk.load(P, (k,), (BK,))

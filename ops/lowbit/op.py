@@ -226,7 +226,8 @@ def _fake(x, qweight, scales, zeros, global_scale, perm, bias, fmt, group_size, 
 def _dequantized_for_x(x, qweight, scales, zeros, global_scale, perm, fmt, group_size, n):
     """W (N, K) in x's column order, decoded by a DSL kernel (the backward pass's only use of it)."""
     k = x.shape[-1]
-    out = torch.zeros((n, k), dtype=torch.float32, device=x.device)
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = torch.zeros((n, k), dtype=wide, device=x.device)
     if n == 0 or k == 0:
         return out.to(x.dtype)
     tensors, flags = operands(x.reshape(-1, k), qweight, scales, zeros, global_scale, perm, None, fmt,
@@ -234,6 +235,7 @@ def _dequantized_for_x(x, qweight, scales, zeros, global_scale, perm, fmt, group
     flags.pop("HAS_BIAS")
     bn, bk = clamp_pow2(n, 16, 64), clamp_pow2(k, 16, 64)
     K_.lowbit_dequant_kernel[(tk.cdiv(n, bn), tk.cdiv(k, bk))](*tensors[1:6], out, BN=bn, BK=bk,
+                                                             ACC=_accumulator(x.dtype),
                                                              backend=backend_for(x.device), **flags)
     return out.to(x.dtype)
 
