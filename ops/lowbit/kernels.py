@@ -51,19 +51,19 @@ GEMM_TUNABLES = tk.Tunables(
 
 
 @tk.kernel(tunables=GEMV_TUNABLES)
-def lowbit_gemv_kernel(X, W, S, Z, GS, P, Bias, Y, k_split,
+def lowbit_gemv_kernel(X, W, S, Z, GS, P, Bias, Y, blocks_per_split,
                        BM: tk.constexpr, BN: tk.constexpr, BK: tk.constexpr, GROUP: tk.constexpr,
                        WKIND: tk.constexpr, SKIND: tk.constexpr, HAS_ZERO: tk.constexpr,
                        HAS_PERM: tk.constexpr, HAS_BIAS: tk.constexpr, SPLIT_K: tk.constexpr,
                        ACC: tk.constexpr):
-    """Y[:M, n0:n0+BN] (+)= X[:M, ks] @ W[n0:n0+BN, ks].T for one K slice ``ks`` of ``k_split`` columns
+    """Y[:M, n0:n0+BN] (+)= X[:M, ks] @ W[n0:n0+BN, ks].T for one K slice ``ks`` of ``blocks_per_split * BK`` columns
     (program axis 1). Every packed weight word is read by exactly one program, once. SPLIT_K > 1
     accumulates fp32 partial sums into Y with atomics (the finish kernel adds the bias and converts)."""
     M, K = X.shape
     n0 = tk.program_id(0) * BN
-    k_lo = tk.program_id(1) * k_split
+    k_lo = tk.program_id(1) * blocks_per_split * BK     # a known multiple of BK: aligned vector loads
     acc = tk.zeros((BM, BN), ACC)
-    for k in tk.range(k_lo, k_lo + k_split, BK):
+    for k in tk.range(k_lo, k_lo + blocks_per_split * BK, BK):
         code = tk.load(W, (n0, k), (BN, BK)).to(ACC)
         if WKIND == 1:
             code = 1.0 - 2.0 * code

@@ -61,7 +61,7 @@ def gemv_default_config(shape, dtype, device, group=128):
         warps, split, stages = 8, 1, 1
     else:
         bk = _bk_for(group, k, 16, 128)
-        bn = 64 if bm <= 2 else 16
+        bn = 32 if bm <= 2 else 16
         warps, stages = 4, 2
         blocks = -(-n // bn)
         split = clamp_pow2(max(1, 264 // max(blocks, 1)), 1, 16)
@@ -81,7 +81,7 @@ def gemm_default_config(shape, dtype, device, group=128):
         config = {"BM": clamp_pow2(m, 16, 128), "BN": clamp_pow2(n, 16, 128), "BK": _bk_for(group, k, 16, 128),
                   "num_warps": 8, "num_stages": 1}
     else:
-        config = {"BM": clamp_pow2(m, 16, 64), "BN": clamp_pow2(n, 16, 128), "BK": _bk_for(group, k, 16, 64),
+        config = {"BM": clamp_pow2(m, 16, 64), "BN": clamp_pow2(n, 16, 64), "BK": _bk_for(group, k, 16, 64),
                   "num_warps": 4, "num_stages": 3}
     size = elem_bytes(dtype)
     while not K_.GEMM_TUNABLES.is_valid({**config, "elem_bytes": size}):
@@ -134,11 +134,11 @@ def gemv_launch(tensors, flags, y, config):
     x2, n = tensors[0], y.shape[1]
     k = x2.shape[1]
     bk, split = config["BK"], config["SPLIT_K"]
-    k_split = -(-(-(-k // bk)) // split) * bk
+    blocks_per_split = max(1, -(-(-(-k // bk)) // split))
     grid = (tk.cdiv(n, config["BN"]), split)
     kwargs = dict(BM=config["BM"], BN=config["BN"], BK=bk, SPLIT_K=split, ACC=_accumulator(x2.dtype),
                   num_warps=config["num_warps"], num_stages=config["num_stages"], **flags)
-    return grid, (*tensors, y, max(k_split, bk)), kwargs
+    return grid, (*tensors, y, blocks_per_split), kwargs
 
 
 def gemm_launch(tensors, flags, y, config):
