@@ -116,10 +116,47 @@ def bytes_per_weight_rows(target):
     return rows
 
 
+def cpu_rows(n=1024, k=1024, repeats=5):
+    """OpenCL (PoCL) lowbit_linear vs eager dequantize-then-matmul (the problem's reference style) and fp16
+    torch.matmul, wall time per call (median), at M = 1 and M = 64, int4 group 128."""
+    import time
+    import tilekit.ops
+    from tilekit import quant
+    w = torch.randn(n, k)
+    qw = quant.quantize(w, "int4", group_size=GROUP)
+    w16 = w.to(torch.float16)
+
+    def median_ms(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        return sorted(times)[len(times) // 2]
+
+    rows = []
+    for m in (1, 64):
+        x = torch.randn(m, k, dtype=torch.float16)
+        with tilekit.ops.use_backend("opencl"):
+            tk_ms = median_ms(lambda: tilekit.ops.lowbit_linear(x, qw))
+        deq_ms = median_ms(lambda: x @ qw.dequantize(torch.float16).T)
+        fp16_ms = median_ms(lambda: x @ w16.T)
+        rows.append((m, tk_ms, deq_ms, fp16_ms))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="sm_90", choices=[t for t in sorted(TARGETS) if t.startswith("sm_")])
+    ap.add_argument("--cpu", action="store_true", help="also time OpenCL (PoCL) against the eager baselines")
     args = ap.parse_args(argv)
+    if args.cpu:
+        print("CPU, int4 group 128, N = K = 1024, ms per call (median of 5)")
+        print(f"{'M':>4} {'tilekit opencl':>14} {'dequant+matmul':>15} {'fp16 matmul':>12}")
+        for m, a, b, c in cpu_rows():
+            print(f"{m:>4} {a:>14.3f} {b:>15.3f} {c:>12.3f}")
+        print()
     print(f"Abstraction cost on {args.target} (fp16 x, int4 group {GROUP}, {N}x{K}; tilekit / hand-written Triton)")
     print(f"{'kernel':<30} {'metric':<13} {'tilekit':>9} {'hand':>9} {'ratio':>7}")
     for name, t, h in abstraction_rows(args.target):
