@@ -60,18 +60,20 @@ def test_gptq_v1_and_v2_load_the_same_weight(bits):
         assert_close(lin.qw.dequantize(torch.float64), want, table=QUANT)
 
 
-def test_gptq_symmetric_loads_as_signed_codes_and_act_order_gathers_x():
+@pytest.mark.parametrize("sym", [True, False])
+def test_gptq_act_order_gathers_x(sym):
     bits, n, k, g = 4, 32, 96, 32
     gen = torch.Generator().manual_seed(1)
     codes = torch.randint(0, 16, (n, k), generator=gen)
     scales = torch.rand(n, k // g, generator=gen).to(torch.float16) + 0.1
-    zeros = torch.full((n, k // g), 8)
+    zeros = torch.full((n, k // g), 8) if sym else torch.randint(0, 16, (n, k // g), generator=gen)
     g_idx = torch.randperm(k, generator=gen) % (k // g)      # act-order: groups scattered over k
     qweight, qzeros, sc = gptq_tensors(codes, zeros, scales, bits, v2=False)
-    lin = tknn.QuantLinear.from_gptq(qweight, qzeros, sc, g_idx=g_idx, bits=4, group_size=g, sym=True)
-    assert lin.fmt == "int4" and lin.zeros is None and lin.perm is not None
+    lin = tknn.QuantLinear.from_gptq(qweight, qzeros, sc, g_idx=g_idx, bits=4, group_size=g, sym=sym)
+    assert lin.perm is not None
+    assert (lin.fmt, lin.zeros is None) == (("int4", True) if sym else ("uint4", False))   # sym: signed codes
     # the float weight in the checkpoint's own k order: (code - 8) * scale[n, g_idx[k]]
-    want = (codes - 8).double() * scales.double()[:, g_idx]          # scales (N, G) by group id
+    want = (codes - zeros[:, g_idx]).double() * scales.double()[:, g_idx]    # (N, G) by group id, k order
     x = torch.randn(5, k, dtype=torch.float32)
     assert_close(lin(x), (x.double() @ want.T), dtype=torch.float32, table=PROPERTY)
 
