@@ -98,8 +98,10 @@ def config_for(kernel_id, shape, dtype, device, backend=None, group=128):
     backend = backend or default_backend(device)
     tunables, default = ((K_.GEMV_TUNABLES, gemv_default_config) if kernel_id == GEMV_ID
                          else (K_.GEMM_TUNABLES, gemm_default_config))
-    return (provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes(dtype))
-            or default(shape, dtype, device, group))
+    provided = provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes(dtype))
+    if provided is not None and kernel_id == GEMV_ID and provided["BM"] < shape[0]:
+        provided = None     # a GEMV program covers all M rows at once: an entry tuned at a smaller M cannot serve
+    return provided or default(shape, dtype, device, group)
 
 
 def _accumulator(dtype):

@@ -158,3 +158,15 @@ def test_argument_errors_name_the_argument():
         tilekit.ops.lowbit_linear(x, qw, bias=torch.randn(8))
     with pytest.raises(TypeError, match="'bias'"):
         tilekit.ops.lowbit_linear(x, qw, bias=bias.double())
+
+
+def test_a_provided_gemv_config_smaller_than_m_is_not_used():
+    from tilekit.ops import dispatch
+    previous = dispatch.set_config_provider(lambda kid, shape, dtype, device, backend: (
+        {"BM": 1, "BN": 16, "BK": 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1} if kid == op.GEMV_ID else None))
+    try:
+        assert op.config_for(op.GEMV_ID, (1, 64, 64), torch.float32, torch.device("cpu"), "reference")["BM"] == 1
+        assert op.config_for(op.GEMV_ID, (5, 64, 64), torch.float32, torch.device("cpu"), "reference")["BM"] == 8
+        _check("reference", *_case("int4", True, 32, 3, 9, 5, seed=12))
+    finally:
+        dispatch.set_config_provider(previous)
