@@ -126,7 +126,8 @@ def test_autograd_x_and_bias(fmt, act_order):
                         dtype=torch.float64)
     x.requires_grad_(True)
     bias.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: tilekit.ops.lowbit_linear(a, qw, bias=b), (x, bias))
+    if act_order:   # one numerical gradcheck (slow); the analytic gradients below are checked for all
+        assert torch.autograd.gradcheck(lambda a, b: tilekit.ops.lowbit_linear(a, qw, bias=b), (x, bias))
     y = tilekit.ops.lowbit_linear(x, qw, bias=bias)
     gx, gb = torch.autograd.grad(y.sum(), (x, bias))
     want = torch.ones(3, 7, dtype=torch.float64) @ qw.dequantize(torch.float64)
