@@ -1,24 +1,26 @@
 """tilekit ops: kernels written in the tilekit DSL, registered as torch custom operators.
 
-Importing this package registers ``torch.ops.tilekit.matmul``, ``torch.ops.tilekit.softmax`` and
-``torch.ops.tilekit.softmax_backward``. See docs/ops.md for how each call picks its backend and config.
+Importing this package registers every ``torch.ops.tilekit.*`` op (see docs/ops.md for how each call picks
+its backend and config) and installs the autotuner's dispatch-table lookup as the config provider
+(docs/tune.md).
 
-Importing it also installs the autotuner's dispatch-table lookup as the config provider (docs/tune.md).
+The wrappers are bound here by name: ``tilekit.ops.matmul`` is the op's function, while its package is
+reached as a submodule (``from tilekit.ops.matmul import op``).
 """
 from .dispatch import BACKEND_ENV, backend_for, set_backend, set_config_provider, use_backend  # noqa: F401
-# Bound by name: ``tilekit.ops.matmul`` is the op's function; its package is ``tilekit.ops.matmul`` in
-# sys.modules (``from tilekit.ops.matmul import op``). Importing registers the torch ops.
 from .matmul import kernel_example as _matmul_example, matmul, matmul_reference  # noqa: F401
 from .softmax import kernel_example as _softmax_example  # noqa: F401
 from .softmax import softmax, softmax_backward, softmax_backward_reference, softmax_reference  # noqa: F401
+from .lowbit import kernel_example as _lowbit_example, lowbit_linear, lowbit_linear_reference  # noqa: F401
 from .ssm import kernel_example as _selective_scan_example, selective_scan, selective_scan_reference  # noqa: F401
 from .ssm import selective_state_update, ssd_scan  # noqa: F401
 
-# name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile
-KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example}
-KERNELS["selective_scan"] = _selective_scan_example
-DEFAULT_SHAPES = {"matmul": (4096, 4096, 4096), "softmax": (4096, 4096)}
-DEFAULT_SHAPES["selective_scan"] = (1, 5120, 2048, 16)
+# name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile, at the op's default
+# tuning shape
+KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example, "lowbit_linear": _lowbit_example,
+           "selective_scan": _selective_scan_example}
+DEFAULT_SHAPES = {"matmul": (4096, 4096, 4096), "softmax": (4096, 4096), "lowbit_linear": (1, 4096, 4096),
+                  "selective_scan": (1, 5120, 2048, 16)}
 
 from ..autotune.lookup import provider as _tuned_config  # noqa: E402
 

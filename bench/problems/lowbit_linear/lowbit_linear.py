@@ -31,6 +31,9 @@ VARIANTS = {
     "w5_decode_fp16": {"BITS": 5, "K": 11008, "N": 4096, "quick": {"K": 224, "N": 40}},
     "w6_decode_bf16": {"BITS": 6, "DTYPE": "bfloat16", "GROUP": 64, "quick": {"K": 192, "GROUP": 64}},
     "w8_prefill_bf16": {"BITS": 8, "M": 2048, "DTYPE": "bfloat16", "quick": {"M": 45}},
+    # the extremes of the width range: 1 bit (codes {0, 1} centred to {-1, 0}) and 7 bits (straddling words)
+    "w1_decode_fp16": {"BITS": 1},
+    "w7_decode_fp16": {"BITS": 7, "K": 4096, "N": 4096, "quick": {"K": 224, "N": 40}},
 }
 
 
