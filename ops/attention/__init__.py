@@ -1,0 +1,3 @@
+"""attention: ``tilekit::attention`` (FlashAttention-2 forward) and ``tilekit::attention_backward``, written in
+the tilekit DSL. Shape tuple for tuning: ``B,Hq,Hkv,Sq,Skv,D``. See README.md."""
+from .op import attention, attention_reference, kernel_example  # noqa: F401
