@@ -196,3 +196,58 @@ def attention_bwd_dq_kernel(Q, K, V, DO, LSE, Delta, DQ, scale, softcap, left, r
         ds = p * (dp - delta[:, None]) * dscore
         dq = dq + tk.dot(ds.to(K.dtype), k).to(ACC)
     tk.store(DQ, (b, h, m0, 0), dq.to(DQ.dtype).reshape((1, 1, BM, BD)))
+
+
+@tk.kernel(tunables=ATTENTION_TUNABLES)
+def attention_varlen_fwd_kernel(Q, K, V, O, LSE, CuQ, CuK, scale, softcap, left, right, SOFTCAP: tk.constexpr,
+                                BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr, ACC: tk.constexpr):
+    """The forward over packed sequences: q (total_q, Hq, D), k/v (total_k, Hkv, D), cu_seqlens int32.
+    One program per (query block of the longest sequence, sequence x head); a program past its
+    sequence's end does nothing (no padding FLOPs)."""
+    total_q, Hq, D = Q.shape
+    Hkv = K.shape[1]
+    m0 = tk.program_id(0) * BM
+    bh = tk.program_id(1)
+    b = bh // Hq
+    h = bh % Hq
+    hk = h // (Hq // Hkv)
+    q_start = tk.load(CuQ, (b,))
+    Sq = tk.load(CuQ, (b + 1,)) - q_start
+    k_start = tk.load(CuK, (b,))
+    Skv = tk.load(CuK, (b + 1,)) - k_start
+    if m0 < Sq:
+        diag = Skv - Sq
+        lo = m0 + diag - left
+        if lo < 0:
+            lo = 0
+        lo = (lo // BN) * BN
+        hi = m0 + BM + diag + right
+        if hi > Skv:
+            hi = Skv
+        rows = m0 + tk.arange(BM)
+        row_ok = rows < Sq
+        q = tk.load(Q, (q_start + rows, h, 0), (BM, 1, BD), mask=row_ok[:, None, None]).reshape((BM, BD))
+        m_i = tk.full((BM,), -float("inf"), ACC)
+        l_i = tk.zeros((BM,), ACC)
+        acc = tk.zeros((BM, BD), ACC)
+        for n0 in tk.range(lo, hi, BN):
+            cols = n0 + tk.arange(BN)
+            col_ok = cols < Skv
+            k = tk.load(K, (k_start + cols, hk, 0), (BN, 1, BD), mask=col_ok[:, None, None]).reshape((BN, BD))
+            v = tk.load(V, (k_start + cols, hk, 0), (BN, 1, BD), mask=col_ok[:, None, None]).reshape((BN, BD))
+            qk = tk.dot(q, k.T).to(ACC)
+            s2, _ = _scores2(qk, scale, softcap, SOFTCAP)
+            visible = _visible(rows, cols, Sq, Skv, diag, left, right)
+            s2 = tk.where(visible, s2, -float("inf"))
+            m_new = tk.maximum(m_i, tk.max(s2, axis=1))
+            m_safe = tk.where(m_new == -float("inf"), 0.0, m_new)
+            alpha = tk.exp2(m_i - m_safe)
+            p = tk.exp2(s2 - m_safe[:, None])
+            l_i = l_i * alpha + tk.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tk.dot(p.to(V.dtype), v).to(ACC)
+            m_i = m_new
+        empty = l_i == 0.0
+        o = acc / tk.where(empty, 1.0, l_i)[:, None]
+        lse = tk.where(empty, -float("inf"), m_i * LN2 + tk.log(tk.where(empty, 1.0, l_i)))
+        tk.store(O, (q_start + rows, h, 0), o.to(O.dtype).reshape((BM, 1, BD)), mask=row_ok[:, None, None])
+        tk.store(LSE, (h, q_start + rows), lse.to(LSE.dtype).reshape((1, BM)), mask=row_ok[None, :])

@@ -9,7 +9,7 @@ import tilekit as tk
 from ...backends import default_backend
 from ..dispatch import backend_for, check_same, check_tensor, checked_config, elem_bytes, next_pow2, provided_config
 from .kernels import (ATTENTION_TUNABLES, attention_bwd_delta_kernel, attention_bwd_dkdv_kernel,
-                      attention_bwd_dq_kernel, attention_fwd_kernel)
+                      attention_bwd_dq_kernel, attention_fwd_kernel, attention_varlen_fwd_kernel)
 
 OP_NAME = "attention"
 MAX_HEAD_DIM = 256
@@ -229,3 +229,48 @@ def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, devic
     if kernel == "dq":
         return attention_bwd_dq_kernel, (q, k, v, do, lse, delta, dq, scale, 1.0, left, right), kw
     raise ValueError(f"kernel_example: unknown attention kernel {kernel!r}")
+
+
+def _check_cu(name, cu, batch_plus_one=None):
+    if not isinstance(cu, torch.Tensor):
+        raise TypeError(f"tilekit::attention_varlen: '{name}' must be a torch.Tensor")
+    if cu.dtype != torch.int32:
+        raise TypeError(f"tilekit::attention_varlen: '{name}' must be int32, got {cu.dtype}")
+    if cu.dim() != 1 or cu.shape[0] < 1 or (batch_plus_one is not None and cu.shape[0] != batch_plus_one):
+        raise ValueError(f"tilekit::attention_varlen: '{name}' must be (batch + 1,), got {tuple(cu.shape)}")
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False, scale=None,
+                     window=None, softcap=None, return_lse=False):
+    """Attention over packed sequences (flash-attn's layout). Forward only so far: no autograd."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor("attention_varlen", name, t, ranks=(3,))
+    check_same("attention_varlen", {"q": q, "k": k, "v": v})
+    _check_cu("cu_seqlens_q", cu_seqlens_q)
+    _check_cu("cu_seqlens_k", cu_seqlens_k, cu_seqlens_q.shape[0])
+    total_q, Hq, D = q.shape
+    if k.shape != v.shape or k.shape[2] != D or Hq % max(1, k.shape[1]) or k.shape[1] == 0:
+        raise ValueError(f"tilekit::attention_varlen: 'k' {tuple(k.shape)} / 'v' {tuple(v.shape)} do not fit "
+                         f"'q' {tuple(q.shape)}")
+    if D > MAX_HEAD_DIM:
+        raise ValueError(f"tilekit::attention_varlen: head dim D={D} is more than {MAX_HEAD_DIM}")
+    if cu_seqlens_q.device.type == "cpu":
+        if int(cu_seqlens_q[-1]) != total_q:
+            raise ValueError(f"tilekit::attention_varlen: cu_seqlens_q[-1] = {int(cu_seqlens_q[-1])} but q has "
+                             f"{total_q} rows")
+        for name, cu, cap in (("max_seqlen_q", cu_seqlens_q, max_seqlen_q), ("max_seqlen_k", cu_seqlens_k, max_seqlen_k)):
+            if cu.shape[0] > 1 and int((cu[1:] - cu[:-1]).max()) > cap:
+                raise ValueError(f"tilekit::attention_varlen: '{name}' = {cap} is less than a sequence's length")
+    batch = cu_seqlens_q.shape[0] - 1
+    o = torch.zeros((total_q, Hq, D), dtype=q.dtype, device=q.device)
+    lse = torch.full((Hq, total_q), -float("inf"), dtype=torch.float32, device=q.device)
+    if o.numel() and batch and max_seqlen_q > 0:
+        backend = backend_for(q.device)
+        shape = (batch, Hq, k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), D)
+        config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["fwd"])
+        left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
+        attention_varlen_fwd_kernel[(tk.cdiv(int(max_seqlen_q), config["BM"]), batch * Hq)](
+            q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, _scale(scale, D), float(softcap or 1.0), left, right,
+            SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=_acc(q.dtype),
+            backend=backend, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return (o, lse) if return_lse else o
