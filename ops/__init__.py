@@ -11,7 +11,8 @@ from .dispatch import BACKEND_ENV, backend_for, set_backend, set_config_provider
 from .matmul import kernel_example as _matmul_example, matmul, matmul_reference  # noqa: F401
 from .softmax import kernel_example as _softmax_example  # noqa: F401
 from .softmax import softmax, softmax_backward, softmax_backward_reference, softmax_reference  # noqa: F401
-from .attention import attention, attention_reference, kernel_example as _attention_example  # noqa: F401
+from .attention import attention, attention_decode, attention_reference, attention_varlen  # noqa: F401
+from .attention import kernel_example as _attention_example  # noqa: F401
 
 # name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile
 KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example}
