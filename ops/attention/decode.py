@@ -120,3 +120,18 @@ def attention_decode(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, 
         backend=backend)
     attention_combine_kernel[(B * Hq,)](o_part, l_part, o, lse, SP=sp, BD=bd, backend=backend)
     return (o, lse) if return_lse else o
+
+
+@torch.library.custom_op("tilekit::attention_decode", mutates_args=())
+def attention_decode_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_table: torch.Tensor,
+                        seq_lens: torch.Tensor, scale: float, window_left: int, softcap: float | None,
+                        num_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch op behind ``attention_decode``: window_left -1 is unbounded, num_splits 0 lets it choose."""
+    return attention_decode(q, k_cache, v_cache, block_table, seq_lens, scale=scale,
+                            window=None if window_left < 0 else (window_left, 0), softcap=softcap,
+                            num_splits=num_splits or None, return_lse=True)
+
+
+@attention_decode_op.register_fake
+def _attention_decode_fake(q, k_cache, v_cache, block_table, seq_lens, scale, window_left, softcap, num_splits):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:2], dtype=torch.float32)

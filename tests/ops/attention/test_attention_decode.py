@@ -62,3 +62,9 @@ def test_gqa_decode_reads_each_page_once_per_group():
     pages_touched = sum(-(-n // 16) for n in lens.tolist())
     stats = attention_decode_kernel.last_launch_stats
     assert stats.tensors["KC"].elements_loaded == pages_touched * 16 * 2 * 16  # pages x page x Hkv x D
+
+
+def test_decode_torch_op_opcheck():
+    q, kc, vc, table, lens = _paged(3, [20, 5], 4, 2, 16, 16, torch.float32)
+    with tk_ops.use_backend("reference"):
+        torch.library.opcheck(torch.ops.tilekit.attention_decode.default, (q, kc, vc, table, lens, 0.25, -1, None, 2))
