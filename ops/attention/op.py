@@ -1,0 +1,276 @@
+"""The ops: ``tilekit::attention`` (returns (o, lse)) and ``tilekit::attention_backward`` (dq, dk, dv), with
+the wrapper ``attention(q, k, v, *, causal, scale, window, softcap, return_lse)`` of DESIGN.md."""
+import math
+
+import torch
+
+import tilekit as tk
+
+from ...backends import default_backend
+from ..dispatch import backend_for, check_same, check_tensor, checked_config, elem_bytes, next_pow2, provided_config
+from .kernels import (ATTENTION_TUNABLES, attention_bwd_delta_kernel, attention_bwd_dkdv_kernel,
+                      attention_bwd_dq_kernel, attention_fwd_kernel, attention_varlen_fwd_kernel)
+
+OP_NAME = "attention"
+MAX_HEAD_DIM = 256
+KERNEL_IDS = {"fwd": "attention.fwd", "dkdv": "attention.bwd_dkdv", "dq": "attention.bwd_dq"}
+
+
+def _acc(dtype):
+    return tk.float64 if dtype == torch.float64 else tk.float32
+
+
+def _default_config(shape, dtype, device):
+    B, Hq, Hkv, Sq, Skv, D = shape
+    if device.type == "cpu":
+        # The reference executor pays per program and loop iteration: large tiles.
+        config = {"BM": min(64, max(16, next_pow2(Sq))), "BN": min(64, max(16, next_pow2(Skv))),
+                  "num_warps": 4, "num_stages": 1}
+    else:
+        bd = max(16, next_pow2(D))
+        config = {"BM": 128 if bd <= 64 else 64, "BN": 64 if bd <= 128 else 32,
+                  "num_warps": 4 if bd <= 64 else 8, "num_stages": 2}
+    return checked_config(OP_NAME, {**config, "BD": max(16, next_pow2(D))}, ATTENTION_TUNABLES,
+                          elem_bytes(dtype))
+
+
+def _config_for(shape, dtype, device, backend, kernel_id):
+    bd = max(16, next_pow2(shape[-1]))
+    provided = provided_config(kernel_id, shape, dtype, device, backend, ATTENTION_TUNABLES, elem_bytes(dtype))
+    config = dict(provided) if provided else _default_config(shape, dtype, device)
+    config["BD"] = bd
+    return config
+
+
+def window_bounds(causal, window, Sq, Skv):
+    """(left, right) as the kernels take them: an unbounded side becomes a sentinel past every distance,
+    and causal clips right to 0."""
+    unbounded = Sq + Skv + 1
+    left, right = (-1, -1) if window is None else (int(window[0]), int(window[1]))
+    left = unbounded if left < 0 else left
+    right = unbounded if right < 0 else right
+    if causal:
+        right = min(right, 0)
+    return left, right
+
+
+def _check_inputs(q, k, v, window):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(OP_NAME, name, t, ranks=(4,))
+    check_same(OP_NAME, {"q": q, "k": k, "v": v})
+    B, Hq, Sq, D = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"tilekit::attention: 'k' is {tuple(k.shape)} but 'v' is {tuple(v.shape)}; they must match")
+    if k.shape[0] != B or k.shape[3] != D:
+        raise ValueError(f"tilekit::attention: 'k' is {tuple(k.shape)}; it must be (B={B}, Hkv, Skv, D={D})")
+    if k.shape[1] == 0 or Hq % k.shape[1]:
+        raise ValueError(f"tilekit::attention: 'q' has {Hq} heads, not a multiple of k's {k.shape[1]}")
+    if D > MAX_HEAD_DIM:
+        raise ValueError(f"tilekit::attention: head dim D={D} is more than {MAX_HEAD_DIM}")
+    if window is not None and len(window) != 2:
+        raise ValueError(f"tilekit::attention: 'window' must be (left, right), got {window}")
+
+
+def _scale(scale, D):
+    return float(scale) if scale is not None else (1.0 / math.sqrt(D) if D else 1.0)
+
+
+def fwd_launch_args(q, k, v, o, lse, config, scale, softcap, left, right):
+    B, Hq, Sq, D = q.shape
+    grid = (tk.cdiv(Sq, config["BM"]), B * Hq)
+    kwargs = dict(SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"],
+                  ACC=_acc(q.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return grid, (q, k, v, o, lse, scale, float(softcap or 1.0), left, right), kwargs
+
+
+def _window_list(window):
+    return None if window is None else [int(window[0]), int(window[1])]
+
+
+@torch.library.custom_op("tilekit::attention", mutates_args=())
+def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
+                 window: list[int] | None, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_inputs(q, k, v, window)
+    B, Hq, Sq, D = q.shape
+    Hkv, Skv = k.shape[1], k.shape[2]
+    o = torch.empty((B, Hq, Sq, D), dtype=q.dtype, device=q.device)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    lse = torch.empty((B, Hq, Sq), dtype=lse_dtype, device=q.device)
+    if o.numel() == 0 or lse.numel() == 0:
+        return o, lse.fill_(-float("inf")) if Skv == 0 else lse
+    if Skv == 0:
+        return o.zero_(), lse.fill_(-float("inf"))
+    backend = backend_for(q.device)
+    config = _config_for((B, Hq, Hkv, Sq, Skv, D), q.dtype, q.device, backend, KERNEL_IDS["fwd"])
+    left, right = window_bounds(causal, window, Sq, Skv)
+    grid, args, kwargs = fwd_launch_args(q, k, v, o, lse, config, scale, softcap, left, right)
+    attention_fwd_kernel[grid](*args, backend=backend, **kwargs)
+    return o, lse
+
+
+@attention_op.register_fake
+def _attention_fake(q, k, v, causal, scale, window, softcap):
+    _check_inputs(q, k, v, window)
+    B, Hq, Sq, D = q.shape
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return q.new_empty((B, Hq, Sq, D)), q.new_empty((B, Hq, Sq), dtype=lse_dtype)
+
+
+@torch.library.custom_op("tilekit::attention_backward", mutates_args=())
+def attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                          lse: torch.Tensor, causal: bool, scale: float, window: list[int] | None,
+                          softcap: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(q, k, v, window)
+    B, Hq, Sq, D = q.shape
+    Hkv, Skv = k.shape[1], k.shape[2]
+    dq = torch.zeros((B, Hq, Sq, D), dtype=q.dtype, device=q.device)
+    dk = torch.zeros((B, Hkv, Skv, D), dtype=k.dtype, device=k.device)
+    dv = torch.zeros((B, Hkv, Skv, D), dtype=v.dtype, device=v.device)
+    if dq.numel() == 0 or dk.numel() == 0:
+        return dq, dk, dv
+    do = do.to(q.dtype)
+    backend = backend_for(q.device)
+    shape = (B, Hq, Hkv, Sq, Skv, D)
+    left, right = window_bounds(causal, window, Sq, Skv)
+    acc = _acc(q.dtype)
+    soft = float(softcap or 1.0)
+    delta = torch.empty((B, Hq, Sq), dtype=lse.dtype, device=q.device)
+    cfg = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["dq"])
+    attention_bwd_delta_kernel[(tk.cdiv(Sq, cfg["BM"]), B * Hq)](
+        o, do, delta, BM=cfg["BM"], BD=cfg["BD"], ACC=acc, backend=backend, num_warps=cfg["num_warps"])
+    common = dict(SOFTCAP=softcap is not None, ACC=acc, backend=backend)
+    attention_bwd_dq_kernel[(tk.cdiv(Sq, cfg["BM"]), B * Hq)](
+        q, k, v, do, lse, delta, dq, scale, soft, left, right, BM=cfg["BM"], BN=cfg["BN"], BD=cfg["BD"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **common)
+    cfg = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["dkdv"])
+    attention_bwd_dkdv_kernel[(tk.cdiv(Skv, cfg["BN"]), B * Hkv)](
+        q, k, v, do, lse, delta, dk, dv, scale, soft, left, right, BM=cfg["BM"], BN=cfg["BN"], BD=cfg["BD"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **common)
+    return dq, dk, dv
+
+
+@attention_backward_op.register_fake
+def _attention_backward_fake(do, q, k, v, o, lse, causal, scale, window, softcap):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, causal, scale, window, softcap = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse)
+    ctx.args = (causal, scale, window, softcap)
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, do, dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    if do is None:
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None, None, None, None
+    dq, dk, dv = torch.ops.tilekit.attention_backward(do.contiguous(), q, k, v, o, lse, *ctx.args)
+    return dq, dk, dv, None, None, None, None
+
+
+attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def attention(q, k, v, *, causal=False, scale=None, window=None, softcap=None, return_lse=False):
+    """softmax(scale * q k^T (softcapped, masked)) v for q (B, Hq, Sq, D), k, v (B, Hkv, Skv, D)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(OP_NAME, name, t, ranks=(4,))
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"tilekit::attention: 'softcap' must be positive, got {softcap}")
+    o, lse = torch.ops.tilekit.attention(q, k, v, bool(causal), _scale(scale, q.shape[-1]), _window_list(window),
+                                         None if softcap is None else float(softcap))
+    return (o, lse) if return_lse else o
+
+
+def attention_reference(q, k, v, *, causal=False, scale=None, window=None, softcap=None, return_lse=False):
+    """The PyTorch oracle, in float64 when given float64 (else fp32, cast back)."""
+    wide = torch.float64 if q.dtype == torch.float64 else torch.float32
+    B, Hq, Sq, D = q.shape
+    Hkv, Skv = k.shape[1], k.shape[2]
+    group = Hq // Hkv
+    qw, kw, vw = (t.to(wide) for t in (q, k, v))
+    kw, vw = kw.repeat_interleave(group, dim=1), vw.repeat_interleave(group, dim=1)
+    s = _scale(scale, D) * qw @ kw.transpose(-1, -2)
+    if softcap is not None:
+        s = softcap * torch.tanh(s / softcap)
+    i = torch.arange(Sq, device=q.device)[:, None]
+    j = torch.arange(Skv, device=q.device)[None, :]
+    left, right = window_bounds(causal, window, Sq, Skv)
+    visible = (j >= i + Skv - Sq - left) & (j <= i + Skv - Sq + right)
+    s = s.masked_fill(~visible, -float("inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - torch.where(torch.isinf(lse), 0, lse)[..., None])
+    o = (p @ vw).to(q.dtype)
+    return (o, lse.to(torch.float64 if wide == torch.float64 else torch.float32)) if return_lse else o
+
+
+def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, device=torch.device("cuda"),
+                   kernel="fwd", causal=True):
+    """(kernel, example args, launch kwargs) for `tilekit show/compile`; shape is B,Hq,Hkv,Sq,Skv,D."""
+    B, Hq, Hkv, Sq, Skv, D = shape
+    meta = dict(dtype=dtype, device="meta")
+    q, o, do, dq = (torch.empty(B, Hq, Sq, D, **meta) for _ in range(4))
+    k, v, dk, dv = (torch.empty(B, Hkv, Skv, D, **meta) for _ in range(4))
+    lse = torch.empty(B, Hq, Sq, dtype=torch.float32, device="meta")
+    delta = torch.empty(B, Hq, Sq, dtype=torch.float32, device="meta")
+    device = torch.device(device)
+    config = _config_for(shape, dtype, device, "reference" if device.type == "cpu" else "triton",
+                         KERNEL_IDS.get(kernel, "attention.fwd"))
+    left, right = window_bounds(causal, None, Sq, Skv)
+    kw = dict(SOFTCAP=False, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=tk.float32,
+              num_warps=config["num_warps"], num_stages=config["num_stages"])
+    scale = 1.0 / math.sqrt(D)
+    if kernel == "fwd":
+        return attention_fwd_kernel, (q, k, v, o, lse, scale, 1.0, left, right), kw
+    if kernel == "dkdv":
+        return attention_bwd_dkdv_kernel, (q, k, v, do, lse, delta, dk, dv, scale, 1.0, left, right), kw
+    if kernel == "dq":
+        return attention_bwd_dq_kernel, (q, k, v, do, lse, delta, dq, scale, 1.0, left, right), kw
+    raise ValueError(f"kernel_example: unknown attention kernel {kernel!r}")
+
+
+def _check_cu(name, cu, batch_plus_one=None):
+    if not isinstance(cu, torch.Tensor):
+        raise TypeError(f"tilekit::attention_varlen: '{name}' must be a torch.Tensor")
+    if cu.dtype != torch.int32:
+        raise TypeError(f"tilekit::attention_varlen: '{name}' must be int32, got {cu.dtype}")
+    if cu.dim() != 1 or cu.shape[0] < 1 or (batch_plus_one is not None and cu.shape[0] != batch_plus_one):
+        raise ValueError(f"tilekit::attention_varlen: '{name}' must be (batch + 1,), got {tuple(cu.shape)}")
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False, scale=None,
+                     window=None, softcap=None, return_lse=False):
+    """Attention over packed sequences (flash-attn's layout). Forward only so far: no autograd."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor("attention_varlen", name, t, ranks=(3,))
+    check_same("attention_varlen", {"q": q, "k": k, "v": v})
+    _check_cu("cu_seqlens_q", cu_seqlens_q)
+    _check_cu("cu_seqlens_k", cu_seqlens_k, cu_seqlens_q.shape[0])
+    total_q, Hq, D = q.shape
+    if k.shape != v.shape or k.shape[2] != D or Hq % max(1, k.shape[1]) or k.shape[1] == 0:
+        raise ValueError(f"tilekit::attention_varlen: 'k' {tuple(k.shape)} / 'v' {tuple(v.shape)} do not fit "
+                         f"'q' {tuple(q.shape)}")
+    if D > MAX_HEAD_DIM:
+        raise ValueError(f"tilekit::attention_varlen: head dim D={D} is more than {MAX_HEAD_DIM}")
+    if cu_seqlens_q.device.type == "cpu":
+        if int(cu_seqlens_q[-1]) != total_q:
+            raise ValueError(f"tilekit::attention_varlen: cu_seqlens_q[-1] = {int(cu_seqlens_q[-1])} but q has "
+                             f"{total_q} rows")
+        for name, cu, cap in (("max_seqlen_q", cu_seqlens_q, max_seqlen_q), ("max_seqlen_k", cu_seqlens_k, max_seqlen_k)):
+            if cu.shape[0] > 1 and int((cu[1:] - cu[:-1]).max()) > cap:
+                raise ValueError(f"tilekit::attention_varlen: '{name}' = {cap} is less than a sequence's length")
+    batch = cu_seqlens_q.shape[0] - 1
+    o = torch.zeros((total_q, Hq, D), dtype=q.dtype, device=q.device)
+    lse = torch.full((Hq, total_q), -float("inf"), dtype=torch.float32, device=q.device)
+    if o.numel() and batch and max_seqlen_q > 0:
+        backend = backend_for(q.device)
+        shape = (batch, Hq, k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), D)
+        config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["fwd"])
+        left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
+        attention_varlen_fwd_kernel[(tk.cdiv(int(max_seqlen_q), config["BM"]), batch * Hq)](
+            q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, _scale(scale, D), float(softcap or 1.0), left, right,
+            SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=_acc(q.dtype),
+            backend=backend, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return (o, lse) if return_lse else o

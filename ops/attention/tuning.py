@@ -1,0 +1,105 @@
+"""attention's tuning declarations: shape tuple ``B,Hq,Hkv,Sq,Skv,D``, flags ``causal`` and ``window``.
+The tuner's trials run causal (the prefill case); the op looks configs up by the 6-tuple alone."""
+import math
+
+import torch
+
+from ...autotune.protocol import TuneKernel, register
+from . import op
+from .kernels import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
+
+SHAPE_NAMES = ("B", "Hq", "Hkv", "Sq", "Skv", "D")
+# Llama-3-8B prefill (GQA 32/8, D=128), a D=64 model, and Llama-3-8B single-token decode shapes.
+DEFAULT_SHAPES = {"gpu": [(1, 32, 8, 4096, 4096, 128), (4, 16, 16, 2048, 2048, 64), (16, 32, 8, 1, 4096, 128)],
+                  "cpu": [(1, 4, 2, 256, 256, 64), (1, 4, 4, 128, 128, 128)]}
+
+
+
+def make_forward_inputs(shape, dtype, generator):
+    B, Hq, Hkv, Sq, Skv, D = shape
+    return tuple(torch.randn(b, h, s, D, generator=generator).to(dtype)
+                 for b, h, s in ((B, Hq, Sq), (B, Hkv, Skv), (B, Hkv, Skv)))
+
+
+def _with_bd(config, D):
+    return {**config, "BD": max(16, op.next_pow2(D))}
+
+
+def forward_launch_args(inputs, out, config):
+    q, k, v = inputs[:3]
+    Sq, Skv, D = q.shape[2], k.shape[2], q.shape[3]
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    left, right = op.window_bounds(True, None, Sq, Skv)
+    return op.fwd_launch_args(q, k, v, out, lse, _with_bd(config, D), 1 / math.sqrt(D), None, left, right)
+
+
+def forward_reference(q, k, v):
+    return op.attention_reference(q, k, v, causal=True)
+
+
+def make_backward_inputs(shape, dtype, generator):
+    q, k, v = make_forward_inputs(shape, dtype, generator)
+    do = torch.randn(q.shape, generator=generator).to(dtype)
+    o, lse = op.attention_reference(q, k, v, causal=True, return_lse=True)
+    delta = (o.float() * do.float()).sum(-1)
+    return q, k, v, do, lse.float(), delta
+
+
+def _bwd_kwargs(q, config):
+    return dict(SOFTCAP=False, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=op._acc(q.dtype),
+                num_warps=config["num_warps"], num_stages=config["num_stages"])
+
+
+def dkdv_launch_args(inputs, out, config):
+    q, k, v, do, lse, delta = inputs
+    config = _with_bd(config, q.shape[3])
+    left, right = op.window_bounds(True, None, q.shape[2], k.shape[2])
+    dv = torch.empty_like(v)
+    grid = (-(-k.shape[2] // config["BN"]), k.shape[0] * k.shape[1])
+    return grid, (q, k, v, do, lse, delta, out, dv, 1 / math.sqrt(q.shape[3]), 1.0, left, right), _bwd_kwargs(q, config)
+
+
+def dq_launch_args(inputs, out, config):
+    q, k, v, do, lse, delta = inputs
+    config = _with_bd(config, q.shape[3])
+    left, right = op.window_bounds(True, None, q.shape[2], k.shape[2])
+    grid = (-(-q.shape[2] // config["BM"]), q.shape[0] * q.shape[1])
+    return grid, (q, k, v, do, lse, delta, out, 1 / math.sqrt(q.shape[3]), 1.0, left, right), _bwd_kwargs(q, config)
+
+
+def _reference_grads(q, k, v, do):
+    wide = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out = op.attention_reference(*wide, causal=True)
+    return torch.autograd.grad(out, wide, do.double())
+
+
+def dkdv_reference(q, k, v, do, lse, delta):
+    return _reference_grads(q, k, v, do)[1].to(k.dtype)
+
+
+def dq_reference(q, k, v, do, lse, delta):
+    return _reference_grads(q, k, v, do)[0].to(q.dtype)
+
+
+def _default(shape, dtype, device):
+    return {k: v for k, v in op._default_config(shape, dtype, device).items() if k != "BD"}
+
+
+FORWARD = register(TuneKernel(
+    id="attention.fwd", kernel=attention_fwd_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
+    make_inputs=make_forward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
+    launch_args=forward_launch_args, reference=forward_reference, default_config=_default,
+    default_shapes=DEFAULT_SHAPES,
+))
+BACKWARD_DKDV = register(TuneKernel(
+    id="attention.bwd_dkdv", kernel=attention_bwd_dkdv_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
+    make_inputs=make_backward_inputs, make_output=lambda inputs: torch.empty_like(inputs[1]),
+    launch_args=dkdv_launch_args, reference=dkdv_reference, default_config=_default,
+    default_shapes=DEFAULT_SHAPES,
+))
+BACKWARD_DQ = register(TuneKernel(
+    id="attention.bwd_dq", kernel=attention_bwd_dq_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
+    make_inputs=make_backward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
+    launch_args=dq_launch_args, reference=dq_reference, default_config=_default,
+    default_shapes=DEFAULT_SHAPES,
+))
