@@ -126,14 +126,16 @@ def trials_to_target(job, space, measured, sampler_name, seed, target_s, max_ask
     return None
 
 
-def evaluate(job, seeds, progress=True, include_default=True):
-    """Measure the space of ``job`` and replay the samplers; returns a JSON-able result dict."""
-    space = job_space(job, include_default)
-    configs = valid_configs(job, space)
-    if progress:
-        print(f"{job.kernel.id} {'x'.join(map(str, job.shape))}: measuring {len(configs)} valid configs "
-              f"of the subset {json.dumps(space)}", flush=True)
-    measured = time_configs(job, configs, progress=progress)
+def evaluate(job, seeds, progress=True, include_default=True, measured=None, space=None):
+    """Measure the space of ``job`` (unless ``measured``, a saved table, is given) and replay the samplers;
+    returns a JSON-able result dict."""
+    space = space or job_space(job, include_default)
+    if measured is None:
+        configs = valid_configs(job, space)
+        if progress:
+            print(f"{job.kernel.id} {'x'.join(map(str, job.shape))}: measuring {len(configs)} valid configs "
+                  f"of the subset {json.dumps(space)}", flush=True)
+        measured = time_configs(job, configs, progress=progress)
     times = {k: s for k, (s, _) in measured.items() if s is not None}
     if not times:
         raise RuntimeError(f"{job.kernel.id}: every config failed: {next(iter(measured.values()))[1]}")
@@ -151,7 +153,8 @@ def evaluate(job, seeds, progress=True, include_default=True):
                       "not_reached": sum(c is None for c in counts)}
     return {"kernel": job.kernel.id, "shape": list(job.shape), "space": space, "valid": len(measured),
             "failed": len(measured) - len(times), "best_s": best_s, "best_config": json.loads(best_key),
-            "default_s": times.get(default_key), "worst_s": max(times.values()), "table": {k: v[0] for k, v in measured.items()},
+            "default_s": times.get(default_key), "worst_s": max(times.values()),
+            "table": {k: v[0] for k, v in measured.items()},
             "samplers": rows, "seeds": list(seeds)}
 
 
@@ -195,8 +198,17 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny shapes and spaces (seconds of measuring)")
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per config (the tuner's default 10)")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--replay", help="skip measuring: replay the samplers on the tables of a --json file")
     args = ap.parse_args(argv)
     registry = kernels()
+    if args.replay:
+        with open(args.replay) as f:
+            saved = json.load(f)
+        for old in saved:
+            job = TuneJob(kernel=registry[old["kernel"]], shape=tuple(old["shape"]), backend="opencl")
+            measured = {k: (v, None if v is not None else "failed") for k, v in old["table"].items()}
+            print_result(evaluate(job, range(args.seeds), measured=measured, space=old["space"]))
+        return 0
     shapes = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
     subsets = QUICK_SUBSETS if args.quick else FULL_SUBSETS
     chosen = dict(parse_shape_arg(s, registry) for s in args.shape) if args.shape else dict(shapes)
