@@ -105,6 +105,14 @@ def _json_default(value):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def cpu_backend_line() -> str:
+    """Which backend tilekit ops use on CPU tensors, and why: the registry's default, dispatch.py's reason."""
+    import torch
+    from tilekit.backends import default_backend
+    from tilekit.ops.dispatch import CPU_DEFAULT_BACKEND_WHY
+    return f"default CPU backend for ops: {default_backend(torch.device('cpu'))} ({CPU_DEFAULT_BACKEND_WHY})"
+
+
 def header_lines(meta: dict) -> list[str]:
     clock = "CPU wall-clock time" if meta["clock"] == "cpu-wall" else "GPU time from CUDA events"
     lines = [
@@ -114,6 +122,7 @@ def header_lines(meta: dict) -> list[str]:
         f"correctness: {meta['trials']} trials with fresh seeded inputs, plus one randomly chosen timed call; "
         f"KernelBench tolerances (tilekit.tolerances.KERNELBENCH); outputs poisoned: {meta['poison']}",
         f"precision: {meta.get('precision') or 'as each file says'}; anti-cheat policy: {meta.get('policy', 'strict')}",
+        cpu_backend_line(),
     ]
     if meta.get("interrupted"):
         lines.append(f"INTERRUPTED: {len(meta.get('remaining') or [])} problem(s) not run; "

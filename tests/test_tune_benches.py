@@ -1,0 +1,70 @@
+"""The tuner's benchmarks (bench/tune_efficiency.py, bench/tuned_vs_default.py) in --quick mode on tiny
+shapes: structure and invariants only, never a speed claim. Plus the default-CPU-backend line in
+`tilekit info` and in the bench report header."""
+import json
+
+import pytest
+import torch
+
+from tilekit.autotune.protocol import kernels
+from tilekit.autotune.tuner import _config_key
+
+
+def _opencl_or_skip():
+    from tilekit.backends.opencl import available
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"OpenCL unavailable: {why}")
+
+
+def test_tune_efficiency_quick_replays_every_sampler_within_the_space(tmp_path, capsys):
+    _opencl_or_skip()
+    from tilekit.bench import tune_efficiency
+    out = tmp_path / "eff.json"
+    assert tune_efficiency.main(["--quick", "--shape", "softmax=8,64", "--seeds", "5", "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    kernel = kernels()[result["kernel"]]
+    timed = {k: v for k, v in result["table"].items() if v is not None}
+    assert result["valid"] == len(result["table"]) >= 2 and timed
+    for key in result["table"]:  # only valid configs were measured
+        assert kernel.why_invalid(json.loads(key), torch.float32) is None
+    assert result["best_s"] == min(timed.values())
+    assert _config_key(result["best_config"]) in timed and timed[_config_key(result["best_config"])] == result["best_s"]
+    assert set(result["samplers"]) == {"tpe", "random", "grid"}
+    for row in result["samplers"].values():
+        assert len(row["per_seed"]) == 5
+        assert all(c is None or 1 <= c <= result["valid"] for c in row["per_seed"])
+        assert 1 <= row["mean"] <= result["valid"] and 0 < row["fraction"] <= 1
+    # grid visits every config of the space, so it always reaches the best
+    assert result["samplers"]["grid"]["not_reached"] == 0
+    text = capsys.readouterr().out
+    assert "trials to 5%" in text and ("PASS" in text or "MISS" in text)
+    assert "fixed subset" in text
+
+
+def test_tuned_vs_default_quick_measures_both_configs(tmp_path, capsys):
+    _opencl_or_skip()
+    from tilekit.bench import tuned_vs_default
+    out = tmp_path / "tvd.json"
+    assert tuned_vs_default.main(["--quick", "--shape", "softmax=8,64", "--trials", "2", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    kernel = kernels()[row["kernel"]]
+    assert row["shape"] == [8, 64] and 1 <= row["trials"] <= 2
+    assert kernel.why_invalid(row["tuned_config"], torch.float32) is None
+    assert row["default_s"] > 0 and row["tuned_s"] > 0 and row["speedup"] > 0
+    assert row["table_gives_tuned"]  # the temporary table was written and the lookup reads it back
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_info_and_bench_header_name_the_default_cpu_backend(capsys):
+    from tilekit.backends import default_backend
+    from tilekit.bench import report
+    from tilekit.cli import main
+    cpu_default = default_backend(torch.device("cpu"))
+    assert main(["info"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("ops on CPU tensors use")]
+    assert len(line) == 1 and f" {cpu_default} " in line[0] and "docs/tune.md" in line[0]
+    meta = {"device": "cpu", "device_name": "test CPU", "torch": "x", "sizes": "s", "clock": "cpu-wall",
+            "timing_protocol": "median", "trials": 2, "poison": True, "precision": None, "policy": "strict"}
+    header = report.header_lines(meta)
+    assert f"default CPU backend for ops: {cpu_default} (" in "\n".join(header)
