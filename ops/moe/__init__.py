@@ -1,0 +1,3 @@
+"""MoE: ``tilekit::moe_route`` (+ backward) and ``tilekit::moe_align``. ``kernels`` holds the DSL kernels,
+``op`` the torch ops and references. See README.md."""
+from .op import (kernel_example, moe_align, moe_align_reference, moe_route, moe_route_reference)  # noqa: F401

@@ -1,0 +1,272 @@
+"""The MoE torch ops: ``tilekit::moe_route`` (with its backward) and ``tilekit::moe_align``.
+
+moe_route scores each token's logits (softmax or sigmoid), adds the optional selection bias, keeps the
+best ``topk_groups`` of ``num_groups`` groups (a group's score is the sum of its two best sel), and picks
+``top_k`` experts by descending sel, equal sel to the lower expert id. The weights are p at the chosen
+experts, renormalised and scaled. moe_align is vLLM's moe_align_block_size made stable: three DSL
+kernels (count per slot block and expert; one exclusive scan; scatter at base + in-block rank).
+"""
+from typing import Optional
+
+import torch
+
+import tilekit as tk
+
+from ...backends import default_backend
+from ..dispatch import backend_for, check_tensor, next_pow2, provided_config
+from .kernels import (ALIGN_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel, moe_align_scan_kernel,
+                      moe_align_scatter_kernel, moe_route_backward_kernel, moe_route_kernel)
+
+MAX_EXPERTS = 256
+MAX_TOP_K = 8
+SCORINGS = ("softmax", "sigmoid")
+KERNEL_IDS = {"route": "moe_route.forward", "route_backward": "moe_route.backward", "align": "moe_align.main"}
+
+
+# ---- moe_route --------------------------------------------------------------------------------------
+
+def _check_route_args(logits, top_k, scoring, bias, num_groups, topk_groups):
+    check_tensor("moe_route", "logits", logits, ranks=(2,))
+    num_experts = logits.shape[1]
+    if not 1 <= num_experts <= MAX_EXPERTS:
+        raise ValueError(f"tilekit::moe_route: 'logits' has {num_experts} experts; 1 to {MAX_EXPERTS} are supported")
+    if not isinstance(top_k, int) or not 1 <= top_k <= min(MAX_TOP_K, num_experts):
+        raise ValueError(f"tilekit::moe_route: 'top_k' must be an int in [1, {min(MAX_TOP_K, num_experts)}], "
+                         f"got {top_k!r}")
+    if scoring not in SCORINGS:
+        raise ValueError(f"tilekit::moe_route: 'scoring' must be one of {SCORINGS}, got {scoring!r}")
+    if bias is not None:
+        check_tensor("moe_route", "bias", bias, ranks=(1,))
+        if bias.shape[0] != num_experts:
+            raise ValueError(f"tilekit::moe_route: 'bias' has shape {tuple(bias.shape)}; expected ({num_experts},)")
+        if bias.device != logits.device:
+            raise ValueError(f"tilekit::moe_route: 'bias' is on {bias.device} but 'logits' is on {logits.device}")
+    if num_groups:
+        if num_experts % num_groups or num_experts // num_groups < 2:
+            raise ValueError(f"tilekit::moe_route: 'num_groups'={num_groups} must divide E={num_experts} into "
+                             f"groups of at least 2")
+        if not isinstance(topk_groups, int) or not 1 <= topk_groups <= num_groups:
+            raise ValueError(f"tilekit::moe_route: 'topk_groups' must be an int in [1, {num_groups}], "
+                             f"got {topk_groups!r}")
+        if top_k > topk_groups * (num_experts // num_groups):
+            raise ValueError(f"tilekit::moe_route: 'top_k'={top_k} exceeds the experts of {topk_groups} groups")
+
+
+def _route_config(tokens, num_experts, device, backend, kernel_id):
+    config = provided_config(kernel_id, (tokens, num_experts), torch.float32, device, backend, ROUTE_TUNABLES, 4)
+    if config:
+        return config
+    if device.type == "cpu":
+        # The reference executor and PoCL pay per program: many tokens per program.
+        return {"BT": 32 if num_experts <= 64 else 8, "num_warps": 8}
+    return {"BT": 1 if num_experts > 64 else 4, "num_warps": 4}
+
+
+def route_launch_args(logits, bias, weights, ids, top_k, scoring, renormalize, num_groups, topk_groups,
+                      route_scale, config):
+    tokens, num_experts = logits.shape
+    groups = num_groups or 1
+    grid = (tk.cdiv(tokens, config["BT"]),)
+    kwargs = dict(BT=config["BT"], EP=next_pow2(num_experts), KP=next_pow2(top_k), TOP_K=top_k,
+                  SIGMOID=scoring == "sigmoid", HAS_BIAS=bias is not None, NUM_GROUPS=groups,
+                  GROUP_SIZE=num_experts // groups, TOPK_GROUPS=topk_groups or 1, RENORM=bool(renormalize),
+                  num_warps=config["num_warps"])
+    bias_row = logits if bias is None else bias.view(1, num_experts)
+    return grid, (logits, bias_row, weights, ids, float(route_scale)), kwargs
+
+
+@torch.library.custom_op("tilekit::moe_route", mutates_args=())
+def moe_route_op(logits: torch.Tensor, top_k: int, scoring: str, renormalize: bool, bias: Optional[torch.Tensor],
+                 num_groups: int, topk_groups: int, route_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_route_args(logits, top_k, scoring, bias, num_groups, topk_groups)
+    tokens = logits.shape[0]
+    weights = torch.empty(tokens, top_k, dtype=torch.float32, device=logits.device)
+    ids = torch.empty(tokens, top_k, dtype=torch.int32, device=logits.device)
+    if tokens == 0:
+        return weights, ids
+    backend = backend_for(logits.device)
+    config = _route_config(tokens, logits.shape[1], logits.device, backend, KERNEL_IDS["route"])
+    grid, args, kwargs = route_launch_args(logits, bias, weights, ids, top_k, scoring, renormalize, num_groups,
+                                           topk_groups, route_scale, config)
+    moe_route_kernel[grid](*args, backend=backend, **kwargs)
+    return weights, ids
+
+
+@moe_route_op.register_fake
+def _moe_route_fake(logits, top_k, scoring, renormalize, bias, num_groups, topk_groups, route_scale):
+    _check_route_args(logits, top_k, scoring, bias, num_groups, topk_groups)
+    tokens = logits.shape[0]
+    return (logits.new_empty((tokens, top_k), dtype=torch.float32),
+            logits.new_empty((tokens, top_k), dtype=torch.int32))
+
+
+@torch.library.custom_op("tilekit::moe_route_backward", mutates_args=())
+def moe_route_backward_op(grad_weights: torch.Tensor, logits: torch.Tensor, ids: torch.Tensor, scoring: str,
+                          renormalize: bool, route_scale: float) -> torch.Tensor:
+    grad_logits = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    tokens, top_k = ids.shape
+    if tokens == 0:
+        return grad_logits
+    backend = backend_for(logits.device)
+    config = _route_config(tokens, logits.shape[1], logits.device, backend, KERNEL_IDS["route_backward"])
+    moe_route_backward_kernel[(tk.cdiv(tokens, config["BT"]),)](
+        logits, ids, grad_weights, grad_logits, float(route_scale), BT=config["BT"],
+        EP=next_pow2(logits.shape[1]), KP=next_pow2(top_k), TOP_K=top_k, SIGMOID=scoring == "sigmoid",
+        RENORM=bool(renormalize), num_warps=config["num_warps"], backend=backend)
+    return grad_logits
+
+
+@moe_route_backward_op.register_fake
+def _moe_route_backward_fake(grad_weights, logits, ids, scoring, renormalize, route_scale):
+    return logits.new_empty(logits.shape)
+
+
+def _route_setup_context(ctx, inputs, output):
+    logits, top_k, scoring, renormalize, bias, num_groups, topk_groups, route_scale = inputs
+    ctx.save_for_backward(logits, output[1])
+    ctx.scoring, ctx.renormalize, ctx.route_scale = scoring, renormalize, route_scale
+
+
+def _route_backward(ctx, grad_weights, grad_ids):
+    logits, ids = ctx.saved_tensors
+    if grad_weights is None:
+        grad_weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    grad_logits = torch.ops.tilekit.moe_route_backward(grad_weights.contiguous(), logits, ids, ctx.scoring,
+                                                       ctx.renormalize, ctx.route_scale)
+    return grad_logits, None, None, None, None, None, None, None
+
+
+moe_route_op.register_autograd(_route_backward, setup_context=_route_setup_context)
+
+
+def moe_route(logits, top_k, *, scoring="softmax", renormalize=True, bias=None, num_groups=None,
+              topk_groups=None, route_scale=1.0):
+    """(weights (T, top_k) fp32, ids (T, top_k) int32): see DESIGN.md, section MoE."""
+    if num_groups is None and topk_groups is not None:
+        raise ValueError("tilekit::moe_route: 'topk_groups' needs 'num_groups'")
+    return torch.ops.tilekit.moe_route(logits, top_k, scoring, bool(renormalize), bias, int(num_groups or 0),
+                                       int(topk_groups or 0), float(route_scale))
+
+
+def moe_route_reference(logits, top_k, *, scoring="softmax", renormalize=True, bias=None, num_groups=None,
+                        topk_groups=None, route_scale=1.0):
+    """The PyTorch oracle for moe_route, in float64; ties go to the lower id (a stable descending sort)."""
+    x = logits.double()
+    p = torch.softmax(x, -1) if scoring == "softmax" else torch.sigmoid(x)
+    sel = p + bias.double() if bias is not None else p.clone()
+    if num_groups:
+        tokens, num_experts = x.shape
+        grouped = sel.view(tokens, num_groups, num_experts // num_groups)
+        group_score = grouped.sort(-1, descending=True, stable=True).values[..., :2].sum(-1)
+        kept = group_score.sort(-1, descending=True, stable=True).indices[:, :topk_groups]
+        mask = torch.zeros(tokens, num_groups, dtype=torch.bool).scatter_(1, kept, True)
+        sel = sel.masked_fill(~mask.repeat_interleave(num_experts // num_groups, 1), -float("inf"))
+    ids = sel.sort(-1, descending=True, stable=True).indices[:, :top_k]
+    weights = p.gather(1, ids)
+    if renormalize:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return (weights * route_scale).float(), ids.int()
+
+
+# ---- moe_align --------------------------------------------------------------------------------------
+
+def _check_align_args(ids, num_experts, block_m):
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"tilekit::moe_align: 'ids' must be an int32 or int64 tensor, got "
+                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if ids.dim() != 2:
+        raise ValueError(f"tilekit::moe_align: 'ids' must be 2-D (T, top_k), got shape {tuple(ids.shape)}")
+    if not isinstance(num_experts, int) or not 1 <= num_experts <= 1024:
+        raise ValueError(f"tilekit::moe_align: 'num_experts' must be an int in [1, 1024], got {num_experts!r}")
+    if not isinstance(block_m, int) or block_m < 1:
+        raise ValueError(f"tilekit::moe_align: 'block_m' must be a positive int, got {block_m!r}")
+
+
+def align_lengths(num_slots, num_experts, block_m):
+    """The static lengths of sorted_ids and expert_ids (DESIGN.md)."""
+    length = num_slots + num_experts * (block_m - 1)
+    return length, tk.cdiv(length, block_m)
+
+
+def _align_config(num_slots, num_experts, device, backend):
+    config = provided_config(KERNEL_IDS["align"], (num_slots, num_experts), torch.int32, device, backend,
+                             ALIGN_TUNABLES, 4)
+    if config:
+        return config
+    slot_block = 64 if num_experts <= 64 else 16  # the one-hot tile is BS x EP
+    return {"BS": slot_block, "num_warps": 4}
+
+
+@torch.library.custom_op("tilekit::moe_align", mutates_args=())
+def moe_align_op(ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_align_args(ids, num_experts, block_m)
+    num_slots = ids.numel()
+    length, num_m_blocks = align_lengths(num_slots, num_experts, block_m)
+    device = ids.device
+    if device.type == "cpu" and num_slots and (int(ids.min()) < 0 or int(ids.max()) >= num_experts):
+        raise ValueError(f"tilekit::moe_align: 'ids' holds an expert outside [0, {num_experts})")
+    sorted_ids = torch.full((length,), num_slots, dtype=torch.int32, device=device)
+    expert_ids = torch.full((num_m_blocks,), -1, dtype=torch.int32, device=device)
+    num_padded = torch.zeros(1, dtype=torch.int32, device=device)
+    if num_slots == 0:
+        return sorted_ids, expert_ids, num_padded
+    backend = backend_for(device)
+    config = _align_config(num_slots, num_experts, device, backend)
+    slot_block, experts_padded = config["BS"], next_pow2(num_experts)
+    flat = ids.reshape(-1)
+    num_blocks = tk.cdiv(num_slots, slot_block)
+    counts = torch.empty(num_blocks, experts_padded, dtype=torch.int32, device=device)
+    base = torch.empty(num_blocks, experts_padded, dtype=torch.int32, device=device)
+    common = dict(BS=slot_block, EP=experts_padded, num_warps=config["num_warps"], backend=backend)
+    moe_align_count_kernel[(num_blocks,)](flat, counts, **common)
+    moe_align_scan_kernel[(1,)](counts, base, expert_ids, num_padded, num_experts, BLOCK_M=block_m, **common)
+    moe_align_scatter_kernel[(num_blocks,)](flat, base, sorted_ids, **common)
+    return sorted_ids, expert_ids, num_padded
+
+
+@moe_align_op.register_fake
+def _moe_align_fake(ids, num_experts, block_m):
+    _check_align_args(ids, num_experts, block_m)
+    length, num_m_blocks = align_lengths(ids.numel(), num_experts, block_m)
+    return (ids.new_empty((length,), dtype=torch.int32), ids.new_empty((num_m_blocks,), dtype=torch.int32),
+            ids.new_empty((1,), dtype=torch.int32))
+
+
+def moe_align(ids, num_experts, block_m):
+    """(sorted_ids, expert_ids, num_padded): DESIGN.md's stable moe_align_block_size."""
+    return torch.ops.tilekit.moe_align(ids, num_experts, block_m)
+
+
+def moe_align_reference(ids, num_experts, block_m):
+    """The PyTorch oracle for moe_align (a stable sort by expert, then padding)."""
+    flat = ids.reshape(-1).long().cpu()
+    num_slots = flat.numel()
+    length, num_m_blocks = align_lengths(num_slots, num_experts, block_m)
+    sorted_ids = torch.full((length,), num_slots, dtype=torch.int32)
+    expert_ids = torch.full((num_m_blocks,), -1, dtype=torch.int32)
+    order = torch.sort(flat, stable=True).indices
+    counts = torch.bincount(flat, minlength=num_experts)
+    pos = 0
+    taken = 0
+    for e in range(num_experts):
+        c = int(counts[e])
+        padded = -(-c // block_m) * block_m
+        sorted_ids[pos:pos + c] = order[taken:taken + c].int()
+        expert_ids[pos // block_m:(pos + padded) // block_m] = e
+        pos += padded
+        taken += c
+    return sorted_ids, expert_ids, torch.tensor([pos], dtype=torch.int32)
+
+
+def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) for moe_route at SPEC (T, H, F, E, top_k): what `tilekit
+    show/compile` use. Tensors are on the meta device."""
+    tokens, _, _, num_experts, top_k = shape
+    logits = torch.empty(tokens, num_experts, dtype=torch.float32, device="meta")
+    weights = torch.empty(tokens, top_k, dtype=torch.float32, device="meta")
+    ids = torch.empty(tokens, top_k, dtype=torch.int32, device="meta")
+    device = torch.device(device)
+    config = _route_config(tokens, num_experts, device, "reference" if device.type == "cpu" else "triton",
+                           KERNEL_IDS["route"])
+    _, args, kwargs = route_launch_args(logits, None, weights, ids, top_k, "softmax", True, 0, 0, 1.0, config)
+    return moe_route_kernel, args, kwargs

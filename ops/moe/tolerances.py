@@ -1,0 +1,18 @@
+"""moe's tolerance tables ({dtype: (atol, rtol)}), read through tilekit.tolerances.op_table("moe", NAME)."""
+import torch
+
+# moe_route's weights are fp32 whatever the logits' dtype; the oracle is float64 from the same logits.
+ROUTE = {
+    torch.float64: (1e-6, 1e-6),
+    torch.float32: (1e-6, 1e-5),
+    torch.float16: (1e-6, 1e-5),
+    torch.bfloat16: (1e-6, 1e-5),
+}
+
+# d(logits) of moe_route: a few fp32 roundings (a softmax and its Jacobian).
+ROUTE_BACKWARD = {
+    torch.float64: (1e-6, 1e-5),
+    torch.float32: (1e-6, 1e-5),
+    torch.float16: (2e-3, 1e-2),
+    torch.bfloat16: (1e-2, 4e-2),
+}
