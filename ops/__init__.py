@@ -11,10 +11,12 @@ from .dispatch import BACKEND_ENV, backend_for, set_backend, set_config_provider
 from .matmul import kernel_example as _matmul_example, matmul, matmul_reference  # noqa: F401
 from .softmax import kernel_example as _softmax_example  # noqa: F401
 from .softmax import softmax, softmax_backward, softmax_backward_reference, softmax_reference  # noqa: F401
+from .moe import kernel_example as _moe_example  # noqa: F401
+from .moe import moe_align, moe_align_reference, moe_route, moe_route_reference  # noqa: F401
 
 # name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile
-KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example}
-DEFAULT_SHAPES = {"matmul": (4096, 4096, 4096), "softmax": (4096, 4096)}
+KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example, "moe": _moe_example}
+DEFAULT_SHAPES = {"matmul": (4096, 4096, 4096), "softmax": (4096, 4096), "moe": (4096, 4096, 14336, 8, 2)}
 
 from ..autotune.lookup import provider as _tuned_config  # noqa: E402
 

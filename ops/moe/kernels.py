@@ -175,3 +175,102 @@ def moe_align_scatter_kernel(Ids, Base, SortedIds, BS: tk.constexpr, EP: tk.cons
     base = tk.load(Base, (block, 0), (1, EP))
     pos = tk.sum(one_hot * (base + rank), axis=1)
     tk.store(SortedIds, (pos,), slot, mask=slot < n)
+
+
+def _gemm_config_rule(config):
+    """Valid if the accumulators (two for gate_up) and the operand tiles fit a register budget per thread."""
+    threads = 32 * config["num_warps"]
+    per_thread = (2 * config["BM"] * config["BN"] + (config["BM"] + config["BN"]) * config["BK"]) // threads
+    if per_thread > 256:
+        return f"BM={config['BM']} BN={config['BN']} BK={config['BK']} is {per_thread} values per thread"
+    return True
+
+
+GEMM_TUNABLES = tk.Tunables(
+    {"BM": [16, 32, 64, 128], "BN": [16, 32, 64, 128, 256], "BK": [16, 32, 64, 128], "num_warps": [1, 2, 4, 8],
+     "num_stages": [1, 2, 3, 4]},
+    valid=_gemm_config_rule,
+    default={"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
+)
+
+
+@tk.func
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + tk.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+@tk.kernel(tunables=GEMM_TUNABLES)
+def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k, BM: tk.constexpr,
+                       BN: tk.constexpr, BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr):
+    """Inter[p] = act(W_gate[e] x[t]) * (W_up[e] x[t]) for the BM sorted positions p of M-block program_id(0),
+    whose expert e is read from ExpertIds, and BN of the F columns. Gate and up share one pass over H;
+    sentinel slots are masked, and a block past num_padded loads nothing."""
+    T, H = X.shape
+    _, F2, _ = WGateUp.shape
+    F = F2 // 2
+    block = tk.program_id(0)
+    n0 = tk.program_id(1) * BN
+    num_padded = tk.load(NumPadded, (0,))
+    if block * BM < num_padded:
+        expert = tk.load(ExpertIds, (block,))
+        slots = tk.load(SortedIds, (block * BM,), (BM,))
+        real = slots < T * top_k
+        tokens = tk.where(real, slots // top_k, 0)
+        in_f = (n0 + tk.arange(BN))[None, :] < F
+        gate = tk.zeros((BM, BN), tk.float32)
+        up = tk.zeros((BM, BN), tk.float32)
+        for k in tk.range(0, H, BK, stages=STAGES):
+            x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
+            w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK))[0, :, :]
+            w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
+            gate = tk.mma(x, w_gate.T, gate)
+            up = tk.mma(x, w_up.T, up)
+        if GELU:
+            act = _gelu_tanh(gate)
+        else:
+            act = gate * tk.sigmoid(gate)
+        positions = block * BM + tk.arange(BM)
+        tk.store(Inter, (positions, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
+
+
+@tk.kernel(tunables=GEMM_TUNABLES)
+def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, SlotOut, top_k, BM: tk.constexpr,
+                    BN: tk.constexpr, BK: tk.constexpr, STAGES: tk.constexpr):
+    """SlotOut[slot] = weight[slot] * W_down[e] Inter[p] for the sorted positions p of one M-block: one fp32
+    row per routed slot, so the combine can sum a token's top_k rows in a fixed order (no atomics)."""
+    _, H, F = WDown.shape
+    (num_slots,) = Weights.shape
+    block = tk.program_id(0)
+    n0 = tk.program_id(1) * BN
+    num_padded = tk.load(NumPadded, (0,))
+    if block * BM < num_padded:
+        expert = tk.load(ExpertIds, (block,))
+        slots = tk.load(SortedIds, (block * BM,), (BM,))
+        real = slots < num_slots
+        positions = block * BM + tk.arange(BM)
+        acc = tk.zeros((BM, BN), tk.float32)
+        for k in tk.range(0, F, BK, stages=STAGES):
+            h = tk.load(Inter, (positions, k), (BM, BK), mask=real[:, None])
+            w = tk.load(WDown, (expert, n0, k), (1, BN, BK))[0, :, :]
+            acc = tk.mma(h, w.T, acc)
+        weight = tk.load(Weights, (slots,), (BM,), mask=real).to(tk.float32)
+        tk.store(SlotOut, (tk.where(real, slots, 0), n0), acc * weight[:, None], mask=real[:, None])
+
+
+COMBINE_TUNABLES = tk.Tunables(
+    {"BT": [1, 2, 4, 8, 16, 32], "BN": [32, 64, 128, 256, 512, 1024], "num_warps": [1, 2, 4, 8]},
+    default={"BT": 4, "BN": 256, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=COMBINE_TUNABLES)
+def moe_combine_kernel(SlotOut, Y, top_k, BT: tk.constexpr, BN: tk.constexpr):
+    """Y[t] = sum_j SlotOut[t * top_k + j], j = 0 .. top_k-1 in that order: bitwise deterministic."""
+    T, H = Y.shape
+    t0 = tk.program_id(0) * BT
+    n0 = tk.program_id(1) * BN
+    rows = (t0 + tk.arange(BT)) * top_k
+    acc = tk.zeros((BT, BN), tk.float32)
+    for j in tk.range(0, top_k):
+        acc = acc + tk.load(SlotOut, (rows + j, n0), (BT, BN), mask=(t0 + tk.arange(BT))[:, None] < T)
+    tk.store(Y, (t0, n0), acc.to(Y.dtype))
