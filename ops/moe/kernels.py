@@ -221,7 +221,8 @@ def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k
         up = tk.zeros((BM, BN), tk.float32)
         for k in tk.range(0, H, BK, stages=STAGES):
             x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
-            w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK))[0, :, :]
+            # masked at F: the rows past it are the up projection's, read below
+            w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
             w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
             gate = tk.mma(x, w_gate.T, gate)
             up = tk.mma(x, w_up.T, up)

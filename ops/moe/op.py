@@ -13,14 +13,16 @@ import torch
 import tilekit as tk
 
 from ...backends import default_backend
-from ..dispatch import backend_for, check_tensor, next_pow2, provided_config
-from .kernels import (ALIGN_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel, moe_align_scan_kernel,
-                      moe_align_scatter_kernel, moe_route_backward_kernel, moe_route_kernel)
+from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, next_pow2, provided_config
+from .kernels import (ALIGN_TUNABLES, COMBINE_TUNABLES, GEMM_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel,
+                      moe_align_scan_kernel, moe_align_scatter_kernel, moe_combine_kernel, moe_down_kernel,
+                      moe_gate_up_kernel, moe_route_backward_kernel, moe_route_kernel)
 
 MAX_EXPERTS = 256
 MAX_TOP_K = 8
 SCORINGS = ("softmax", "sigmoid")
-KERNEL_IDS = {"route": "moe_route.forward", "route_backward": "moe_route.backward", "align": "moe_align.main"}
+KERNEL_IDS = {"route": "moe_route.forward", "route_backward": "moe_route.backward", "align": "moe_align.main",
+              "gate_up": "fused_moe.gate_up", "down": "fused_moe.down"}
 
 
 # ---- moe_route --------------------------------------------------------------------------------------
@@ -256,6 +258,115 @@ def moe_align_reference(ids, num_experts, block_m):
         pos += padded
         taken += c
     return sorted_ids, expert_ids, torch.tensor([pos], dtype=torch.int32)
+
+
+# ---- fused_moe (forward) ----------------------------------------------------------------------------
+
+ACTIVATIONS = ("silu", "gelu")
+
+
+def _check_fused_args(x, w_gate_up, w_down, weights, ids, activation):
+    check_tensor("fused_moe", "x", x, ranks=(2,))
+    check_tensor("fused_moe", "w_gate_up", w_gate_up, ranks=(3,))
+    check_tensor("fused_moe", "w_down", w_down, ranks=(3,))
+    check_tensor("fused_moe", "weights", weights, ranks=(2,))
+    tokens, hidden = x.shape
+    num_experts, two_f, h2 = w_gate_up.shape
+    if two_f % 2 or h2 != hidden:
+        raise ValueError(f"tilekit::fused_moe: 'w_gate_up' is {tuple(w_gate_up.shape)}; expected (E, 2F, {hidden})")
+    if tuple(w_down.shape) != (num_experts, hidden, two_f // 2):
+        raise ValueError(f"tilekit::fused_moe: 'w_down' is {tuple(w_down.shape)}; expected "
+                         f"({num_experts}, {hidden}, {two_f // 2})")
+    for name, w in (("w_gate_up", w_gate_up), ("w_down", w_down)):
+        if w.dtype != x.dtype or w.device != x.device:
+            raise TypeError(f"tilekit::fused_moe: '{name}' is {w.dtype} on {w.device}; 'x' is {x.dtype} on {x.device}")
+    if weights.dtype not in (torch.float32, x.dtype):
+        raise TypeError(f"tilekit::fused_moe: 'weights' must be float32 or x's dtype, got {weights.dtype}")
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
+        raise TypeError("tilekit::fused_moe: 'ids' must be an int32 or int64 tensor")
+    if ids.dim() != 2 or ids.shape[0] != tokens or tuple(weights.shape) != tuple(ids.shape):
+        raise ValueError(f"tilekit::fused_moe: 'ids' {tuple(ids.shape)} and 'weights' {tuple(weights.shape)} "
+                         f"must both be ({tokens}, top_k)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"tilekit::fused_moe: 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def gemm_config(spec, dtype, device, backend, kernel_id):
+    """The grouped-GEMM config at SPEC (T, H, F, E, top_k): the provider's, else a default by token count
+    (a few tokens per expert want a small BLOCK_M: less padding)."""
+    config = provided_config(kernel_id, spec, dtype, device, backend, GEMM_TUNABLES, elem_bytes(dtype))
+    if config:
+        return config
+    tokens, _, _, num_experts, top_k = spec
+    per_expert = max(1, tokens * top_k // num_experts)
+    if device.type == "cpu":
+        return {"BM": 16 if per_expert <= 16 else 32, "BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1}
+    return {"BM": 16 if per_expert <= 16 else 64, "BN": 64 if per_expert <= 16 else 128, "BK": 64,
+            "num_warps": 4 if per_expert <= 16 else 8, "num_stages": 3}
+
+
+@torch.library.custom_op("tilekit::fused_moe", mutates_args=())
+def fused_moe_op(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, weights: torch.Tensor,
+                 ids: torch.Tensor, activation: str) -> torch.Tensor:
+    _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
+    tokens, hidden = x.shape
+    num_experts, two_f, _ = w_gate_up.shape
+    ffn, top_k = two_f // 2, ids.shape[1]
+    y = torch.empty(tokens, hidden, dtype=x.dtype, device=x.device)
+    if tokens == 0 or top_k == 0:
+        return y.zero_()
+    backend = backend_for(x.device)
+    spec = (tokens, hidden, ffn, num_experts, top_k)
+    gate_up_cfg = gemm_config(spec, x.dtype, x.device, backend, KERNEL_IDS["gate_up"])
+    down_cfg = gemm_config(spec, x.dtype, x.device, backend, KERNEL_IDS["down"])
+    if down_cfg["BM"] != gate_up_cfg["BM"]:
+        down_cfg = {**down_cfg, "BM": gate_up_cfg["BM"]}  # both walk the same alignment
+    block_m = gate_up_cfg["BM"]
+    sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
+    num_m_blocks = expert_ids.shape[0]
+    inter = torch.empty(sorted_ids.shape[0], ffn, dtype=x.dtype, device=x.device)  # F wide, not 2F
+    moe_gate_up_kernel[(num_m_blocks, tk.cdiv(ffn, gate_up_cfg["BN"]))](
+        x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k, BM=block_m, BN=gate_up_cfg["BN"],
+        BK=gate_up_cfg["BK"], GELU=activation == "gelu", STAGES=gate_up_cfg["num_stages"],
+        num_warps=gate_up_cfg["num_warps"], backend=backend)
+    slot_out = torch.empty(tokens * top_k, hidden, dtype=torch.float32, device=x.device)
+    moe_down_kernel[(num_m_blocks, tk.cdiv(hidden, down_cfg["BN"]))](
+        inter, w_down, sorted_ids, expert_ids, num_padded, weights.reshape(-1), slot_out, top_k, BM=block_m,
+        BN=down_cfg["BN"], BK=down_cfg["BK"], STAGES=down_cfg["num_stages"], num_warps=down_cfg["num_warps"],
+        backend=backend)
+    combine_bn = clamp_pow2(hidden, 32, 256)
+    moe_combine_kernel[(tk.cdiv(tokens, 4), tk.cdiv(hidden, combine_bn))](
+        slot_out, y, top_k, BT=4, BN=combine_bn, num_warps=4, backend=backend)
+    return y
+
+
+@fused_moe_op.register_fake
+def _fused_moe_fake(x, w_gate_up, w_down, weights, ids, activation):
+    _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
+    return x.new_empty(x.shape)
+
+
+def fused_moe(x, w_gate_up, w_down, weights, ids, *, activation="silu"):
+    """y = sum_j weights[t, j] W_down[e] (act(W_gate[e] x) * W_up[e] x), e = ids[t, j] (DESIGN.md, MoE).
+    Forward only so far: no autograd is registered."""
+    return torch.ops.tilekit.fused_moe(x, w_gate_up, w_down, weights, ids, activation)
+
+
+def fused_moe_reference(x, w_gate_up, w_down, weights, ids, *, activation="silu"):
+    """The eager loop-over-experts oracle, accumulating in fp32 (float64 for float64)."""
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    ffn = w_gate_up.shape[1] // 2
+    y = torch.zeros(x.shape, dtype=wide, device=x.device)
+    for e in range(w_gate_up.shape[0]):
+        token, slot = torch.nonzero(ids == e, as_tuple=True)
+        if token.numel() == 0:
+            continue
+        h = x[token].to(wide) @ w_gate_up[e].to(wide).T
+        gate, up = h[:, :ffn], h[:, ffn:]
+        act = torch.nn.functional.silu(gate) if activation == "silu" else torch.nn.functional.gelu(gate, approximate="tanh")
+        out = (act * up) @ w_down[e].to(wide).T
+        y.index_add_(0, token, out * weights[token, slot].to(wide)[:, None])
+    return y.to(x.dtype)
 
 
 def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):

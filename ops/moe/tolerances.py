@@ -16,3 +16,11 @@ ROUTE_BACKWARD = {
     torch.float16: (2e-3, 1e-2),
     torch.bfloat16: (1e-2, 4e-2),
 }
+
+# fused_moe: two GEMMs over H and F, the intermediate rounded to x's dtype once, an fp32 combine.
+FUSED = {
+    torch.float64: (1e-8, 1e-8),
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (1e-2, 2e-2),
+    torch.bfloat16: (6e-2, 6e-2),
+}
