@@ -381,3 +381,21 @@ def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=
                            KERNEL_IDS["route"])
     _, args, kwargs = route_launch_args(logits, None, weights, ids, top_k, "softmax", True, 0, 0, 1.0, config)
     return moe_route_kernel, args, kwargs
+
+
+def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) of fused_moe's gate_up grouped GEMM at SPEC (T, H, F, E, top_k),
+    with the alignment's static lengths: fused_moe's main forward kernel for `tilekit show/compile`."""
+    tokens, hidden, ffn, num_experts, top_k = shape
+    device = torch.device(device)
+    backend = "reference" if device.type == "cpu" else "triton"
+    config = gemm_config(shape, dtype, device, backend, KERNEL_IDS["gate_up"])
+    length, num_m_blocks = align_lengths(tokens * top_k, num_experts, config["BM"])
+    meta = dict(device="meta")
+    args = (torch.empty(tokens, hidden, dtype=dtype, **meta),
+            torch.empty(num_experts, 2 * ffn, hidden, dtype=dtype, **meta),
+            torch.empty(length, dtype=torch.int32, **meta), torch.empty(num_m_blocks, dtype=torch.int32, **meta),
+            torch.empty(1, dtype=torch.int32, **meta), torch.empty(length, ffn, dtype=dtype, **meta), top_k)
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], GELU=False, STAGES=config["num_stages"],
+                  num_warps=config["num_warps"])
+    return moe_gate_up_kernel, args, kwargs
