@@ -12,7 +12,7 @@ from .matmul import kernel_example as _matmul_example, matmul, matmul_reference 
 from .softmax import kernel_example as _softmax_example  # noqa: F401
 from .softmax import softmax, softmax_backward, softmax_backward_reference, softmax_reference  # noqa: F401
 from .moe import gate_up_example as _moe_example  # noqa: F401
-from .moe import fused_moe, fused_moe_reference, moe_align, moe_align_reference, moe_route, moe_route_reference  # noqa: F401
+from .moe import fused_moe, fused_moe_reference, moe_align, moe_align_reference, moe_layer, moe_route, moe_route_reference  # noqa: F401
 
 # name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile
 KERNELS = {"matmul": _matmul_example, "softmax": _softmax_example, "moe": _moe_example}

@@ -159,11 +159,11 @@ def moe_route_reference(logits, top_k, *, scoring="softmax", renormalize=True, b
     if num_groups:
         tokens, num_experts = x.shape
         grouped = sel.view(tokens, num_groups, num_experts // num_groups)
-        group_score = grouped.sort(-1, descending=True, stable=True).values[..., :2].sum(-1)
-        kept = group_score.sort(-1, descending=True, stable=True).indices[:, :topk_groups]
+        group_score = grouped.sort(dim=-1, descending=True, stable=True).values[..., :2].sum(-1)
+        kept = group_score.sort(dim=-1, descending=True, stable=True).indices[:, :topk_groups]
         mask = torch.zeros(tokens, num_groups, dtype=torch.bool).scatter_(1, kept, True)
         sel = sel.masked_fill(~mask.repeat_interleave(num_experts // num_groups, 1), -float("inf"))
-    ids = sel.sort(-1, descending=True, stable=True).indices[:, :top_k]
+    ids = sel.sort(dim=-1, descending=True, stable=True).indices[:, :top_k]
     weights = p.gather(1, ids)
     if renormalize:
         weights = weights / weights.sum(-1, keepdim=True)
@@ -399,3 +399,15 @@ def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device
     kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], GELU=False, STAGES=config["num_stages"],
                   num_warps=config["num_warps"])
     return moe_gate_up_kernel, args, kwargs
+
+
+def moe_layer(x, router_weight, w_gate_up, w_down, top_k, *, activation="silu", **moe_route_kwargs):
+    """The routed part of an MoE layer: logits = x @ router_weight.T in fp32, moe_route, fused_moe.
+    fused_moe has no autograd yet, so the router's gradient does not flow through this."""
+    check_tensor("moe_layer", "router_weight", router_weight, ranks=(2,))
+    if router_weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"tilekit::moe_layer: 'router_weight' is {tuple(router_weight.shape)}; expected "
+                         f"(E, {x.shape[-1]})")
+    logits = x.float() @ router_weight.float().T
+    weights, ids = moe_route(logits, top_k, **moe_route_kwargs)
+    return fused_moe(x, w_gate_up, w_down, weights, ids, activation=activation)

@@ -139,3 +139,14 @@ def test_fused_opcheck_and_compile():
                           test_utils=("test_schema", "test_faketensor"))
     compiled = torch.compile(lambda *a: ops.fused_moe(*a), fullgraph=True)
     assert torch.equal(compiled(*args), ops.fused_moe(*args))
+
+
+def test_moe_layer_matches_route_then_by_hand():
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(11, 16, generator=gen)
+    router = torch.randn(8, 16, generator=gen)
+    _, w_gate_up, w_down, _, _ = make_problem(11, 16, 12, 8, 2, 0.0, torch.float32, 11)
+    y = ops.moe_layer(x, router, w_gate_up, w_down, 2, scoring="sigmoid", num_groups=4, topk_groups=2)
+    weights, ids = ops.moe_route_reference(x.double() @ router.double().T, 2, scoring="sigmoid", num_groups=4,
+                                           topk_groups=2)
+    assert_close(y, moe_by_hand(x, w_gate_up, w_down, weights, ids).float(), table=FUSED)
