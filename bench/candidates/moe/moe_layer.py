@@ -15,8 +15,10 @@ class ModelNew(nn.Module):
         dt = getattr(torch, dtype)
         self.top_k = top_k
         self.router = nn.Parameter((torch.randn(experts, hidden) / math.sqrt(hidden)).to(dt))
-        self.w_gate = nn.Parameter((torch.randn(experts, ffn, hidden) / math.sqrt(hidden)).to(dt))
-        self.w_up = nn.Parameter((torch.randn(experts, ffn, hidden) / math.sqrt(hidden)).to(dt))
+        # drawn in the problem's order (same seed, same weights), stored once as fused_moe's (E, 2F, H)
+        w_gate = (torch.randn(experts, ffn, hidden) / math.sqrt(hidden)).to(dt)
+        w_up = (torch.randn(experts, ffn, hidden) / math.sqrt(hidden)).to(dt)
+        self.w_gate_up = nn.Parameter(torch.cat([w_gate, w_up], dim=1))
         self.w_down = nn.Parameter((torch.randn(experts, hidden, ffn) / math.sqrt(ffn)).to(dt))
         self.register_buffer("bias", -skew * torch.log1p(torch.arange(experts, dtype=torch.float32)))
 
@@ -24,5 +26,4 @@ class ModelNew(nn.Module):
         # the skew is a logit bias, so it goes into the logits, not moe_route's selection-only bias=
         logits = x.float() @ self.router.float().t() + self.bias
         weights, ids = tk_ops.moe_route(logits, self.top_k)
-        w_gate_up = torch.cat([self.w_gate, self.w_up], dim=1)
-        return tk_ops.fused_moe(x, w_gate_up, self.w_down, weights, ids)
+        return tk_ops.fused_moe(x, self.w_gate_up, self.w_down, weights, ids)

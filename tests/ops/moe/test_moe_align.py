@@ -58,7 +58,7 @@ def _check(case, backend):
     assert num_padded.tolist() == [want_padded]
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=40, **SETTINGS)
 @given(routings())
 @example((torch.zeros(0, 2, dtype=torch.int32), 8, 16))
 def test_align_reference(case):
@@ -70,7 +70,7 @@ def test_align_triton():
     _check((ids, 5, 16), "triton")
 
 
-@pytest.mark.parametrize("block_m", [16, 64])
+@pytest.mark.parametrize("block_m", [32])
 def test_align_many_programs_on_opencl_exactly(block_m, monkeypatch):
     """>= 4 programs per kernel on PoCL with several threads: positions come from the scan, not atomics."""
     monkeypatch.setenv("POCL_MAX_PTHREAD_COUNT", "4")
