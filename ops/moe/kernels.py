@@ -254,8 +254,9 @@ def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, Slot
             h = tk.load(Inter, (positions, k), (BM, BK), mask=real[:, None])
             w = tk.load(WDown, (expert, n0, k), (1, BN, BK))[0, :, :]
             acc = tk.mma(h, w.T, acc)
-        weight = tk.load(Weights, (slots,), (BM,), mask=real).to(tk.float32)
-        tk.store(SlotOut, (tk.where(real, slots, 0), n0), acc * weight[:, None], mask=real[:, None])
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
+        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(tk.float32)
+        tk.store(SlotOut, (safe_slots, n0), acc * weight[:, None], mask=real[:, None])
 
 
 COMBINE_TUNABLES = tk.Tunables(
