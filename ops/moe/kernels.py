@@ -1,0 +1,278 @@
+"""MoE's DSL kernels: routing (forward and backward) and the stable block alignment."""
+import tilekit as tk
+
+
+def _route_config_rule(config):
+    """Valid if one BT x EP score block over the warps stays within a register budget per thread."""
+    per_thread = config["BT"] * 256 // (32 * config["num_warps"])
+    if per_thread > 128:
+        return f"a {config['BT']}x256 block over {config['num_warps']} warps is {per_thread} values per thread"
+    return True
+
+
+ROUTE_TUNABLES = tk.Tunables(
+    {"BT": [1, 2, 4, 8, 16, 32], "num_warps": [1, 2, 4, 8]},
+    valid=_route_config_rule,
+    default={"BT": 4, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=ROUTE_TUNABLES)
+def moe_route_kernel(Logits, Bias, Weights, Ids, route_scale, BT: tk.constexpr, EP: tk.constexpr,
+                     KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr, HAS_BIAS: tk.constexpr,
+                     NUM_GROUPS: tk.constexpr, GROUP_SIZE: tk.constexpr, TOPK_GROUPS: tk.constexpr,
+                     RENORM: tk.constexpr):
+    """Per token: p = softmax|sigmoid(logits), sel = p + bias, optional grouped pre-selection, then the
+    TOP_K experts by descending sel (equal sel to the lower id). Weights are p there, renormalised and
+    scaled. BT tokens per program, all E (padded to EP) experts in one tile."""
+    T, E = Logits.shape
+    row = tk.program_id(0) * BT
+    col = tk.arange(EP)[None, :]
+    valid = col < E
+    x = tk.where(valid, tk.load(Logits, (row, 0), (BT, EP)).to(tk.float32), -float("inf"))
+    if SIGMOID:
+        p = tk.where(valid, tk.sigmoid(x), 0.0)
+    else:
+        e = tk.exp(x - tk.max(x, axis=1)[:, None])
+        p = e / tk.sum(e, axis=1)[:, None]
+    sel = p
+    if HAS_BIAS:
+        sel = p + tk.load(Bias, (0, 0), (1, EP)).to(tk.float32)
+    remaining = tk.where(valid, sel, -float("inf"))
+    if NUM_GROUPS > 1:
+        group = col // GROUP_SIZE
+        group_score = tk.full((BT, EP), -float("inf"), tk.float32)
+        for g in tk.static_range(NUM_GROUPS):
+            in_group = group == g
+            s = tk.where(in_group, remaining, -float("inf"))
+            first = tk.max(s, axis=1)
+            first_id = tk.min(tk.where(s == first[:, None], col, EP), axis=1)
+            second = tk.max(tk.where(col == first_id[:, None], -float("inf"), s), axis=1)
+            group_score = tk.where(in_group, (first + second)[:, None], group_score)
+        kept = tk.zeros((BT, EP), tk.int32)
+        for _ in tk.static_range(TOPK_GROUPS):
+            best = tk.max(group_score, axis=1)
+            best_group = tk.min(tk.where(group_score == best[:, None], group, NUM_GROUPS), axis=1)
+            picked = group == best_group[:, None]
+            kept = tk.where(picked, 1, kept)
+            group_score = tk.where(picked, -float("inf"), group_score)
+        remaining = tk.where(kept > 0, remaining, -float("inf"))
+    kcol = tk.arange(KP)[None, :]
+    weights = tk.zeros((BT, KP), tk.float32)
+    ids = tk.zeros((BT, KP), tk.int32)
+    for k in tk.static_range(TOP_K):
+        best = tk.max(remaining, axis=1)
+        best_id = tk.min(tk.where(remaining == best[:, None], col, EP), axis=1)
+        chosen = col == best_id[:, None]
+        weights = tk.where(kcol == k, tk.sum(tk.where(chosen, p, 0.0), axis=1)[:, None], weights)
+        ids = tk.where(kcol == k, best_id[:, None], ids)
+        remaining = tk.where(chosen, -float("inf"), remaining)
+    if RENORM:
+        weights = weights / tk.sum(weights, axis=1)[:, None]
+    weights = weights * route_scale
+    in_k = (kcol < TOP_K) & ((row + tk.arange(BT))[:, None] < T)
+    tk.store(Weights, (row, 0), weights, mask=in_k)
+    tk.store(Ids, (row, 0), ids, mask=in_k)
+
+
+@tk.kernel(tunables=ROUTE_TUNABLES)
+def moe_route_backward_kernel(Logits, Ids, GradWeights, GradLogits, route_scale, BT: tk.constexpr,
+                              EP: tk.constexpr, KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr,
+                              RENORM: tk.constexpr):
+    """d(logits) of moe_route: through the chosen p only (the bias and the selection take no gradient)."""
+    T, E = Logits.shape
+    row = tk.program_id(0) * BT
+    col = tk.arange(EP)[None, :]
+    valid = col < E
+    x = tk.where(valid, tk.load(Logits, (row, 0), (BT, EP)).to(tk.float32), -float("inf"))
+    if SIGMOID:
+        p = tk.where(valid, tk.sigmoid(x), 0.0)
+    else:
+        e = tk.exp(x - tk.max(x, axis=1)[:, None])
+        p = e / tk.sum(e, axis=1)[:, None]
+    kcol = tk.arange(KP)[None, :]
+    in_k = kcol < TOP_K
+    ids = tk.load(Ids, (row, 0), (BT, KP), other=-1, mask=in_k)
+    grad_w = tk.load(GradWeights, (row, 0), (BT, KP), mask=in_k).to(tk.float32)
+    # p at each chosen column, gathered from the score tile
+    chosen_p = tk.zeros((BT, KP), tk.float32)
+    for k in tk.static_range(TOP_K):
+        id_k = tk.sum(tk.where(kcol == k, ids, 0), axis=1)
+        p_k = tk.sum(tk.where(col == id_k[:, None], p, 0.0), axis=1)
+        chosen_p = tk.where(kcol == k, p_k[:, None], chosen_p)
+    if RENORM:
+        total = tk.sum(chosen_p, axis=1)
+        inner = tk.sum(grad_w * chosen_p, axis=1) / total
+        grad_p_k = route_scale * (grad_w - inner[:, None]) / total[:, None]
+    else:
+        grad_p_k = route_scale * grad_w
+    grad_p = tk.zeros((BT, EP), tk.float32)
+    for k in tk.static_range(TOP_K):
+        id_k = tk.sum(tk.where(kcol == k, ids, 0), axis=1)
+        g_k = tk.sum(tk.where(kcol == k, grad_p_k, 0.0), axis=1)
+        grad_p = grad_p + tk.where(col == id_k[:, None], g_k[:, None], 0.0)
+    if SIGMOID:
+        grad_x = grad_p * p * (1.0 - p)
+    else:
+        grad_x = p * (grad_p - tk.sum(grad_p * p, axis=1)[:, None])
+    tk.store(GradLogits, (row, 0), grad_x.to(GradLogits.dtype))
+
+
+ALIGN_TUNABLES = tk.Tunables(
+    {"BS": [16, 32, 64, 128, 256], "num_warps": [1, 2, 4, 8]},
+    default={"BS": 64, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=ALIGN_TUNABLES)
+def moe_align_count_kernel(Ids, Counts, BS: tk.constexpr, EP: tk.constexpr):
+    """Counts[b, e] = the number of slots of slot block b routed to expert e (no atomics)."""
+    (n,) = Ids.shape
+    block = tk.program_id(0)
+    slot = block * BS + tk.arange(BS)
+    ids = tk.load(Ids, (block * BS,), (BS,), other=-1).to(tk.int32)
+    one_hot = tk.where((ids[:, None] == tk.arange(EP)[None, :]) & (slot[:, None] < n), 1, 0)
+    tk.store(Counts, (block, 0), tk.sum(one_hot, axis=0)[None, :])
+
+
+@tk.kernel(tunables=ALIGN_TUNABLES)
+def moe_align_scan_kernel(Counts, Base, ExpertIds, NumPadded, num_experts, BS: tk.constexpr, EP: tk.constexpr,
+                          BLOCK_M: tk.constexpr):
+    """One program: the exclusive scan over (slot block, expert) in expert-major order, each expert's group
+    padded to BLOCK_M. Base[b, e] is where slot block b's first slot of expert e goes. Also writes the
+    expert of every BLOCK_M block (-1 past the padded end) and the padded total."""
+    num_blocks, _ = Counts.shape
+    (num_m_blocks,) = ExpertIds.shape
+    col = tk.arange(EP)
+    total = tk.zeros((EP,), tk.int32)
+    for b in tk.range(0, num_blocks):
+        total = total + tk.load(Counts, (b, 0), (1, EP))[0, :]
+    padded = (total + (BLOCK_M - 1)) // BLOCK_M * BLOCK_M
+    end = tk.cumsum(padded, 0)
+    start = end - padded
+    running = start
+    for b in tk.range(0, num_blocks):
+        tk.store(Base, (b, 0), running[None, :])
+        running = running + tk.load(Counts, (b, 0), (1, EP))[0, :]
+    num_padded = tk.sum(padded, axis=0)
+    tk.store(NumPadded, (0,), tk.full((1,), 0, tk.int32) + num_padded)
+    for m0 in tk.range(0, num_m_blocks, BS):
+        pos = (m0 + tk.arange(BS)) * BLOCK_M
+        owner = tk.sum(tk.where((end[None, :] <= pos[:, None]) & (col[None, :] < num_experts), 1, 0), axis=1)
+        tk.store(ExpertIds, (m0,), tk.where(pos < num_padded, owner, -1))
+
+
+@tk.kernel(tunables=ALIGN_TUNABLES)
+def moe_align_scatter_kernel(Ids, Base, SortedIds, BS: tk.constexpr, EP: tk.constexpr):
+    """Slot block b writes each slot at Base[b, e] plus its rank among block b's slots of expert e: a
+    cumsum of the one-hot, so positions never come from atomic cursors."""
+    (n,) = Ids.shape
+    block = tk.program_id(0)
+    slot = block * BS + tk.arange(BS)
+    ids = tk.load(Ids, (block * BS,), (BS,), other=-1).to(tk.int32)
+    one_hot = tk.where((ids[:, None] == tk.arange(EP)[None, :]) & (slot[:, None] < n), 1, 0)
+    rank = tk.cumsum(one_hot, 0) - one_hot
+    base = tk.load(Base, (block, 0), (1, EP))
+    pos = tk.sum(one_hot * (base + rank), axis=1)
+    tk.store(SortedIds, (pos,), slot, mask=slot < n)
+
+
+def _gemm_config_rule(config):
+    """Valid if the accumulators (two for gate_up) and the operand tiles fit a register budget per thread."""
+    threads = 32 * config["num_warps"]
+    per_thread = (2 * config["BM"] * config["BN"] + (config["BM"] + config["BN"]) * config["BK"]) // threads
+    if per_thread > 256:
+        return f"BM={config['BM']} BN={config['BN']} BK={config['BK']} is {per_thread} values per thread"
+    return True
+
+
+GEMM_TUNABLES = tk.Tunables(
+    {"BM": [16, 32, 64, 128], "BN": [16, 32, 64, 128, 256], "BK": [16, 32, 64, 128], "num_warps": [1, 2, 4, 8],
+     "num_stages": [1, 2, 3, 4]},
+    valid=_gemm_config_rule,
+    default={"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
+)
+
+
+@tk.func
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + tk.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+@tk.kernel(tunables=GEMM_TUNABLES)
+def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k, BM: tk.constexpr,
+                       BN: tk.constexpr, BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr):
+    """Inter[p] = act(W_gate[e] x[t]) * (W_up[e] x[t]) for the BM sorted positions p of M-block program_id(0),
+    whose expert e is read from ExpertIds, and BN of the F columns. Gate and up share one pass over H;
+    sentinel slots are masked, and a block past num_padded loads nothing."""
+    T, H = X.shape
+    _, F2, _ = WGateUp.shape
+    F = F2 // 2
+    block = tk.program_id(0)
+    n0 = tk.program_id(1) * BN
+    num_padded = tk.load(NumPadded, (0,))
+    if block * BM < num_padded:
+        expert = tk.load(ExpertIds, (block,))
+        slots = tk.load(SortedIds, (block * BM,), (BM,))
+        real = slots < T * top_k
+        tokens = tk.where(real, slots // top_k, 0)
+        in_f = (n0 + tk.arange(BN))[None, :] < F
+        gate = tk.zeros((BM, BN), tk.float32)
+        up = tk.zeros((BM, BN), tk.float32)
+        for k in tk.range(0, H, BK, stages=STAGES):
+            x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
+            # masked at F: the rows past it are the up projection's, read below
+            w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
+            w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
+            gate = tk.mma(x, w_gate.T, gate)
+            up = tk.mma(x, w_up.T, up)
+        if GELU:
+            act = _gelu_tanh(gate)
+        else:
+            act = gate * tk.sigmoid(gate)
+        positions = block * BM + tk.arange(BM)
+        tk.store(Inter, (positions, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
+
+
+@tk.kernel(tunables=GEMM_TUNABLES)
+def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, SlotOut, top_k, BM: tk.constexpr,
+                    BN: tk.constexpr, BK: tk.constexpr, STAGES: tk.constexpr):
+    """SlotOut[slot] = weight[slot] * W_down[e] Inter[p] for the sorted positions p of one M-block: one fp32
+    row per routed slot, so the combine can sum a token's top_k rows in a fixed order (no atomics)."""
+    _, H, F = WDown.shape
+    (num_slots,) = Weights.shape
+    block = tk.program_id(0)
+    n0 = tk.program_id(1) * BN
+    num_padded = tk.load(NumPadded, (0,))
+    if block * BM < num_padded:
+        expert = tk.load(ExpertIds, (block,))
+        slots = tk.load(SortedIds, (block * BM,), (BM,))
+        real = slots < num_slots
+        positions = block * BM + tk.arange(BM)
+        acc = tk.zeros((BM, BN), tk.float32)
+        for k in tk.range(0, F, BK, stages=STAGES):
+            h = tk.load(Inter, (positions, k), (BM, BK), mask=real[:, None])
+            w = tk.load(WDown, (expert, n0, k), (1, BN, BK))[0, :, :]
+            acc = tk.mma(h, w.T, acc)
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
+        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(tk.float32)
+        tk.store(SlotOut, (safe_slots, n0), acc * weight[:, None], mask=real[:, None])
+
+
+COMBINE_TUNABLES = tk.Tunables(
+    {"BT": [1, 2, 4, 8, 16, 32], "BN": [32, 64, 128, 256, 512, 1024], "num_warps": [1, 2, 4, 8]},
+    default={"BT": 4, "BN": 256, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=COMBINE_TUNABLES)
+def moe_combine_kernel(SlotOut, Y, top_k, BT: tk.constexpr, BN: tk.constexpr):
+    """Y[t] = sum_j SlotOut[t * top_k + j], j = 0 .. top_k-1 in that order: bitwise deterministic."""
+    T, H = Y.shape
+    t0 = tk.program_id(0) * BT
+    n0 = tk.program_id(1) * BN
+    rows = (t0 + tk.arange(BT)) * top_k
+    acc = tk.zeros((BT, BN), tk.float32)
+    for j in tk.range(0, top_k):
+        acc = acc + tk.load(SlotOut, (rows + j, n0), (BT, BN), mask=(t0 + tk.arange(BT))[:, None] < T)
+    tk.store(Y, (t0, n0), acc.to(Y.dtype))

@@ -1,0 +1,413 @@
+"""The MoE torch ops: ``tilekit::moe_route`` (with its backward) and ``tilekit::moe_align``.
+
+moe_route scores each token's logits (softmax or sigmoid), adds the optional selection bias, keeps the
+best ``topk_groups`` of ``num_groups`` groups (a group's score is the sum of its two best sel), and picks
+``top_k`` experts by descending sel, equal sel to the lower expert id. The weights are p at the chosen
+experts, renormalised and scaled. moe_align is vLLM's moe_align_block_size made stable: three DSL
+kernels (count per slot block and expert; one exclusive scan; scatter at base + in-block rank).
+"""
+from typing import Optional
+
+import torch
+
+import tilekit as tk
+
+from ...backends import default_backend
+from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, next_pow2, provided_config
+from .kernels import (ALIGN_TUNABLES, COMBINE_TUNABLES, GEMM_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel,
+                      moe_align_scan_kernel, moe_align_scatter_kernel, moe_combine_kernel, moe_down_kernel,
+                      moe_gate_up_kernel, moe_route_backward_kernel, moe_route_kernel)
+
+MAX_EXPERTS = 256
+MAX_TOP_K = 8
+SCORINGS = ("softmax", "sigmoid")
+KERNEL_IDS = {"route": "moe_route.forward", "route_backward": "moe_route.backward", "align": "moe_align.main",
+              "gate_up": "fused_moe.gate_up", "down": "fused_moe.down"}
+
+
+# ---- moe_route --------------------------------------------------------------------------------------
+
+def _check_route_args(logits, top_k, scoring, bias, num_groups, topk_groups):
+    check_tensor("moe_route", "logits", logits, ranks=(2,))
+    num_experts = logits.shape[1]
+    if not 1 <= num_experts <= MAX_EXPERTS:
+        raise ValueError(f"tilekit::moe_route: 'logits' has {num_experts} experts; 1 to {MAX_EXPERTS} are supported")
+    if not isinstance(top_k, int) or not 1 <= top_k <= min(MAX_TOP_K, num_experts):
+        raise ValueError(f"tilekit::moe_route: 'top_k' must be an int in [1, {min(MAX_TOP_K, num_experts)}], "
+                         f"got {top_k!r}")
+    if scoring not in SCORINGS:
+        raise ValueError(f"tilekit::moe_route: 'scoring' must be one of {SCORINGS}, got {scoring!r}")
+    if bias is not None:
+        check_tensor("moe_route", "bias", bias, ranks=(1,))
+        if bias.shape[0] != num_experts:
+            raise ValueError(f"tilekit::moe_route: 'bias' has shape {tuple(bias.shape)}; expected ({num_experts},)")
+        if bias.device != logits.device:
+            raise ValueError(f"tilekit::moe_route: 'bias' is on {bias.device} but 'logits' is on {logits.device}")
+    if num_groups:
+        if num_experts % num_groups or num_experts // num_groups < 2:
+            raise ValueError(f"tilekit::moe_route: 'num_groups'={num_groups} must divide E={num_experts} into "
+                             f"groups of at least 2")
+        if not isinstance(topk_groups, int) or not 1 <= topk_groups <= num_groups:
+            raise ValueError(f"tilekit::moe_route: 'topk_groups' must be an int in [1, {num_groups}], "
+                             f"got {topk_groups!r}")
+        if top_k > topk_groups * (num_experts // num_groups):
+            raise ValueError(f"tilekit::moe_route: 'top_k'={top_k} exceeds the experts of {topk_groups} groups")
+
+
+def _route_config(tokens, num_experts, device, backend, kernel_id):
+    config = provided_config(kernel_id, (tokens, num_experts), torch.float32, device, backend, ROUTE_TUNABLES, 4)
+    if config:
+        return config
+    if device.type == "cpu":
+        # The reference executor and PoCL pay per program: many tokens per program.
+        return {"BT": 32 if num_experts <= 64 else 8, "num_warps": 8}
+    return {"BT": 1 if num_experts > 64 else 4, "num_warps": 4}
+
+
+def route_launch_args(logits, bias, weights, ids, top_k, scoring, renormalize, num_groups, topk_groups,
+                      route_scale, config):
+    tokens, num_experts = logits.shape
+    groups = num_groups or 1
+    grid = (tk.cdiv(tokens, config["BT"]),)
+    kwargs = dict(BT=config["BT"], EP=next_pow2(num_experts), KP=next_pow2(top_k), TOP_K=top_k,
+                  SIGMOID=scoring == "sigmoid", HAS_BIAS=bias is not None, NUM_GROUPS=groups,
+                  GROUP_SIZE=num_experts // groups, TOPK_GROUPS=topk_groups or 1, RENORM=bool(renormalize),
+                  num_warps=config["num_warps"])
+    bias_row = logits if bias is None else bias.view(1, num_experts)
+    return grid, (logits, bias_row, weights, ids, float(route_scale)), kwargs
+
+
+@torch.library.custom_op("tilekit::moe_route", mutates_args=())
+def moe_route_op(logits: torch.Tensor, top_k: int, scoring: str, renormalize: bool, bias: Optional[torch.Tensor],
+                 num_groups: int, topk_groups: int, route_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_route_args(logits, top_k, scoring, bias, num_groups, topk_groups)
+    tokens = logits.shape[0]
+    weights = torch.empty(tokens, top_k, dtype=torch.float32, device=logits.device)
+    ids = torch.empty(tokens, top_k, dtype=torch.int32, device=logits.device)
+    if tokens == 0:
+        return weights, ids
+    backend = backend_for(logits.device)
+    config = _route_config(tokens, logits.shape[1], logits.device, backend, KERNEL_IDS["route"])
+    grid, args, kwargs = route_launch_args(logits, bias, weights, ids, top_k, scoring, renormalize, num_groups,
+                                           topk_groups, route_scale, config)
+    moe_route_kernel[grid](*args, backend=backend, **kwargs)
+    return weights, ids
+
+
+@moe_route_op.register_fake
+def _moe_route_fake(logits, top_k, scoring, renormalize, bias, num_groups, topk_groups, route_scale):
+    _check_route_args(logits, top_k, scoring, bias, num_groups, topk_groups)
+    tokens = logits.shape[0]
+    return (logits.new_empty((tokens, top_k), dtype=torch.float32),
+            logits.new_empty((tokens, top_k), dtype=torch.int32))
+
+
+@torch.library.custom_op("tilekit::moe_route_backward", mutates_args=())
+def moe_route_backward_op(grad_weights: torch.Tensor, logits: torch.Tensor, ids: torch.Tensor, scoring: str,
+                          renormalize: bool, route_scale: float) -> torch.Tensor:
+    grad_logits = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    tokens, top_k = ids.shape
+    if tokens == 0:
+        return grad_logits
+    backend = backend_for(logits.device)
+    config = _route_config(tokens, logits.shape[1], logits.device, backend, KERNEL_IDS["route_backward"])
+    moe_route_backward_kernel[(tk.cdiv(tokens, config["BT"]),)](
+        logits, ids, grad_weights, grad_logits, float(route_scale), BT=config["BT"],
+        EP=next_pow2(logits.shape[1]), KP=next_pow2(top_k), TOP_K=top_k, SIGMOID=scoring == "sigmoid",
+        RENORM=bool(renormalize), num_warps=config["num_warps"], backend=backend)
+    return grad_logits
+
+
+@moe_route_backward_op.register_fake
+def _moe_route_backward_fake(grad_weights, logits, ids, scoring, renormalize, route_scale):
+    return logits.new_empty(logits.shape)
+
+
+def _route_setup_context(ctx, inputs, output):
+    logits, top_k, scoring, renormalize, bias, num_groups, topk_groups, route_scale = inputs
+    ctx.save_for_backward(logits, output[1])
+    ctx.scoring, ctx.renormalize, ctx.route_scale = scoring, renormalize, route_scale
+
+
+def _route_backward(ctx, grad_weights, grad_ids):
+    logits, ids = ctx.saved_tensors
+    if grad_weights is None:
+        grad_weights = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    grad_logits = torch.ops.tilekit.moe_route_backward(grad_weights.contiguous(), logits, ids, ctx.scoring,
+                                                       ctx.renormalize, ctx.route_scale)
+    return grad_logits, None, None, None, None, None, None, None
+
+
+moe_route_op.register_autograd(_route_backward, setup_context=_route_setup_context)
+
+
+def moe_route(logits, top_k, *, scoring="softmax", renormalize=True, bias=None, num_groups=None,
+              topk_groups=None, route_scale=1.0):
+    """(weights (T, top_k) fp32, ids (T, top_k) int32): see DESIGN.md, section MoE."""
+    if num_groups is None and topk_groups is not None:
+        raise ValueError("tilekit::moe_route: 'topk_groups' needs 'num_groups'")
+    return torch.ops.tilekit.moe_route(logits, top_k, scoring, bool(renormalize), bias, int(num_groups or 0),
+                                       int(topk_groups or 0), float(route_scale))
+
+
+def moe_route_reference(logits, top_k, *, scoring="softmax", renormalize=True, bias=None, num_groups=None,
+                        topk_groups=None, route_scale=1.0):
+    """The PyTorch oracle for moe_route, in float64; ties go to the lower id (a stable descending sort)."""
+    x = logits.double()
+    p = torch.softmax(x, -1) if scoring == "softmax" else torch.sigmoid(x)
+    sel = p + bias.double() if bias is not None else p.clone()
+    if num_groups:
+        tokens, num_experts = x.shape
+        grouped = sel.view(tokens, num_groups, num_experts // num_groups)
+        group_score = grouped.sort(dim=-1, descending=True, stable=True).values[..., :2].sum(-1)
+        kept = group_score.sort(dim=-1, descending=True, stable=True).indices[:, :topk_groups]
+        mask = torch.zeros(tokens, num_groups, dtype=torch.bool).scatter_(1, kept, True)
+        sel = sel.masked_fill(~mask.repeat_interleave(num_experts // num_groups, 1), -float("inf"))
+    ids = sel.sort(dim=-1, descending=True, stable=True).indices[:, :top_k]
+    weights = p.gather(1, ids)
+    if renormalize:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return (weights * route_scale).float(), ids.int()
+
+
+# ---- moe_align --------------------------------------------------------------------------------------
+
+def _check_align_args(ids, num_experts, block_m):
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"tilekit::moe_align: 'ids' must be an int32 or int64 tensor, got "
+                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
+    if ids.dim() != 2:
+        raise ValueError(f"tilekit::moe_align: 'ids' must be 2-D (T, top_k), got shape {tuple(ids.shape)}")
+    if not isinstance(num_experts, int) or not 1 <= num_experts <= 1024:
+        raise ValueError(f"tilekit::moe_align: 'num_experts' must be an int in [1, 1024], got {num_experts!r}")
+    if not isinstance(block_m, int) or block_m < 1:
+        raise ValueError(f"tilekit::moe_align: 'block_m' must be a positive int, got {block_m!r}")
+
+
+def align_lengths(num_slots, num_experts, block_m):
+    """The static lengths of sorted_ids and expert_ids (DESIGN.md)."""
+    length = num_slots + num_experts * (block_m - 1)
+    return length, tk.cdiv(length, block_m)
+
+
+def _align_config(num_slots, num_experts, device, backend):
+    config = provided_config(KERNEL_IDS["align"], (num_slots, num_experts), torch.int32, device, backend,
+                             ALIGN_TUNABLES, 4)
+    if config:
+        return config
+    slot_block = 64 if num_experts <= 64 else 16  # the one-hot tile is BS x EP
+    return {"BS": slot_block, "num_warps": 4}
+
+
+@torch.library.custom_op("tilekit::moe_align", mutates_args=())
+def moe_align_op(ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_align_args(ids, num_experts, block_m)
+    num_slots = ids.numel()
+    length, num_m_blocks = align_lengths(num_slots, num_experts, block_m)
+    device = ids.device
+    if device.type == "cpu" and num_slots and (int(ids.min()) < 0 or int(ids.max()) >= num_experts):
+        raise ValueError(f"tilekit::moe_align: 'ids' holds an expert outside [0, {num_experts})")
+    sorted_ids = torch.full((length,), num_slots, dtype=torch.int32, device=device)
+    expert_ids = torch.full((num_m_blocks,), -1, dtype=torch.int32, device=device)
+    num_padded = torch.zeros(1, dtype=torch.int32, device=device)
+    if num_slots == 0:
+        return sorted_ids, expert_ids, num_padded
+    backend = backend_for(device)
+    config = _align_config(num_slots, num_experts, device, backend)
+    slot_block, experts_padded = config["BS"], next_pow2(num_experts)
+    flat = ids.reshape(-1)
+    num_blocks = tk.cdiv(num_slots, slot_block)
+    counts = torch.empty(num_blocks, experts_padded, dtype=torch.int32, device=device)
+    base = torch.empty(num_blocks, experts_padded, dtype=torch.int32, device=device)
+    common = dict(BS=slot_block, EP=experts_padded, num_warps=config["num_warps"], backend=backend)
+    moe_align_count_kernel[(num_blocks,)](flat, counts, **common)
+    moe_align_scan_kernel[(1,)](counts, base, expert_ids, num_padded, num_experts, BLOCK_M=block_m, **common)
+    moe_align_scatter_kernel[(num_blocks,)](flat, base, sorted_ids, **common)
+    return sorted_ids, expert_ids, num_padded
+
+
+@moe_align_op.register_fake
+def _moe_align_fake(ids, num_experts, block_m):
+    _check_align_args(ids, num_experts, block_m)
+    length, num_m_blocks = align_lengths(ids.numel(), num_experts, block_m)
+    return (ids.new_empty((length,), dtype=torch.int32), ids.new_empty((num_m_blocks,), dtype=torch.int32),
+            ids.new_empty((1,), dtype=torch.int32))
+
+
+def moe_align(ids, num_experts, block_m):
+    """(sorted_ids, expert_ids, num_padded): DESIGN.md's stable moe_align_block_size."""
+    return torch.ops.tilekit.moe_align(ids, num_experts, block_m)
+
+
+def moe_align_reference(ids, num_experts, block_m):
+    """The PyTorch oracle for moe_align (a stable sort by expert, then padding)."""
+    flat = ids.reshape(-1).long().cpu()
+    num_slots = flat.numel()
+    length, num_m_blocks = align_lengths(num_slots, num_experts, block_m)
+    sorted_ids = torch.full((length,), num_slots, dtype=torch.int32)
+    expert_ids = torch.full((num_m_blocks,), -1, dtype=torch.int32)
+    order = torch.sort(flat, stable=True).indices
+    counts = torch.bincount(flat, minlength=num_experts)
+    pos = 0
+    taken = 0
+    for e in range(num_experts):
+        c = int(counts[e])
+        padded = -(-c // block_m) * block_m
+        sorted_ids[pos:pos + c] = order[taken:taken + c].int()
+        expert_ids[pos // block_m:(pos + padded) // block_m] = e
+        pos += padded
+        taken += c
+    return sorted_ids, expert_ids, torch.tensor([pos], dtype=torch.int32)
+
+
+# ---- fused_moe (forward) ----------------------------------------------------------------------------
+
+ACTIVATIONS = ("silu", "gelu")
+
+
+def _check_fused_args(x, w_gate_up, w_down, weights, ids, activation):
+    check_tensor("fused_moe", "x", x, ranks=(2,))
+    check_tensor("fused_moe", "w_gate_up", w_gate_up, ranks=(3,))
+    check_tensor("fused_moe", "w_down", w_down, ranks=(3,))
+    check_tensor("fused_moe", "weights", weights, ranks=(2,))
+    tokens, hidden = x.shape
+    num_experts, two_f, h2 = w_gate_up.shape
+    if two_f % 2 or h2 != hidden:
+        raise ValueError(f"tilekit::fused_moe: 'w_gate_up' is {tuple(w_gate_up.shape)}; expected (E, 2F, {hidden})")
+    if tuple(w_down.shape) != (num_experts, hidden, two_f // 2):
+        raise ValueError(f"tilekit::fused_moe: 'w_down' is {tuple(w_down.shape)}; expected "
+                         f"({num_experts}, {hidden}, {two_f // 2})")
+    for name, w in (("w_gate_up", w_gate_up), ("w_down", w_down)):
+        if w.dtype != x.dtype or w.device != x.device:
+            raise TypeError(f"tilekit::fused_moe: '{name}' is {w.dtype} on {w.device}; 'x' is {x.dtype} on {x.device}")
+    if weights.dtype not in (torch.float32, x.dtype):
+        raise TypeError(f"tilekit::fused_moe: 'weights' must be float32 or x's dtype, got {weights.dtype}")
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
+        raise TypeError("tilekit::fused_moe: 'ids' must be an int32 or int64 tensor")
+    if ids.dim() != 2 or ids.shape[0] != tokens or tuple(weights.shape) != tuple(ids.shape):
+        raise ValueError(f"tilekit::fused_moe: 'ids' {tuple(ids.shape)} and 'weights' {tuple(weights.shape)} "
+                         f"must both be ({tokens}, top_k)")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"tilekit::fused_moe: 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def gemm_config(spec, dtype, device, backend, kernel_id):
+    """The grouped-GEMM config at SPEC (T, H, F, E, top_k): the provider's, else a default by token count
+    (a few tokens per expert want a small BLOCK_M: less padding)."""
+    config = provided_config(kernel_id, spec, dtype, device, backend, GEMM_TUNABLES, elem_bytes(dtype))
+    if config:
+        return config
+    tokens, _, _, num_experts, top_k = spec
+    per_expert = max(1, tokens * top_k // num_experts)
+    if device.type == "cpu":
+        return {"BM": 16 if per_expert <= 16 else 32, "BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1}
+    return {"BM": 16 if per_expert <= 16 else 64, "BN": 64 if per_expert <= 16 else 128, "BK": 64,
+            "num_warps": 4 if per_expert <= 16 else 8, "num_stages": 3}
+
+
+@torch.library.custom_op("tilekit::fused_moe", mutates_args=())
+def fused_moe_op(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, weights: torch.Tensor,
+                 ids: torch.Tensor, activation: str) -> torch.Tensor:
+    _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
+    tokens, hidden = x.shape
+    num_experts, two_f, _ = w_gate_up.shape
+    ffn, top_k = two_f // 2, ids.shape[1]
+    y = torch.empty(tokens, hidden, dtype=x.dtype, device=x.device)
+    if tokens == 0 or top_k == 0:
+        return y.zero_()
+    backend = backend_for(x.device)
+    spec = (tokens, hidden, ffn, num_experts, top_k)
+    gate_up_cfg = gemm_config(spec, x.dtype, x.device, backend, KERNEL_IDS["gate_up"])
+    down_cfg = gemm_config(spec, x.dtype, x.device, backend, KERNEL_IDS["down"])
+    if down_cfg["BM"] != gate_up_cfg["BM"]:
+        down_cfg = {**down_cfg, "BM": gate_up_cfg["BM"]}  # both walk the same alignment
+    block_m = gate_up_cfg["BM"]
+    sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
+    num_m_blocks = expert_ids.shape[0]
+    inter = torch.empty(sorted_ids.shape[0], ffn, dtype=x.dtype, device=x.device)  # F wide, not 2F
+    moe_gate_up_kernel[(num_m_blocks, tk.cdiv(ffn, gate_up_cfg["BN"]))](
+        x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k, BM=block_m, BN=gate_up_cfg["BN"],
+        BK=gate_up_cfg["BK"], GELU=activation == "gelu", STAGES=gate_up_cfg["num_stages"],
+        num_warps=gate_up_cfg["num_warps"], backend=backend)
+    slot_out = torch.empty(tokens * top_k, hidden, dtype=torch.float32, device=x.device)
+    moe_down_kernel[(num_m_blocks, tk.cdiv(hidden, down_cfg["BN"]))](
+        inter, w_down, sorted_ids, expert_ids, num_padded, weights.reshape(-1), slot_out, top_k, BM=block_m,
+        BN=down_cfg["BN"], BK=down_cfg["BK"], STAGES=down_cfg["num_stages"], num_warps=down_cfg["num_warps"],
+        backend=backend)
+    combine_bn = clamp_pow2(hidden, 32, 256)
+    moe_combine_kernel[(tk.cdiv(tokens, 4), tk.cdiv(hidden, combine_bn))](
+        slot_out, y, top_k, BT=4, BN=combine_bn, num_warps=4, backend=backend)
+    return y
+
+
+@fused_moe_op.register_fake
+def _fused_moe_fake(x, w_gate_up, w_down, weights, ids, activation):
+    _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
+    return x.new_empty(x.shape)
+
+
+def fused_moe(x, w_gate_up, w_down, weights, ids, *, activation="silu"):
+    """y = sum_j weights[t, j] W_down[e] (act(W_gate[e] x) * W_up[e] x), e = ids[t, j] (DESIGN.md, MoE).
+    Forward only so far: no autograd is registered."""
+    return torch.ops.tilekit.fused_moe(x, w_gate_up, w_down, weights, ids, activation)
+
+
+def fused_moe_reference(x, w_gate_up, w_down, weights, ids, *, activation="silu"):
+    """The eager loop-over-experts oracle, accumulating in fp32 (float64 for float64)."""
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    ffn = w_gate_up.shape[1] // 2
+    y = torch.zeros(x.shape, dtype=wide, device=x.device)
+    for e in range(w_gate_up.shape[0]):
+        token, slot = torch.nonzero(ids == e, as_tuple=True)
+        if token.numel() == 0:
+            continue
+        h = x[token].to(wide) @ w_gate_up[e].to(wide).T
+        gate, up = h[:, :ffn], h[:, ffn:]
+        act = torch.nn.functional.silu(gate) if activation == "silu" else torch.nn.functional.gelu(gate, approximate="tanh")
+        out = (act * up) @ w_down[e].to(wide).T
+        y.index_add_(0, token, out * weights[token, slot].to(wide)[:, None])
+    return y.to(x.dtype)
+
+
+def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) for moe_route at SPEC (T, H, F, E, top_k): what `tilekit
+    show/compile` use. Tensors are on the meta device."""
+    tokens, _, _, num_experts, top_k = shape
+    logits = torch.empty(tokens, num_experts, dtype=torch.float32, device="meta")
+    weights = torch.empty(tokens, top_k, dtype=torch.float32, device="meta")
+    ids = torch.empty(tokens, top_k, dtype=torch.int32, device="meta")
+    device = torch.device(device)
+    config = _route_config(tokens, num_experts, device, "reference" if device.type == "cpu" else "triton",
+                           KERNEL_IDS["route"])
+    _, args, kwargs = route_launch_args(logits, None, weights, ids, top_k, "softmax", True, 0, 0, 1.0, config)
+    return moe_route_kernel, args, kwargs
+
+
+def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) of fused_moe's gate_up grouped GEMM at SPEC (T, H, F, E, top_k),
+    with the alignment's static lengths: fused_moe's main forward kernel for `tilekit show/compile`."""
+    tokens, hidden, ffn, num_experts, top_k = shape
+    device = torch.device(device)
+    backend = "reference" if device.type == "cpu" else "triton"
+    config = gemm_config(shape, dtype, device, backend, KERNEL_IDS["gate_up"])
+    length, num_m_blocks = align_lengths(tokens * top_k, num_experts, config["BM"])
+    meta = dict(device="meta")
+    args = (torch.empty(tokens, hidden, dtype=dtype, **meta),
+            torch.empty(num_experts, 2 * ffn, hidden, dtype=dtype, **meta),
+            torch.empty(length, dtype=torch.int32, **meta), torch.empty(num_m_blocks, dtype=torch.int32, **meta),
+            torch.empty(1, dtype=torch.int32, **meta), torch.empty(length, ffn, dtype=dtype, **meta), top_k)
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], GELU=False, STAGES=config["num_stages"],
+                  num_warps=config["num_warps"])
+    return moe_gate_up_kernel, args, kwargs
+
+
+def moe_layer(x, router_weight, w_gate_up, w_down, top_k, *, activation="silu", **moe_route_kwargs):
+    """The routed part of an MoE layer: logits = x @ router_weight.T in fp32, moe_route, fused_moe.
+    fused_moe has no autograd yet, so the router's gradient does not flow through this."""
+    check_tensor("moe_layer", "router_weight", router_weight, ranks=(2,))
+    if router_weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"tilekit::moe_layer: 'router_weight' is {tuple(router_weight.shape)}; expected "
+                         f"(E, {x.shape[-1]})")
+    logits = x.float() @ router_weight.float().T
+    weights, ids = moe_route(logits, top_k, **moe_route_kwargs)
+    return fused_moe(x, w_gate_up, w_down, weights, ids, activation=activation)
