@@ -151,6 +151,17 @@ def default_backend(device):
     raise BackendUnavailable(f"no tilekit backend launches on {device} tensors")
 
 
+# Why CPU tensors default to the reference backend (measured; docs/tune.md "Which backend runs CPU ops").
+CPU_DEFAULT_WHY = ("measured (docs/tune.md): opencl is 3-4x faster warm on matmul but its first build costs "
+                   "15-25 s; opt in with TILEKIT_OPS_BACKEND=opencl")
+
+
+def cpu_default_line():
+    """One line naming the backend ops use on CPU tensors, and why (`tilekit info`, the bench header)."""
+    import torch
+    return f"ops on CPU tensors use {default_backend(torch.device('cpu'))} ({CPU_DEFAULT_WHY})"
+
+
 _DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU (cuda)"}  # meta tensors make sources and AOT compiles, never launch
 
 

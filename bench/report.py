@@ -106,11 +106,10 @@ def _json_default(value):
 
 
 def cpu_backend_line() -> str:
-    """Which backend tilekit ops use on CPU tensors, and why: the registry's default, dispatch.py's reason."""
-    import torch
-    from tilekit.backends import default_backend
-    from tilekit.ops.dispatch import CPU_DEFAULT_BACKEND_WHY
-    return f"default CPU backend for ops: {default_backend(torch.device('cpu'))} ({CPU_DEFAULT_BACKEND_WHY})"
+    """Which backend tilekit ops use on CPU tensors, and why (from the backend registry: the bench must not
+    need tilekit.ops to report)."""
+    from tilekit.backends import cpu_default_line
+    return cpu_default_line()
 
 
 def header_lines(meta: dict) -> list[str]:

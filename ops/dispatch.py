@@ -21,9 +21,6 @@ import torch
 from ..backends import BACKENDS, check_launch_device, default_backend
 
 BACKEND_ENV = "TILEKIT_OPS_BACKEND"
-# Why CPU tensors default to the backend registry's CPU default (`reference`); measured in docs/tune.md.
-CPU_DEFAULT_BACKEND_WHY = ("measured (docs/tune.md): opencl is 3-4x faster warm on matmul but its first build "
-                           "costs 15-25 s; opt in with TILEKIT_OPS_BACKEND=opencl")
 
 # The floating dtypes the ops accept. float64 is there for gradient checks (torch.autograd.gradcheck).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

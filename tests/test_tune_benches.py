@@ -67,4 +67,4 @@ def test_info_and_bench_header_name_the_default_cpu_backend(capsys):
     meta = {"device": "cpu", "device_name": "test CPU", "torch": "x", "sizes": "s", "clock": "cpu-wall",
             "timing_protocol": "median", "trials": 2, "poison": True, "precision": None, "policy": "strict"}
     header = report.header_lines(meta)
-    assert f"default CPU backend for ops: {cpu_default} (" in "\n".join(header)
+    assert f"ops on CPU tensors use {cpu_default} (" in "\n".join(header)

@@ -37,10 +37,8 @@ def cmd_info(args):
     else:
         print("  cuda       none (torch.cuda.is_available() is False)")
     print(f"cache directory  {cache_dir()}")
-    # The registry decides the CPU default; dispatch.py says why (one place each, read, not restated).
-    from tilekit.backends import default_backend
-    from tilekit.ops.dispatch import CPU_DEFAULT_BACKEND_WHY
-    print(f"ops on CPU tensors use  {default_backend(torch.device('cpu'))}  ({CPU_DEFAULT_BACKEND_WHY})")
+    from tilekit.backends import cpu_default_line  # the registry decides the CPU default and says why
+    print(cpu_default_line())
     return 0
 
 

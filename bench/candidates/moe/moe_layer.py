@@ -1,5 +1,5 @@
-"""tilekit candidate for problems/moe/moe_layer.py: the router logits (with the problem's logit bias added
-here, before routing), tilekit::moe_route, then tilekit::fused_moe (stable alignment, two grouped GEMMs
+"""tilekit candidate for problems/moe/moe_layer.py: the router logits through tilekit::matmul (with the
+problem's logit bias added here, before routing), tilekit::moe_route, then tilekit::fused_moe (stable alignment, two grouped GEMMs
 with a fused SwiGLU, a fixed-order combine)."""
 import math
 
@@ -24,6 +24,6 @@ class ModelNew(nn.Module):
 
     def forward(self, x):
         # the skew is a logit bias, so it goes into the logits, not moe_route's selection-only bias=
-        logits = x.float() @ self.router.float().t() + self.bias
+        logits = torch.ops.tilekit.matmul(x.float(), self.router.float().t()) + self.bias
         weights, ids = tk_ops.moe_route(logits, self.top_k)
         return tk_ops.fused_moe(x, self.w_gate_up, self.w_down, weights, ids)
