@@ -194,6 +194,16 @@ def _foreign_compile_errors():
     return tuple(types)
 
 
+
+def triton_series():
+    """(major, minor) of the installed Triton, (0, 0) when it is not importable."""
+    try:
+        import triton
+    except ImportError:
+        return (0, 0)
+    return tuple(int(x) for x in triton.__version__.split(".")[:2])
+
+
 @contextlib.contextmanager
 def reported_as(kernel, backend, target=None):
     """Inside this block, a compiler's failure (``BackendError`` or the compiler's own exception type)

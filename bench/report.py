@@ -9,6 +9,8 @@ import math
 import os
 from pathlib import Path
 
+from ..backends import cpu_default_line
+
 STATUS_TEXT = {
     "correct": "correct", "incorrect": "INCORRECT", "anticheat": "ANTI-CHEAT", "error": "ERROR",
     "crash": "CRASH", "timeout": "TIMEOUT", "oom": "OOM", "no_candidate": "no candidate",
@@ -105,13 +107,6 @@ def _json_default(value):
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def cpu_backend_line() -> str:
-    """Which backend tilekit ops use on CPU tensors, and why (from the backend registry: the bench must not
-    need tilekit.ops to report)."""
-    from tilekit.backends import cpu_default_line
-    return cpu_default_line()
-
-
 def header_lines(meta: dict) -> list[str]:
     clock = "CPU wall-clock time" if meta["clock"] == "cpu-wall" else "GPU time from CUDA events"
     lines = [
@@ -121,7 +116,7 @@ def header_lines(meta: dict) -> list[str]:
         f"correctness: {meta['trials']} trials with fresh seeded inputs, plus one randomly chosen timed call; "
         f"KernelBench tolerances (tilekit.tolerances.KERNELBENCH); outputs poisoned: {meta['poison']}",
         f"precision: {meta.get('precision') or 'as each file says'}; anti-cheat policy: {meta.get('policy', 'strict')}",
-        cpu_backend_line(),
+        cpu_default_line(),  # from the backend registry: the bench reports it without tilekit.ops
     ]
     if meta.get("interrupted"):
         lines.append(f"INTERRUPTED: {len(meta.get('remaining') or [])} problem(s) not run; "

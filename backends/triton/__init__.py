@@ -23,8 +23,7 @@ INTERPRETER_MIN_VERSION = (3, 8)
 def interpreter_unavailable_reason():
     """None when Triton's interpreter can run kernels here, else why not."""
     import triton
-    version = tuple(int(x) for x in triton.__version__.split(".")[:2])
-    if version < INTERPRETER_MIN_VERSION:
+    if toolchain.triton_series() < INTERPRETER_MIN_VERSION:
         need = ".".join(map(str, INTERPRETER_MIN_VERSION))
         return (f"triton {triton.__version__}'s interpreter mistypes int arguments equal to 1; running on CPU "
                 f"tensors needs triton>={need} (compiling for GPU targets works with this one)")

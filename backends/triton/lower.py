@@ -9,20 +9,12 @@ from ... import dtypes as D
 from ...analysis import is_nonnegative, known_multiple, loop_owners
 from ...packing import WordWindow
 from ...ir import offsets_and_mask
-from .. import naming
+from .. import naming, toolchain
 from ..templating import render
 from ...optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY, Trait, has
 
 
-def _triton_version():
-    try:
-        import triton
-    except ImportError:
-        return (0, 0)
-    return tuple(int(x) for x in triton.__version__.split(".")[:2])
-
-
-_TRITON_COMPILES_WORD_WINDOW = _triton_version() >= (3, 9)
+_TRITON_COMPILES_WORD_WINDOW = toolchain.triton_series() >= (3, 9)
 
 
 def tl_dtype(dt: D.DType) -> str:
