@@ -48,6 +48,21 @@ def _visible(rows, cols, Sq, Skv, diag, left, right):
             & (cols[None, :] <= rows[:, None] + (diag + right)))
 
 
+@tk.func
+def _key_block_range(m0, Skv, diag, left, right, BM: tk.constexpr, BN: tk.constexpr):
+    """[lo, hi): the key blocks holding a visible key for some query row in [m0, m0 + BM), lo a multiple of
+    BN. Blocks outside it are skipped, not masked (causal halves the work; a window bounds it). Called with
+    queries and keys swapped, it gives the query blocks that see a key block."""
+    lo = m0 + diag - left
+    if lo < 0:
+        lo = 0
+    lo = (lo // BN) * BN
+    hi = m0 + BM + diag + right
+    if hi > Skv:
+        hi = Skv
+    return lo, hi
+
+
 @tk.kernel(tunables=ATTENTION_TUNABLES)
 def attention_fwd_kernel(Q, K, V, O, LSE, scale, softcap, left, right, SOFTCAP: tk.constexpr,
                          BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr, ACC: tk.constexpr):
@@ -61,14 +76,7 @@ def attention_fwd_kernel(Q, K, V, O, LSE, scale, softcap, left, right, SOFTCAP: 
     h = bh % Hq
     hk = h // (Hq // Hkv)
     diag = Skv - Sq
-    # Key blocks holding a visible key for some row in [m0, m0 + BM).
-    lo = m0 + diag - left
-    if lo < 0:
-        lo = 0
-    lo = (lo // BN) * BN
-    hi = m0 + BM + diag + right
-    if hi > Skv:
-        hi = Skv
+    lo, hi = _key_block_range(m0, Skv, diag, left, right, BM, BN)
     q = tk.load(Q, (b, h, m0, 0), (1, 1, BM, BD)).reshape((BM, BD))
     rows = m0 + tk.arange(BM)
     m_i = tk.full((BM,), -float("inf"), ACC)
@@ -124,14 +132,9 @@ def attention_bwd_dkdv_kernel(Q, K, V, DO, LSE, Delta, DK, DV, scale, softcap, l
     b = bhk // Hkv
     hk = bhk % Hkv
     diag = Skv - Sq
-    # Query blocks holding a row that sees a key in [n0, n0 + BN).
-    lo = n0 - diag - right
-    if lo < 0:
-        lo = 0
-    lo = (lo // BM) * BM
-    hi = n0 + BN - diag + left
-    if hi > Sq:
-        hi = Sq
+    # Query blocks holding a row that sees a key in [n0, n0 + BN): the key range with queries and keys
+    # swapped (the diagonal negated, the window's sides exchanged).
+    lo, hi = _key_block_range(n0, Sq, -diag, right, left, BN, BM)
     k = tk.load(K, (b, hk, n0, 0), (1, 1, BN, BD)).reshape((BN, BD))
     v = tk.load(V, (b, hk, n0, 0), (1, 1, BN, BD)).reshape((BN, BD))
     cols = n0 + tk.arange(BN)
@@ -171,13 +174,7 @@ def attention_bwd_dq_kernel(Q, K, V, DO, LSE, Delta, DQ, scale, softcap, left, r
     h = bh % Hq
     hk = h // (Hq // Hkv)
     diag = Skv - Sq
-    lo = m0 + diag - left
-    if lo < 0:
-        lo = 0
-    lo = (lo // BN) * BN
-    hi = m0 + BM + diag + right
-    if hi > Skv:
-        hi = Skv
+    lo, hi = _key_block_range(m0, Skv, diag, left, right, BM, BN)
     q = tk.load(Q, (b, h, m0, 0), (1, 1, BM, BD)).reshape((BM, BD))
     do = tk.load(DO, (b, h, m0, 0), (1, 1, BM, BD)).reshape((BM, BD))
     lse = tk.load(LSE, (b, h, m0), (1, 1, BM)).reshape((BM,)).to(ACC)
@@ -217,13 +214,7 @@ def attention_varlen_fwd_kernel(Q, K, V, O, LSE, CuQ, CuK, scale, softcap, left,
     Skv = tk.load(CuK, (b + 1,)) - k_start
     if m0 < Sq:
         diag = Skv - Sq
-        lo = m0 + diag - left
-        if lo < 0:
-            lo = 0
-        lo = (lo // BN) * BN
-        hi = m0 + BM + diag + right
-        if hi > Skv:
-            hi = Skv
+        lo, hi = _key_block_range(m0, Skv, diag, left, right, BM, BN)
         rows = m0 + tk.arange(BM)
         row_ok = rows < Sq
         q = tk.load(Q, (q_start + rows, h, 0), (BM, 1, BD), mask=row_ok[:, None, None]).reshape((BM, BD))
