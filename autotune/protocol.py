@@ -38,6 +38,10 @@ class TuneKernel:
     backend=..., **kwargs)``: the op launches through the same function, so what is tuned is what runs.
     ``reference(*inputs)`` is the correctness gate's oracle. ``default_config(shape, dtype, device)`` is
     trial 0. ``default_shapes`` maps "cpu" / "gpu" to the shapes ``tilekit tune`` tunes when none are given.
+
+    A kernel that declares ``flags`` gets them, as ``flags={name: value-string}`` (only the flags given), in
+    ``make_inputs``, ``launch_args``, ``reference`` and ``default_config`` too: a causal attention job must
+    time, gate and start from the causal kernel. The tuner calls these through ``inputs_for`` and friends.
     """
     id: str
     kernel: object
@@ -53,6 +57,21 @@ class TuneKernel:
     bucket_distance: Callable = log2_distance
     # the tolerance table the gate compares with (tilekit.tolerances.PROPERTY unless said otherwise)
     tolerances: dict = field(default=None)
+
+    def _call(self, fn, flags, *args):
+        return fn(*args, flags=dict(flags)) if self.flags else fn(*args)
+
+    def inputs_for(self, shape, flags, dtype, generator):
+        return self._call(self.make_inputs, flags, tuple(shape), dtype, generator)
+
+    def launch_args_for(self, inputs, out, config, flags):
+        return self._call(self.launch_args, flags, inputs, out, config)
+
+    def reference_for(self, inputs, flags):
+        return self._call(self.reference, flags, *inputs)
+
+    def default_config_for(self, shape, flags, dtype, device):
+        return self._call(self.default_config, flags, tuple(shape), dtype, device)
 
     @property
     def op(self):

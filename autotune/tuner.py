@@ -202,7 +202,7 @@ def search_space(job):
     honoured = backend_record(job.backend).launch_options
     ignored = [k for k in space if k in LAUNCH_OPTIONS and k not in honoured and k not in (job.space or {})]
     if ignored:
-        default = job.kernel.default_config(job.shape, job.dtype, torch.device(job.device))
+        default = job.kernel.default_config_for(job.shape, job.flags, job.dtype, torch.device(job.device))
         for k in ignored:
             space[k] = [default[k]] if default.get(k) in space[k] else space[k][:1]
     return space
@@ -240,10 +240,10 @@ def params_of(config, space, sampler_name):
 def aot_prune_reason(job: TuneJob, config: dict, target: str):
     """Why the candidate's AOT compile for ``target`` rules it out (spills, shared memory or registers over
     the limits), or None. Only for GPU targets; the compile itself needs no GPU."""
-    shape_inputs = job.kernel.make_inputs(job.shape, job.dtype, torch.Generator().manual_seed(0))
+    shape_inputs = job.kernel.inputs_for(job.shape, job.flags, job.dtype, torch.Generator().manual_seed(0))
     meta_inputs = tuple(torch.empty(t.shape, dtype=t.dtype, device="meta") for t in shape_inputs)
     out = torch.empty(job.kernel.make_output(shape_inputs).shape, dtype=job.dtype, device="meta")
-    _, args, kwargs = job.kernel.launch_args(meta_inputs, out, config)
+    _, args, kwargs = job.kernel.launch_args_for(meta_inputs, out, config, job.flags)
     art = job.kernel.kernel.compile(target, *args, backend=job.backend, **kwargs)
     res = art.resources
     smem_limit, reg_limit = DEVICE_LIMITS.get(target, (None, None))
@@ -370,7 +370,7 @@ def _config_key(config):
 def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     """Run (or ``resume``) the study for ``job`` and write the winner to this device's dispatch table."""
     tk_kernel = job.kernel
-    default = tk_kernel.default_config(job.shape, job.dtype, torch.device(job.device))
+    default = tk_kernel.default_config_for(job.shape, job.flags, job.dtype, torch.device(job.device))
     default = {k: default[k] for k in tk_kernel.tunables.names}
     space = search_space(job)
     for k, v in default.items():  # the default is always trial 0, so a narrowed space keeps its values
@@ -396,7 +396,7 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
 
     lock_path = os.path.join(table.tuning_dir(), "locks", lock_name(fp))
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    base_request = {"kernel": tk_kernel.id, "shape": list(job.shape), "dtype": job.dtype_name,
+    base_request = {"kernel": tk_kernel.id, "shape": list(job.shape), "flags": dict(job.flags), "dtype": job.dtype_name,
                     "backend": job.backend, "device": job.device, "seed": job.seed, "timing_lock": lock_path,
                     "repeats": job.repeats, "warmup": job.warmup}
     target = _gpu_target(job)
