@@ -91,7 +91,8 @@ def cmd_tune(args):
         if args.shapes:
             shapes = [k.parse_shape(s) for s in args.shapes]
         else:
-            shapes = [(tuple(s), ()) for s in k.default_shapes["gpu" if device == "cuda" else "cpu"]]
+            shapes = [k.parse_shape(s) if isinstance(s, str) else (tuple(s), k.canonical_flags(()))
+                      for s in k.default_shapes["gpu" if device == "cuda" else "cpu"]]
         for shape, flags in shapes:
             jobs.append(TuneJob(k, shape, dtype=dtype, backend=backend, flags=flags, trials=args.trials,
                                 time_budget=args.time_budget, sampler=args.sampler, seed=args.seed,

@@ -37,7 +37,8 @@ class TuneKernel:
     to fill; ``launch_args(inputs, out, config)`` returns ``(grid, args, kwargs)`` for ``kernel[grid](*args,
     backend=..., **kwargs)``: the op launches through the same function, so what is tuned is what runs.
     ``reference(*inputs)`` is the correctness gate's oracle. ``default_config(shape, dtype, device)`` is
-    trial 0. ``default_shapes`` maps "cpu" / "gpu" to the shapes ``tilekit tune`` tunes when none are given.
+    trial 0. ``default_shapes`` maps "cpu" / "gpu" to the shapes ``tilekit tune`` tunes when none are given
+    (size tuples, or ``--shapes`` strings where a default shape carries flags, e.g. ``"1,32,8,4096,4096,128,causal=1"``).
 
     A kernel that declares ``flags`` gets them, as ``flags={name: value-string}`` (only the flags given), in
     ``make_inputs``, ``launch_args``, ``reference`` and ``default_config`` too: a causal attention job must
@@ -57,6 +58,21 @@ class TuneKernel:
     bucket_distance: Callable = log2_distance
     # the tolerance table the gate compares with (tilekit.tolerances.PROPERTY unless said otherwise)
     tolerances: dict = field(default=None)
+    # a flag's value when a job or a call does not give it, so a job and the op's lookup key the same entry
+    flag_defaults: dict = field(default_factory=dict)
+    # maps a flags dict to the canonical one (e.g. a block format's fixed group), so equal jobs key equal entries
+    normalize_flags: Callable = None
+
+    def canonical_flags(self, flags):
+        """``flags`` (pairs or a dict) with the defaults filled in, as sorted ``(name, str value)`` pairs."""
+        given = dict(flags)
+        unknown = [k for k in given if k not in self.flags]
+        if unknown:
+            raise ValueError(f"{self.id}: unknown flag(s) {', '.join(unknown)}; flags: {', '.join(self.flags) or 'none'}")
+        full = {**{k: str(v) for k, v in self.flag_defaults.items()}, **{k: str(v) for k, v in given.items()}}
+        if self.normalize_flags is not None:
+            full = {k: str(v) for k, v in self.normalize_flags(full).items()}
+        return tuple(sorted(full.items()))
 
     def _call(self, fn, flags, *args):
         return fn(*args, flags=dict(flags)) if self.flags else fn(*args)
@@ -92,7 +108,9 @@ class TuneKernel:
     def parse_shape(self, spec: str):
         """``"M,N,K"`` plus ``key=value`` flags -> (shape tuple, flags tuple of (key, value))."""
         sizes, flags = [], []
-        for part in (p.strip() for p in spec.replace("x", ",").split(",")):
+        # "x" separates sizes (512x512x512) but may appear in a flag's value (fmt=mxfp4)
+        parts = [q for p in spec.split(",") for q in ([p] if "=" in p else p.split("x"))]
+        for part in (p.strip() for p in parts):
             if not part:
                 continue
             if "=" in part:
@@ -112,7 +130,7 @@ class TuneKernel:
                              f"{','.join(self.shape_names)}")
         if any(n <= 0 for n in sizes):
             raise ValueError(f"{self.id}: --shapes {spec!r}: every size must be positive")
-        return tuple(sizes), tuple(sorted(flags))
+        return tuple(sizes), self.canonical_flags(flags)
 
 
 def register(tk_kernel: TuneKernel):

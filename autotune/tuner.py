@@ -63,6 +63,9 @@ class TuneJob:
     write_table: bool = True
     device: str = "cpu"
 
+    def __post_init__(self):
+        self.flags = self.kernel.canonical_flags(self.flags)
+
     @property
     def dtype_name(self):
         return str(self.dtype).replace("torch.", "")

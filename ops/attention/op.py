@@ -34,9 +34,32 @@ def _default_config(shape, dtype, device):
                           elem_bytes(dtype))
 
 
-def _config_for(shape, dtype, device, backend, kernel_id):
+def tuning_flags(causal, window):
+    """The call's tuning flags as the dispatch table keys them (``causal=1``, ``window=L:R``); a plain call
+    has none."""
+    flags = [("causal", "1")] if causal else []
+    if window is not None and tuple(int(w) for w in window) != (-1, -1):
+        flags.append(("window", f"{int(window[0])}:{int(window[1])}"))
+    return tuple(flags)
+
+
+def parse_tuning_flags(flags):
+    """``{"causal": "1", "window": "L:R"}`` (as ``tilekit tune --shapes`` gives them) -> (causal, window)."""
+    causal = str(flags.get("causal", "0")).lower() in ("1", "true", "yes")
+    window = flags.get("window")
+    if window is not None:
+        try:
+            left, right = (int(w) for w in str(window).split(":"))
+        except ValueError:
+            raise ValueError(f"attention: flag window={window!r} must be L:R (integers, -1 unbounded)") from None
+        window = (left, right)
+    return causal, window
+
+
+def _config_for(shape, dtype, device, backend, kernel_id, flags=()):
     bd = max(16, next_pow2(shape[-1]))
-    provided = provided_config(kernel_id, shape, dtype, device, backend, ATTENTION_TUNABLES, elem_bytes(dtype))
+    provided = provided_config(kernel_id, tuple(shape) + tuple(flags), dtype, device, backend,
+                               ATTENTION_TUNABLES, elem_bytes(dtype))
     config = dict(provided) if provided else _default_config(shape, dtype, device)
     config["BD"] = bd
     return config
@@ -101,7 +124,8 @@ def attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     if Skv == 0:
         return o.zero_(), lse.fill_(-float("inf"))
     backend = backend_for(q.device)
-    config = _config_for((B, Hq, Hkv, Sq, Skv, D), q.dtype, q.device, backend, KERNEL_IDS["fwd"])
+    config = _config_for((B, Hq, Hkv, Sq, Skv, D), q.dtype, q.device, backend, KERNEL_IDS["fwd"],
+                         tuning_flags(causal, window))
     left, right = window_bounds(causal, window, Sq, Skv)
     grid, args, kwargs = fwd_launch_args(q, k, v, o, lse, config, scale, softcap, left, right)
     attention_fwd_kernel[grid](*args, backend=backend, **kwargs)
@@ -135,14 +159,15 @@ def attention_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v:
     acc = _acc(q.dtype)
     soft = float(softcap or 1.0)
     delta = torch.empty((B, Hq, Sq), dtype=lse.dtype, device=q.device)
-    cfg = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["dq"])
+    flags = tuning_flags(causal, window)
+    cfg = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["dq"], flags)
     attention_bwd_delta_kernel[(tk.cdiv(Sq, cfg["BM"]), B * Hq)](
         o, do, delta, BM=cfg["BM"], BD=cfg["BD"], ACC=acc, backend=backend, num_warps=cfg["num_warps"])
     common = dict(SOFTCAP=softcap is not None, ACC=acc, backend=backend)
     attention_bwd_dq_kernel[(tk.cdiv(Sq, cfg["BM"]), B * Hq)](
         q, k, v, do, lse, delta, dq, scale, soft, left, right, BM=cfg["BM"], BN=cfg["BN"], BD=cfg["BD"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **common)
-    cfg = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["dkdv"])
+    cfg = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["dkdv"], flags)
     attention_bwd_dkdv_kernel[(tk.cdiv(Skv, cfg["BN"]), B * Hkv)](
         q, k, v, do, lse, delta, dk, dv, scale, soft, left, right, BM=cfg["BM"], BN=cfg["BN"], BD=cfg["BD"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **common)
@@ -267,7 +292,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     if o.numel() and batch and max_seqlen_q > 0:
         backend = backend_for(q.device)
         shape = (batch, Hq, k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), D)
-        config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["fwd"])
+        config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["fwd"], tuning_flags(causal, window))
         left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
         attention_varlen_fwd_kernel[(tk.cdiv(int(max_seqlen_q), config["BM"]), batch * Hq)](
             q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, _scale(scale, D), float(softcap or 1.0), left, right,

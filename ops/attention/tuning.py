@@ -1,5 +1,6 @@
-"""attention's tuning declarations: shape tuple ``B,Hq,Hkv,Sq,Skv,D``, flags ``causal`` and ``window``.
-The tuner's trials run causal (the prefill case); the op looks configs up by the 6-tuple alone."""
+"""attention's tuning declarations: shape tuple ``B,Hq,Hkv,Sq,Skv,D``, flags ``causal=1`` and ``window=L:R``.
+A job's flags reach the trial kernel, its inputs and its reference, and the op looks its configs up with the
+call's flags (``op.tuning_flags``): a causal call never takes a config tuned on the non-causal kernel."""
 import math
 
 import torch
@@ -15,7 +16,7 @@ DEFAULT_SHAPES = {"gpu": [(1, 32, 8, 4096, 4096, 128), (4, 16, 16, 2048, 2048, 6
 
 
 
-def make_forward_inputs(shape, dtype, generator):
+def make_forward_inputs(shape, dtype, generator, *, flags):
     B, Hq, Hkv, Sq, Skv, D = shape
     return tuple(torch.randn(b, h, s, D, generator=generator).to(dtype)
                  for b, h, s in ((B, Hq, Sq), (B, Hkv, Skv), (B, Hkv, Skv)))
@@ -25,22 +26,31 @@ def _with_bd(config, D):
     return {**config, "BD": max(16, op.next_pow2(D))}
 
 
-def forward_launch_args(inputs, out, config):
+def _bounds(flags, q, k):
+    return op.window_bounds(*op.parse_tuning_flags(flags), q.shape[2], k.shape[2])
+
+
+def forward_launch_args(inputs, out, config, *, flags):
     q, k, v = inputs[:3]
-    Sq, Skv, D = q.shape[2], k.shape[2], q.shape[3]
+    D = q.shape[3]
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
-    left, right = op.window_bounds(True, None, Sq, Skv)
+    left, right = _bounds(flags, q, k)
     return op.fwd_launch_args(q, k, v, out, lse, _with_bd(config, D), 1 / math.sqrt(D), None, left, right)
 
 
-def forward_reference(q, k, v):
-    return op.attention_reference(q, k, v, causal=True)
+def _reference(q, k, v, flags, **kw):
+    causal, window = op.parse_tuning_flags(flags)
+    return op.attention_reference(q, k, v, causal=causal, window=window, **kw)
 
 
-def make_backward_inputs(shape, dtype, generator):
-    q, k, v = make_forward_inputs(shape, dtype, generator)
+def forward_reference(q, k, v, *, flags):
+    return _reference(q, k, v, flags)
+
+
+def make_backward_inputs(shape, dtype, generator, *, flags):
+    q, k, v = make_forward_inputs(shape, dtype, generator, flags=flags)
     do = torch.randn(q.shape, generator=generator).to(dtype)
-    o, lse = op.attention_reference(q, k, v, causal=True, return_lse=True)
+    o, lse = _reference(q, k, v, flags, return_lse=True)
     delta = (o.float() * do.float()).sum(-1)
     return q, k, v, do, lse.float(), delta
 
@@ -50,38 +60,38 @@ def _bwd_kwargs(q, config):
                 num_warps=config["num_warps"], num_stages=config["num_stages"])
 
 
-def dkdv_launch_args(inputs, out, config):
+def dkdv_launch_args(inputs, out, config, *, flags):
     q, k, v, do, lse, delta = inputs
     config = _with_bd(config, q.shape[3])
-    left, right = op.window_bounds(True, None, q.shape[2], k.shape[2])
+    left, right = _bounds(flags, q, k)
     dv = torch.empty_like(v)
     grid = (-(-k.shape[2] // config["BN"]), k.shape[0] * k.shape[1])
     return grid, (q, k, v, do, lse, delta, out, dv, 1 / math.sqrt(q.shape[3]), 1.0, left, right), _bwd_kwargs(q, config)
 
 
-def dq_launch_args(inputs, out, config):
+def dq_launch_args(inputs, out, config, *, flags):
     q, k, v, do, lse, delta = inputs
     config = _with_bd(config, q.shape[3])
-    left, right = op.window_bounds(True, None, q.shape[2], k.shape[2])
+    left, right = _bounds(flags, q, k)
     grid = (-(-q.shape[2] // config["BM"]), q.shape[0] * q.shape[1])
     return grid, (q, k, v, do, lse, delta, out, 1 / math.sqrt(q.shape[3]), 1.0, left, right), _bwd_kwargs(q, config)
 
 
-def _reference_grads(q, k, v, do):
+def _reference_grads(q, k, v, do, flags):
     wide = [t.detach().double().requires_grad_() for t in (q, k, v)]
-    out = op.attention_reference(*wide, causal=True)
+    out = _reference(*wide, flags)
     return torch.autograd.grad(out, wide, do.double())
 
 
-def dkdv_reference(q, k, v, do, lse, delta):
-    return _reference_grads(q, k, v, do)[1].to(k.dtype)
+def dkdv_reference(q, k, v, do, lse, delta, *, flags):
+    return _reference_grads(q, k, v, do, flags)[1].to(k.dtype)
 
 
-def dq_reference(q, k, v, do, lse, delta):
-    return _reference_grads(q, k, v, do)[0].to(q.dtype)
+def dq_reference(q, k, v, do, lse, delta, *, flags):
+    return _reference_grads(q, k, v, do, flags)[0].to(q.dtype)
 
 
-def _default(shape, dtype, device):
+def _default(shape, dtype, device, *, flags):
     return {k: v for k, v in op._default_config(shape, dtype, device).items() if k != "BD"}
 
 

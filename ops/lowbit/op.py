@@ -94,11 +94,14 @@ def gemm_default_config(shape, dtype, device, group=128):
     return checked_config(OP_NAME, config, K_.GEMM_TUNABLES, size)
 
 
-def config_for(kernel_id, shape, dtype, device, backend=None, group=128):
+def config_for(kernel_id, shape, dtype, device, backend=None, group=128, fmt="int4", group_size=128):
+    """The tuned config for this call (looked up with its ``fmt`` and ``group`` flags), else the default.
+    ``group`` is the kernels' GROUP constexpr; ``group_size`` the weight's (-1: per row)."""
     backend = backend or default_backend(device)
     tunables, default = ((K_.GEMV_TUNABLES, gemv_default_config) if kernel_id == GEMV_ID
                          else (K_.GEMM_TUNABLES, gemm_default_config))
-    provided = provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes(dtype))
+    key = tuple(shape) + (("fmt", fmt), ("group", str(BLOCK_FORMATS.get(fmt, group_size))))
+    provided = provided_config(kernel_id, key, dtype, device, backend, tunables, elem_bytes(dtype))
     if provided is not None and kernel_id == GEMV_ID and provided["BM"] < shape[0]:
         provided = None     # a GEMV program covers all M rows at once: an entry tuned at a smaller M cannot serve
     return provided or default(shape, dtype, device, group)
@@ -197,7 +200,7 @@ def _forward(x, qweight, scales, zeros, global_scale, perm, bias, fmt, group_siz
     tensors, flags = operands(x2, qweight, scales, zeros, global_scale, perm, bias, fmt, group_size, n)
     group = flags["GROUP"]
     if m <= GEMV_MAX_M:
-        config = config_for(GEMV_ID, (m, n, k), x.dtype, x.device, backend, group)
+        config = config_for(GEMV_ID, (m, n, k), x.dtype, x.device, backend, group, fmt, group_size)
         target = y2 if config["SPLIT_K"] == 1 else torch.zeros((m, n), dtype=torch.float32, device=x.device)
         grid, args, kwargs = gemv_launch(tensors, flags, target, config)
         K_.lowbit_gemv_kernel[grid](*args, backend=backend, **kwargs)
@@ -205,7 +208,7 @@ def _forward(x, qweight, scales, zeros, global_scale, perm, bias, fmt, group_siz
             K_.lowbit_finish_kernel[(tk.cdiv(n, 128),)](target, tensors[6], y2, HAS_BIAS=bias is not None,
                                                         BM=config["BM"], BN=128, backend=backend)
     else:
-        config = config_for(GEMM_ID, (m, n, k), x.dtype, x.device, backend, group)
+        config = config_for(GEMM_ID, (m, n, k), x.dtype, x.device, backend, group, fmt, group_size)
         grid, args, kwargs = gemm_launch(tensors, flags, y2, config)
         K_.lowbit_gemm_kernel[grid](*args, backend=backend, **kwargs)
     return y
@@ -310,11 +313,11 @@ def kernel_example(shape=(1, 4096, 4096), dtype=torch.float16, device=torch.devi
     backend = "reference" if device.type == "cpu" else "triton"
     group = flags["GROUP"]
     if kernel_id == GEMV_ID:
-        config = config_for(GEMV_ID, (m, n, k), dtype, device, backend, group)
+        config = config_for(GEMV_ID, (m, n, k), dtype, device, backend, group, fmt, group_size)
         y = torch.empty(m, n, dtype=dtype if config["SPLIT_K"] == 1 else torch.float32, device="meta")
         _, args, kwargs = gemv_launch(tensors, flags, y, config)
         return K_.lowbit_gemv_kernel, args, kwargs
-    config = config_for(GEMM_ID, (m, n, k), dtype, device, backend, group)
+    config = config_for(GEMM_ID, (m, n, k), dtype, device, backend, group, fmt, group_size)
     y = torch.empty(m, n, dtype=dtype, device="meta")
     _, args, kwargs = gemm_launch(tensors, flags, y, config)
     return K_.lowbit_gemm_kernel, args, kwargs

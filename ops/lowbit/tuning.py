@@ -1,78 +1,109 @@
 """lowbit_linear's tuning declarations: ``lowbit_linear.gemv`` (M <= 16) and ``lowbit_linear.gemm``, shape tuple
 ``M,N,K`` with flags ``fmt`` and ``group``.
 
-The protocol hands ``make_inputs`` / ``launch_args`` / ``default_config`` the sizes only, not the flags, so the
-weights tuned on are int4, group 128, symmetric (the flags still key the table entries). The tuner launches
+A job's ``fmt`` and ``group`` (default int4, 128) reach its inputs, launch and reference: the weights tuned on
+are that format and group, symmetric. The op looks its config up with the call's format and group. The tuner launches
 the kernel alone into a NaN-filled output, so GEMV trials with SPLIT_K > 1 (which accumulate with atomics into
 a zeroed fp32 buffer, then run the finish kernel) fail its correctness gate and are never picked."""
 import torch
 
 from ...autotune.protocol import TuneKernel, register
 from ...tolerances import op_table
-from ...quant import QuantizedWeight, quantize
+from ...packing import PackedTensor
+from ...quant import BLOCK_FORMATS, FORMATS, quantize
 from . import op
 from .kernels import lowbit_gemm_kernel, lowbit_gemv_kernel
 
-TUNED_FMT, TUNED_GROUP = "int4", 128
 FLAGS = ("fmt", "group")
+FLAG_DEFAULTS = {"fmt": "int4", "group": "128"}
 # Llama-3-8B projections (q/o: 4096x4096, up/gate: 14336x4096, down: 4096x14336) at decode and prefill M
 LLAMA = [(4096, 4096), (14336, 4096), (4096, 14336)]
 GEMV_SHAPES = {"gpu": [(m, n, k) for m in (1, 16) for n, k in LLAMA], "cpu": [(1, 1024, 1024), (16, 1024, 1024)]}
 GEMM_SHAPES = {"gpu": [(512, n, k) for n, k in LLAMA], "cpu": [(64, 512, 512), (256, 512, 512)]}
 
 
-def make_inputs(shape, dtype, generator):
+def _format(flags):
+    fmt = flags.get("fmt", FLAG_DEFAULTS["fmt"])
+    try:
+        group = int(flags.get("group", FLAG_DEFAULTS["group"]))
+    except ValueError:
+        raise ValueError(f"lowbit_linear: flag group={flags['group']!r} must be an integer (-1: per row)") from None
+    return fmt, group
+
+
+def _quantized(shape, flags, generator):
     m, n, k = shape
-    w = torch.randn(n, k, generator=generator)
-    qw = quantize(w, TUNED_FMT, group_size=TUNED_GROUP)
-    return torch.randn(m, k, generator=generator).to(dtype), qw.qweight.words, qw.scales
+    fmt, group = _format(flags)
+    return quantize(torch.randn(n, k, generator=generator), fmt, group_size=group)
+
+
+def make_inputs(shape, dtype, generator, *, flags):
+    """x, the packed codes, the scales (and the global scale, empty unless nvfp4), and the float64
+    dequantized weight: the reference's oracle, computed by tilekit.quant independently of the kernels."""
+    qw = _quantized(shape, flags, generator)
+    x = torch.randn(shape[0], shape[2], generator=generator).to(dtype)
+    scales = qw.scales.words if isinstance(qw.scales, PackedTensor) else qw.scales
+    global_scale = qw.global_scale if qw.global_scale is not None else torch.empty(0)
+    return x, qw.qweight.words, scales, global_scale, qw.dequantize(torch.float64)
 
 
 def make_output(inputs):
-    x, qweight, _ = inputs
+    x, qweight = inputs[:2]
     return torch.empty(x.shape[0], qweight.shape[0], dtype=x.dtype)
 
 
-def _tensors(inputs, n):
-    x, qweight, scales = inputs
-    return op.operands(x, qweight, scales, None, None, None, None, TUNED_FMT, TUNED_GROUP, n)
+def _tensors(inputs, n, flags):
+    x, qweight, scales, global_scale, _ = inputs
+    fmt, group = _format(flags)
+    group = BLOCK_FORMATS.get(fmt, group)
+    return op.operands(x, qweight, scales, None, global_scale if global_scale.numel() else None, None, None,
+                       fmt, group, n)
 
 
-def gemv_launch_args(inputs, out, config):
-    tensors, flags = _tensors(inputs, out.shape[1])
-    return op.gemv_launch(tensors, flags, out, config)
+def gemv_launch_args(inputs, out, config, *, flags):
+    tensors, constexprs = _tensors(inputs, out.shape[1], flags)
+    return op.gemv_launch(tensors, constexprs, out, config)
 
 
-def gemm_launch_args(inputs, out, config):
-    tensors, flags = _tensors(inputs, out.shape[1])
-    return op.gemm_launch(tensors, flags, out, config)
+def gemm_launch_args(inputs, out, config, *, flags):
+    tensors, constexprs = _tensors(inputs, out.shape[1], flags)
+    return op.gemm_launch(tensors, constexprs, out, config)
 
 
-def reference(x, qweight, scales):
-    from ...packing import PackedTensor
-    from ... import dtypes as D
-    n, k = qweight.shape[0], x.shape[1]
-    qw = QuantizedWeight(PackedTensor(qweight.cpu(), D.int4, (n, k)), scales.cpu(), None, None, None, TUNED_FMT,
-                         TUNED_GROUP, (n, k))
-    return op.lowbit_linear_reference(x.cpu(), qw).to(x.dtype).to(x.device)
+def reference(x, qweight, scales, global_scale, dequantized, *, flags):
+    return (x.double() @ dequantized.double().T).to(x.dtype)
 
 
-def _gemv_default(shape, dtype, device):
-    return {**op.gemv_default_config(shape, dtype, device, TUNED_GROUP), "SPLIT_K": 1}
+def normalize_flags(flags):
+    """A block format's group is its fixed block, whatever the job says (as ``quantize`` does)."""
+    fmt, group = _format(flags)
+    if fmt not in FORMATS:
+        raise ValueError(f"lowbit_linear: unknown flag fmt={fmt!r}; choose one of {', '.join(FORMATS)}")
+    return {**flags, "group": BLOCK_FORMATS.get(fmt, group)}
 
 
-def _gemm_default(shape, dtype, device):
-    return op.gemm_default_config(shape, dtype, device, TUNED_GROUP)
+def _group(flags):
+    """The kernels' GROUP constexpr for the job's group."""
+    fmt, group = _format(flags)
+    return op.kernel_group(BLOCK_FORMATS.get(fmt, group))
+
+
+def _gemv_default(shape, dtype, device, *, flags):
+    return {**op.gemv_default_config(shape, dtype, device, _group(flags)), "SPLIT_K": 1}
+
+
+def _gemm_default(shape, dtype, device, *, flags):
+    return op.gemm_default_config(shape, dtype, device, _group(flags))
 
 
 GEMV = register(TuneKernel(
     id=op.GEMV_ID, kernel=lowbit_gemv_kernel, shape_names=("M", "N", "K"), make_inputs=make_inputs,
     make_output=make_output, launch_args=gemv_launch_args, reference=reference, default_config=_gemv_default,
-    default_shapes=GEMV_SHAPES, flags=FLAGS, tolerances=op_table("lowbit"),
+    default_shapes=GEMV_SHAPES, flags=FLAGS, flag_defaults=FLAG_DEFAULTS, normalize_flags=normalize_flags, tolerances=op_table("lowbit"),
 ))
 
 GEMM = register(TuneKernel(
     id=op.GEMM_ID, kernel=lowbit_gemm_kernel, shape_names=("M", "N", "K"), make_inputs=make_inputs,
     make_output=make_output, launch_args=gemm_launch_args, reference=reference, default_config=_gemm_default,
-    default_shapes=GEMM_SHAPES, flags=FLAGS, tolerances=op_table("lowbit"),
+    default_shapes=GEMM_SHAPES, flags=FLAGS, flag_defaults=FLAG_DEFAULTS, normalize_flags=normalize_flags, tolerances=op_table("lowbit"),
 ))
