@@ -20,18 +20,54 @@ def _acc(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
 
 
-def _default_config(shape, dtype, device):
+# GPU defaults per (architecture family, kernel, head-dim class), as (BM, BN, num_warps, num_stages). Each
+# compiles with 0 spills (and, on NVIDIA, an empty stack frame) at Llama-3-8B shapes for D = 64 and 128 and
+# keeps the matrix instructions (mma.sync, wgmma, mfma): tests/ops/attention/test_attention_aot.py, table in
+# docs/ops/attention.md. Why they differ: on AMD the B operands of the dot products live in every wave's VGPRs
+# and the ~66 shape/stride scalars crowd the SGPRs, so the tiles are smaller there (BN=32 forward; dK/dV with
+# BN=16 keys and one stage); Hopper's wgmma wants a 64-row M per warp group (dK/dV BN=64, 8 warps), while
+# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=16/32 instead.
+_GPU_DEFAULTS = {
+    "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
+              "dkdv": {64: (16, 64, 4, 2), 128: (32, 64, 8, 2)}},
+    "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
+              "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1)}},
+    "amd": {"fwd": {64: (128, 32, 4, 2), 128: (128, 32, 8, 2)}, "dq": {64: (64, 32, 4, 2), 128: (64, 16, 4, 2)},
+            "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1)}},
+}
+
+
+def gpu_arch_family(device=None, target=None):
+    """"sm_80", "sm_90" or "amd": from an AOT target name when given (``sm_90``, ``gfx942``), else from the
+    device (ROCm torch: AMD; CUDA: its compute capability). With no GPU to ask (meta examples), sm_90."""
+    if target is not None:
+        if target.startswith("gfx"):
+            return "amd"
+        digits = "".join(c for c in target if c.isdigit())
+        return "sm_90" if digits and int(digits[:2]) >= 90 else "sm_80"
+    if getattr(torch.version, "hip", None):
+        return "amd"
+    if device is not None and torch.cuda.is_available():
+        return "sm_90" if torch.cuda.get_device_capability(device)[0] >= 9 else "sm_80"
+    return "sm_90"
+
+
+def _default_config(shape, dtype, device, kernel="fwd", target=None):
+    """The default config of kernel "fwd", "dq" or "dkdv" (the delta kernel takes dq's BM) for shape
+    B,Hq,Hkv,Sq,Skv,D on ``device``; ``target`` (an AOT target name) picks the architecture instead."""
     B, Hq, Hkv, Sq, Skv, D = shape
-    if device.type == "cpu":
+    bd = max(16, next_pow2(D))
+    if device.type == "cpu" and target is None:
         # The reference executor pays per program and loop iteration: large tiles.
         config = {"BM": min(64, max(16, next_pow2(Sq))), "BN": min(64, max(16, next_pow2(Skv))),
                   "num_warps": 4, "num_stages": 1}
     else:
-        bd = max(16, next_pow2(D))
-        config = {"BM": 128 if bd <= 64 else 64, "BN": 64 if bd <= 128 else 32,
-                  "num_warps": 4 if bd <= 64 else 8, "num_stages": 2}
-    return checked_config(OP_NAME, {**config, "BD": max(16, next_pow2(D))}, ATTENTION_TUNABLES,
-                          elem_bytes(dtype))
+        table = _GPU_DEFAULTS[gpu_arch_family(device, target)][kernel]
+        bm, bn, warps, stages = table[64 if bd <= 64 else 128]
+        if bd > 128:  # D up to 256: half the tiles of D=128 (not in the AOT table)
+            bm, bn, warps = max(16, bm // 2), max(16, bn // 2), 8
+        config = {"BM": bm, "BN": bn, "num_warps": warps, "num_stages": stages}
+    return checked_config(OP_NAME, {**config, "BD": bd}, ATTENTION_TUNABLES, elem_bytes(dtype))
 
 
 def tuning_flags(causal, window):
@@ -56,11 +92,14 @@ def parse_tuning_flags(flags):
     return causal, window
 
 
-def _config_for(shape, dtype, device, backend, kernel_id, flags=()):
+_KERNEL_OF_ID = {v: k for k, v in KERNEL_IDS.items()}
+
+
+def _config_for(shape, dtype, device, backend, kernel_id, flags=(), target=None):
     bd = max(16, next_pow2(shape[-1]))
     provided = provided_config(kernel_id, tuple(shape) + tuple(flags), dtype, device, backend,
-                               ATTENTION_TUNABLES, elem_bytes(dtype))
-    config = dict(provided) if provided else _default_config(shape, dtype, device)
+                               ATTENTION_TUNABLES, elem_bytes(dtype)) if target is None else None
+    config = dict(provided) if provided else _default_config(shape, dtype, device, _KERNEL_OF_ID[kernel_id], target)
     config["BD"] = bd
     return config
 
@@ -232,8 +271,10 @@ def attention_reference(q, k, v, *, causal=False, scale=None, window=None, softc
 
 
 def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, device=torch.device("cuda"),
-                   kernel="fwd", causal=True):
-    """(kernel, example args, launch kwargs) for `tilekit show/compile`; shape is B,Hq,Hkv,Sq,Skv,D."""
+                   kernel="fwd", causal=True, target=None):
+    """(kernel, example args, launch kwargs) for `tilekit show/compile`; shape is B,Hq,Hkv,Sq,Skv,D. ``target``
+    (an AOT target name) picks that architecture's default config; without it the device decides (sm_90
+    with no GPU to ask)."""
     B, Hq, Hkv, Sq, Skv, D = shape
     meta = dict(dtype=dtype, device="meta")
     q, o, do, dq = (torch.empty(B, Hq, Sq, D, **meta) for _ in range(4))
@@ -241,8 +282,10 @@ def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, devic
     lse = torch.empty(B, Hq, Sq, dtype=torch.float32, device="meta")
     delta = torch.empty(B, Hq, Sq, dtype=torch.float32, device="meta")
     device = torch.device(device)
+    if kernel not in KERNEL_IDS:
+        raise ValueError(f"kernel_example: unknown attention kernel {kernel!r}")
     config = _config_for(shape, dtype, device, "reference" if device.type == "cpu" else "triton",
-                         KERNEL_IDS.get(kernel, "attention.fwd"))
+                         KERNEL_IDS[kernel], target=target)
     left, right = window_bounds(causal, None, Sq, Skv)
     kw = dict(SOFTCAP=False, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=tk.float32,
               num_warps=config["num_warps"], num_stages=config["num_stages"])

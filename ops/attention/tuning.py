@@ -91,25 +91,27 @@ def dq_reference(q, k, v, do, lse, delta, *, flags):
     return _reference_grads(q, k, v, do, flags)[0].to(q.dtype)
 
 
-def _default(shape, dtype, device, *, flags):
-    return {k: v for k, v in op._default_config(shape, dtype, device).items() if k != "BD"}
+def _default_for(kernel):
+    def default(shape, dtype, device, *, flags):
+        return {k: v for k, v in op._default_config(shape, dtype, device, kernel).items() if k != "BD"}
+    return default
 
 
 FORWARD = register(TuneKernel(
     id="attention.fwd", kernel=attention_fwd_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
     make_inputs=make_forward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
-    launch_args=forward_launch_args, reference=forward_reference, default_config=_default,
+    launch_args=forward_launch_args, reference=forward_reference, default_config=_default_for("fwd"),
     default_shapes=DEFAULT_SHAPES,
 ))
 BACKWARD_DKDV = register(TuneKernel(
     id="attention.bwd_dkdv", kernel=attention_bwd_dkdv_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
     make_inputs=make_backward_inputs, make_output=lambda inputs: torch.empty_like(inputs[1]),
-    launch_args=dkdv_launch_args, reference=dkdv_reference, default_config=_default,
+    launch_args=dkdv_launch_args, reference=dkdv_reference, default_config=_default_for("dkdv"),
     default_shapes=DEFAULT_SHAPES,
 ))
 BACKWARD_DQ = register(TuneKernel(
     id="attention.bwd_dq", kernel=attention_bwd_dq_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
     make_inputs=make_backward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
-    launch_args=dq_launch_args, reference=dq_reference, default_config=_default,
+    launch_args=dq_launch_args, reference=dq_reference, default_config=_default_for("dq"),
     default_shapes=DEFAULT_SHAPES,
 ))
