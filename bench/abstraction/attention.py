@@ -193,6 +193,33 @@ def _time_on_gpu(target, D, kernel):
     return "GPU timing not implemented in this bench: use scripts/device_check.d/attention.sh on a lent GPU"
 
 
+def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"), kernels=("fwd", "dkdv", "dq"), dims=(64, 128)):
+    """Every kernel at its per-target default config (Llama-3-8B GQA, fp16, causal): registers (VGPRs on AMD,
+    with the AGPR and spill split), spills, NVIDIA stack bytes, shared memory, matrix instructions."""
+    import re
+    import time
+    for target in targets:
+        for D in dims:
+            for kernel in kernels:
+                t0 = time.time()
+                tk_kernel, args, kw = kernel_example((1, 32, 8, 4096, 4096, D), torch.float16, "cuda", kernel,
+                                                     target=target)
+                art = tk_kernel.compile(target, *args, **kw)
+                r, i = art.resources, art.instructions
+                if target.startswith("sm_"):
+                    regs = f"regs={r['registers']} spills={r['spills']} stack={r['stack_bytes']}"
+                    mma = f"wgmma={i['wgmma']} mma.sync={i['mma.sync']}"
+                else:
+                    meta = {k: int(m.group(1)) if (m := re.search(rf"\.{k}:\s+(\d+)", art.assembly)) else None
+                            for k in ("agpr_count", "vgpr_spill_count", "sgpr_spill_count")}
+                    regs = (f"vgprs={r['vgprs']} (agprs {meta['agpr_count']}) spills={r['spills']} "
+                            f"(vgpr {meta['vgpr_spill_count']}, sgpr {meta['sgpr_spill_count']})")
+                    mma = f"mfma={i['mfma']}"
+                print(f"{target:<7} D={D:>3} {kernel:<5} BM={kw['BM']:<3} BN={kw['BN']:<3} warps={kw['num_warps']} "
+                      f"stages={kw['num_stages']} {regs} smem={r['shared_bytes']} {mma} ({time.time() - t0:.1f}s)",
+                      flush=True)
+
+
 def compare(target, D, kernel):
     config, ours = compile_tilekit(target, D, kernel)
     hand = compile_hand(target, D, config, kernel)
@@ -216,7 +243,12 @@ def main(argv=None):
     ap.add_argument("--kernel", choices=["fwd", "dkdv", "both"], default="both")
     ap.add_argument("--check", action="store_true", help="CPU: dK/dV tilekit vs hand-written on the interpreter")
     ap.add_argument("--time", action="store_true", help="time both on a local GPU (skipped without one)")
+    ap.add_argument("--aot-table", action="store_true",
+                    help="every kernel x sm_80/sm_90/gfx90a/gfx942 x D=64/128 at the per-target defaults")
     args = ap.parse_args(argv)
+    if args.aot_table:
+        aot_table()
+        return 0
     if args.check:
         same, vs64 = check_dkdv_on_interpreter()
         print(f"dK/dV on the Triton interpreter (1,4,2,37,45,16 causal, fp32): max |tilekit - hand| = {same:.3g}, "
