@@ -85,11 +85,25 @@ def test_varlen_gradcheck_float64():
         assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-4, rtol=1e-3)
 
 
-def test_varlen_opcheck():
+@pytest.mark.parametrize("permuted", [False, True])
+def test_varlen_opcheck(permuted):
     tensors, _, cu_q, cu_k = _packed(2, [5, 0, 9], [7, 3, 4], 4, 2, 16, torch.float32)
+    if permuted:  # (H, total, D) storage read as (total, H, D)
+        tensors = [t.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_() for t in tensors]
     with tk_ops.use_backend("reference"):
         torch.library.opcheck(torch.ops.tilekit.attention_varlen.default,
                               (*tensors, cu_q, cu_k, 9, 7, True, 0.25, [3, -1], None))
+
+
+def test_varlen_torch_compile_fullgraph_forward_and_backward():
+    tensors, grad, cu_q, cu_k = _packed(6, [6, 11], [9, 4], 2, 1, 16, torch.float32)
+    fn = lambda q, k, v: tk_ops.attention_varlen(q, k, v, cu_q, cu_k, 11, 9, causal=True)  # noqa: E731
+    with tk_ops.use_backend("reference"):
+        got = _grads(torch.compile(fn, fullgraph=True, backend="eager")(*tensors), tensors, grad)
+    wide = [t.detach().double().requires_grad_() for t in tensors]
+    want = _grads(varlen_reference(*wide, cu_q, cu_k, causal=True), wide, grad.double())
+    for g, w in zip(got, want):
+        assert_close(g, w, dtype=torch.float32, table=TABLE)
 
 
 def test_varlen_backward_is_deterministic_and_empty_inputs_give_zero_grads():
