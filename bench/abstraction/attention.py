@@ -193,17 +193,24 @@ def _time_on_gpu(target, D, kernel):
     return "GPU timing not implemented in this bench: use scripts/device_check.d/attention.sh on a lent GPU"
 
 
-def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"), kernels=("fwd", "dkdv", "dq"), dims=(64, 128)):
-    """Every kernel at its per-target default config (Llama-3-8B GQA, fp16, causal): registers (VGPRs on AMD,
-    with the AGPR and spill split), spills, NVIDIA stack bytes, shared memory, matrix instructions."""
+def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"),
+              kernels=("fwd", "dkdv", "dq", "varlen_fwd", "varlen_dkdv", "varlen_dq"), dims=(64, 128)):
+    """Every kernel at its per-target default config (Llama-3-8B GQA, fp16, causal; varlen: 8 packed sequences
+    of 4096): registers (VGPRs on AMD, with the AGPR and spill split), spills, NVIDIA stack bytes, shared
+    memory, matrix instructions."""
+    from tilekit.ops.attention.op import varlen_kernel_example
     import re
     import time
     for target in targets:
         for D in dims:
             for kernel in kernels:
                 t0 = time.time()
-                tk_kernel, args, kw = kernel_example((1, 32, 8, 4096, 4096, D), torch.float16, "cuda", kernel,
-                                                     target=target)
+                if kernel.startswith("varlen_"):
+                    tk_kernel, args, kw = varlen_kernel_example((8, 32, 8, 4096, 4096, D), torch.float16, "cuda",
+                                                                kernel[7:], target=target)
+                else:
+                    tk_kernel, args, kw = kernel_example((1, 32, 8, 4096, 4096, D), torch.float16, "cuda", kernel,
+                                                         target=target)
                 art = tk_kernel.compile(target, *args, **kw)
                 r, i = art.resources, art.instructions
                 if target.startswith("sm_"):
@@ -215,7 +222,7 @@ def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"), kernels=("fwd", "d
                     regs = (f"vgprs={r['vgprs']} (agprs {meta['agpr_count']}) spills={r['spills']} "
                             f"(vgpr {meta['vgpr_spill_count']}, sgpr {meta['sgpr_spill_count']})")
                     mma = f"mfma={i['mfma']}"
-                print(f"{target:<7} D={D:>3} {kernel:<5} BM={kw['BM']:<3} BN={kw['BN']:<3} warps={kw['num_warps']} "
+                print(f"{target:<7} D={D:>3} {kernel:<11} BM={kw['BM']:<3} BN={kw['BN']:<3} warps={kw['num_warps']} "
                       f"stages={kw['num_stages']} {regs} smem={r['shared_bytes']} {mma} ({time.time() - t0:.1f}s)",
                       flush=True)
 

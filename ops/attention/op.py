@@ -37,6 +37,14 @@ _GPU_DEFAULTS = {
             "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1)}},
 }
 
+# The varlen kernels (gathered rows, cu_seqlens scalars) where the dense entry spills: AMD forward 13-22 SGPR
+# spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes.
+_VARLEN_OVERRIDES = {
+    "sm_80": {"dkdv": {64: (16, 32, 4, 2)}},
+    "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1)}},
+    "amd": {"fwd": {64: (128, 16, 4, 2), 128: (128, 16, 8, 2)}},
+}
+
 
 def gpu_arch_family(device=None, target=None):
     """"sm_80", "sm_90" or "amd": from an AOT target name when given (``sm_90``, ``gfx942``), else from the
@@ -53,9 +61,10 @@ def gpu_arch_family(device=None, target=None):
     return "sm_90"
 
 
-def _default_config(shape, dtype, device, kernel="fwd", target=None):
+def _default_config(shape, dtype, device, kernel="fwd", target=None, varlen=False):
     """The default config of kernel "fwd", "dq" or "dkdv" (the delta kernel takes dq's BM) for shape
-    B,Hq,Hkv,Sq,Skv,D on ``device``; ``target`` (an AOT target name) picks the architecture instead."""
+    B,Hq,Hkv,Sq,Skv,D on ``device``; ``target`` (an AOT target name) picks the architecture instead;
+    ``varlen`` the packed-sequence kernels' entry."""
     B, Hq, Hkv, Sq, Skv, D = shape
     bd = max(16, next_pow2(D))
     if device.type == "cpu" and target is None:
@@ -63,8 +72,10 @@ def _default_config(shape, dtype, device, kernel="fwd", target=None):
         config = {"BM": min(64, max(16, next_pow2(Sq))), "BN": min(64, max(16, next_pow2(Skv))),
                   "num_warps": 4, "num_stages": 1}
     else:
-        table = _GPU_DEFAULTS[gpu_arch_family(device, target)][kernel]
-        bm, bn, warps, stages = table[64 if bd <= 64 else 128]
+        family = gpu_arch_family(device, target)
+        dim = 64 if bd <= 64 else 128
+        entry = _VARLEN_OVERRIDES[family].get(kernel, {}).get(dim) if varlen else None
+        bm, bn, warps, stages = entry or _GPU_DEFAULTS[family][kernel][dim]
         if bd > 128:  # D up to 256: half the tiles of D=128 (not in the AOT table)
             bm, bn, warps = max(16, bm // 2), max(16, bn // 2), 8
         config = {"BM": bm, "BN": bn, "num_warps": warps, "num_stages": stages}
@@ -96,11 +107,12 @@ def parse_tuning_flags(flags):
 _KERNEL_OF_ID = {v: k for k, v in KERNEL_IDS.items()}
 
 
-def _config_for(shape, dtype, device, backend, kernel_id, flags=(), target=None):
+def _config_for(shape, dtype, device, backend, kernel_id, flags=(), target=None, varlen=False):
     bd = max(16, next_pow2(shape[-1]))
     provided = provided_config(kernel_id, tuple(shape) + tuple(flags), dtype, device, backend,
                                ATTENTION_TUNABLES, elem_bytes(dtype)) if target is None else None
-    config = dict(provided) if provided else _default_config(shape, dtype, device, _KERNEL_OF_ID[kernel_id], target)
+    config = dict(provided) if provided else _default_config(shape, dtype, device, _KERNEL_OF_ID[kernel_id], target,
+                                                                     varlen)
     config["BD"] = bd
     return config
 
@@ -300,6 +312,30 @@ def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, devic
     raise ValueError(f"kernel_example: unknown attention kernel {kernel!r}")
 
 
+def varlen_kernel_example(shape=(8, 32, 8, 4096, 4096, 128), dtype=torch.float16, device=torch.device("cuda"),
+                          kernel="fwd", causal=True, target=None):
+    """(kernel, example args, launch kwargs) of a varlen kernel: B sequences of Sq queries and Skv keys packed
+    (meta tensors), at the varlen default config of ``target`` (or the device's)."""
+    if kernel not in KERNEL_IDS:
+        raise ValueError(f"varlen_kernel_example: unknown attention kernel {kernel!r}")
+    B, Hq, Hkv, Sq, Skv, D = shape
+    meta = dict(dtype=dtype, device="meta")
+    q, o, do, dq = (torch.empty(B * Sq, Hq, D, **meta) for _ in range(4))
+    k, v, dk, dv = (torch.empty(B * Skv, Hkv, D, **meta) for _ in range(4))
+    lse, delta = (torch.empty(Hq, B * Sq, dtype=torch.float32, device="meta") for _ in range(2))
+    cu_q, cu_k = (torch.empty(B + 1, dtype=torch.int32, device="meta") for _ in range(2))
+    config = _default_config(shape, dtype, torch.device(device), kernel, target, varlen=True)
+    left, right = window_bounds(causal, None, Sq, Skv)
+    kw = dict(SOFTCAP=False, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=tk.float32,
+              num_warps=config["num_warps"], num_stages=config["num_stages"])
+    tail = (cu_q, cu_k, 1.0 / math.sqrt(D), 1.0, left, right)
+    if kernel == "fwd":
+        return attention_varlen_fwd_kernel, (q, k, v, o, lse) + tail, kw
+    if kernel == "dkdv":
+        return attention_varlen_bwd_dkdv_kernel, (q, k, v, do, lse, delta, dk, dv) + tail, kw
+    return attention_varlen_bwd_dq_kernel, (q, k, v, do, lse, delta, dq) + tail, kw
+
+
 def _check_cu(name, cu, batch_plus_one=None):
     if not isinstance(cu, torch.Tensor):
         raise TypeError(f"tilekit::attention_varlen: '{name}' must be a torch.Tensor")
@@ -351,7 +387,8 @@ def _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window
     backend = backend_for(q.device)
     batch = cu_seqlens_q.shape[0] - 1
     shape = (batch, q.shape[1], k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), q.shape[2])
-    config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS[kernel], tuning_flags(causal, window))
+    config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS[kernel], tuning_flags(causal, window),
+                         varlen=True)
     left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
     return backend, config, left, right
 

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from tilekit.ops.attention.op import _default_config, kernel_example
+from tilekit.ops.attention.op import _default_config, kernel_example, varlen_kernel_example
 
 pytest.importorskip("triton")
 warnings.filterwarnings("ignore", message=".*no dispatch table.*")
@@ -21,13 +21,20 @@ LLAMA = (1, 32, 8, 4096, 4096)
 
 @functools.lru_cache(maxsize=None)
 def artifact(target, kernel, D):
-    tk_kernel, args, kwargs = kernel_example(LLAMA + (D,), torch.float16, "cuda", kernel, target=target)
+    if kernel.startswith("varlen_"):  # 8 packed sequences of 4096
+        example = varlen_kernel_example((8,) + LLAMA[1:] + (D,), torch.float16, "cuda", kernel[7:], target=target)
+    else:
+        example = kernel_example(LLAMA + (D,), torch.float16, "cuda", kernel, target=target)
+    tk_kernel, args, kwargs = example
     return tk_kernel.compile(target, *args, **kwargs)
 
 
 # Every kernel at D=128 on every target, plus the D=64 configs that differ most (sm_80 and AMD dK/dV).
 CASES = ([(t, k, 128) for t in ("sm_80", "sm_90", "gfx90a", "gfx942") for k in ("fwd", "dkdv", "dq")]
-         + [("sm_80", "dkdv", 64), ("gfx942", "fwd", 64), ("gfx942", "dkdv", 64), ("gfx90a", "dq", 64)])
+         + [("sm_80", "dkdv", 64), ("gfx942", "fwd", 64), ("gfx942", "dkdv", 64), ("gfx90a", "dq", 64)]
+         # the varlen kernels' own entries (where the dense entry spilled)
+         + [("gfx942", "varlen_fwd", 128), ("gfx90a", "varlen_fwd", 64), ("sm_80", "varlen_dkdv", 64),
+            ("sm_90", "varlen_dkdv", 128), ("sm_90", "varlen_fwd", 64)])
 
 
 @pytest.mark.parametrize("target, kernel, D", CASES)
