@@ -194,7 +194,8 @@ def _time_on_gpu(target, D, kernel):
 
 
 def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"),
-              kernels=("fwd", "dkdv", "dq", "varlen_fwd", "varlen_dkdv", "varlen_dq"), dims=(64, 128)):
+              kernels=("fwd", "dkdv", "dq", "varlen_fwd", "varlen_dkdv", "varlen_dq", "decode", "combine"),
+              dims=(64, 128)):
     """Every kernel at its per-target default config (Llama-3-8B GQA, fp16, causal; varlen: 8 packed sequences
     of 4096): registers (VGPRs on AMD, with the AGPR and spill split), spills, NVIDIA stack bytes, shared
     memory, matrix instructions."""
@@ -208,6 +209,8 @@ def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"),
                 if kernel.startswith("varlen_"):
                     tk_kernel, args, kw = varlen_kernel_example((8, 32, 8, 4096, 4096, D), torch.float16, "cuda",
                                                                 kernel[7:], target=target)
+                elif kernel in ("decode", "combine"):
+                    tk_kernel, args, kw = decode_example(D, kernel)
                 else:
                     tk_kernel, args, kw = kernel_example((1, 32, 8, 4096, 4096, D), torch.float16, "cuda", kernel,
                                                          target=target)
@@ -222,9 +225,33 @@ def aot_table(targets=("sm_80", "sm_90", "gfx90a", "gfx942"),
                     regs = (f"vgprs={r['vgprs']} (agprs {meta['agpr_count']}) spills={r['spills']} "
                             f"(vgpr {meta['vgpr_spill_count']}, sgpr {meta['sgpr_spill_count']})")
                     mma = f"mfma={i['mfma']}"
-                print(f"{target:<7} D={D:>3} {kernel:<11} BM={kw['BM']:<3} BN={kw['BN']:<3} warps={kw['num_warps']} "
-                      f"stages={kw['num_stages']} {regs} smem={r['shared_bytes']} {mma} ({time.time() - t0:.1f}s)",
-                      flush=True)
+                tiles = (f"BM={kw['BM']:<3} BN={kw['BN']:<3}" if "BM" in kw else
+                         f"GP={kw['GP']} PAGE={kw['PAGE']}" if "GP" in kw else f"SP={kw['SP']}")
+                print(f"{target:<7} D={D:>3} {kernel:<11} {tiles} warps={kw['num_warps']} "
+                      f"stages={kw.get('num_stages', 1)} {regs} smem={r['shared_bytes']} {mma} "
+                      f"({time.time() - t0:.1f}s)", flush=True)
+
+
+def decode_example(D, kernel, B=16, Hq=32, Hkv=8, context=4096, page=16, splits=4):
+    """The paged decode (Llama-3-8B, batch 16, 4k context, 16-token pages) or its combine, meta tensors, at
+    ``splits`` splits and the default 4 warps."""
+    from tilekit.ops.attention import decode
+    pages = context // page
+    meta = dict(dtype=torch.float16, device="meta")
+    q = torch.empty(B, Hq, D, **meta)
+    k_cache = torch.empty(B * pages, page, Hkv, D, **meta)
+    table = torch.empty(B, pages, dtype=torch.int32, device="meta")
+    lens = torch.empty(B, dtype=torch.int32, device="meta")
+    o_part = torch.empty(B, Hq, splits, D, dtype=torch.float32, device="meta")
+    l_part = torch.empty(B, Hq, splits, dtype=torch.float32, device="meta")
+    config = {"num_splits": splits, "num_warps": 4, "num_stages": 1}
+    if kernel == "decode":
+        _, args, kw = decode.decode_launch_args(q, k_cache, k_cache, table, lens, o_part, l_part, config,
+                                                1 / math.sqrt(D), None, 1 << 30)
+        return decode.attention_decode_kernel, args, kw
+    o, lse = torch.empty(B, Hq, D, **meta), torch.empty(B, Hq, dtype=torch.float32, device="meta")
+    _, args, kw = decode.combine_launch_args(o_part, l_part, o, lse, config)
+    return decode.attention_combine_kernel, args, kw
 
 
 def compare(target, D, kernel):
