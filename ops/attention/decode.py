@@ -7,11 +7,29 @@ import torch
 
 import tilekit as tk
 
-from ..dispatch import backend_for, check_tensor, next_pow2
-from .kernels import ATTENTION_TUNABLES, LN2, LOG2E, _scores2
+from ..dispatch import backend_for, check_tensor, next_pow2, provided_config
+from .kernels import LN2, LOG2E, _scores2
+
+DECODE_ID, COMBINE_ID = "attention.decode", "attention.combine"
+SPLIT_CANDIDATES = [1, 2, 4, 8, 16, 32]
 
 
-@tk.kernel(tunables=ATTENTION_TUNABLES)
+def _decode_config_rule(config):
+    """Registers: the GQA group's query tile, its scores against one page and the K/V page tiles, per thread
+    (GP, PAGE, BD are filled in by the op; the tuner checks the D=128, page-16 worst case)."""
+    gp, page, bd = config.get("GP", 16), config.get("PAGE", 16), config.get("BD", 128)
+    per_thread = (gp * bd + gp * page + 2 * page * bd) // (32 * config["num_warps"])
+    if per_thread > 256:
+        return f"a {gp}-head group against {page}-key pages at D={bd} is {per_thread} values per thread"
+    return True
+
+
+DECODE_TUNABLES = tk.Tunables({"num_splits": SPLIT_CANDIDATES, "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+                              valid=_decode_config_rule, default={"num_splits": 1, "num_warps": 4, "num_stages": 1})
+COMBINE_TUNABLES = tk.Tunables({"num_warps": [1, 2, 4, 8]}, default={"num_warps": 4})
+
+
+@tk.kernel(tunables=DECODE_TUNABLES)
 def attention_decode_kernel(Q, KC, VC, Table, SeqLens, OPart, LPart, pages_per_split, scale, softcap, left,
                             SOFTCAP: tk.constexpr, GP: tk.constexpr, PAGE: tk.constexpr, BD: tk.constexpr,
                             ACC: tk.constexpr):
@@ -61,7 +79,7 @@ def attention_decode_kernel(Q, KC, VC, Table, SeqLens, OPart, LPart, pages_per_s
     tk.store(LPart, (b, hk * group, split), lse.reshape((1, GP, 1)), mask=head_ok[None, :, None])
 
 
-@tk.kernel(tunables=ATTENTION_TUNABLES)
+@tk.kernel(tunables=COMBINE_TUNABLES)
 def attention_combine_kernel(OPart, LPart, O, LSE, SP: tk.constexpr, BD: tk.constexpr):
     """Merge the splits of one (sequence, query head): weights exp(lse_s - max lse)."""
     B, Hq, S, D = OPart.shape
@@ -81,8 +99,69 @@ def attention_combine_kernel(OPart, LPart, O, LSE, SP: tk.constexpr, BD: tk.cons
 
 
 def choose_num_splits(batch, kv_heads, max_pages):
-    """Enough programs to fill ~128 units, never more splits than pages."""
-    return max(1, min(max_pages, 16, -(-128 // max(1, batch * kv_heads))))
+    """Enough programs to fill ~128 units, never more splits than pages; a power of two (a tuning candidate)."""
+    n = max(1, min(max_pages, 16, -(-128 // max(1, batch * kv_heads))))
+    return 1 << (n.bit_length() - 1)
+
+
+def tuning_shape(q, k_cache, block_table):
+    """The decode call's tuning shape B,Hq,Hkv,Sq=1,Skv,D, with Skv the block table's reach."""
+    return (q.shape[0], q.shape[1], k_cache.shape[2], 1, block_table.shape[1] * k_cache.shape[1], q.shape[2])
+
+
+def decode_default_config(shape, dtype, device):
+    B, Hq, Hkv, _, Skv, D = shape
+    return {"num_splits": choose_num_splits(B, Hkv, -(-Skv // 16)), "num_warps": 4, "num_stages": 1}
+
+
+def decode_config(shape, flags, dtype, device, backend, geometry):
+    """The tuned config for this call if the dispatch table has a valid one, else the default. ``geometry``
+    (GP, PAGE, BD) is what the validity rule checks against."""
+    provided = provided_config(DECODE_ID, tuple(shape) + tuple(flags), dtype, device, backend,
+                               _GeometryTunables(DECODE_TUNABLES, geometry), dtype.itemsize)
+    return dict(provided) if provided else decode_default_config(shape, dtype, device)
+
+
+class _GeometryTunables:
+    """DECODE_TUNABLES with the call's tile geometry added before the rule runs."""
+    def __init__(self, tunables, geometry):
+        self.tunables, self.geometry, self.names = tunables, geometry, tunables.names
+
+    def why_invalid(self, config):
+        return self.tunables.why_invalid({**config, **self.geometry})
+
+
+def combine_config(shape, dtype, device, backend):
+    provided = provided_config(COMBINE_ID, tuple(shape), dtype, device, backend, COMBINE_TUNABLES, dtype.itemsize)
+    return dict(provided) if provided else {"num_warps": 4}
+
+
+def window_flags(window):
+    """The decode call's tuning flags: ``window=L:0`` for a sliding window (decode is causal by nature)."""
+    if window is None or int(window[0]) < 0:
+        return ()
+    return (("window", f"{int(window[0])}:0"),)
+
+
+def decode_launch_args(q, k_cache, v_cache, block_table, seq_lens, o_part, l_part, config, scale, softcap, left):
+    """(grid, args, kwargs) of the split-KV kernel; ``o_part``/``l_part`` hold config's split count (clipped
+    to the table's pages) along dim 2. The op and the tuner launch through this."""
+    B, Hq, D = q.shape
+    Hkv, page = k_cache.shape[2], k_cache.shape[1]
+    max_pages = block_table.shape[1]
+    splits = o_part.shape[2]
+    grid = (splits, B * Hkv)
+    args = (q, k_cache, v_cache, block_table, seq_lens, o_part, l_part, -(-max_pages // splits), scale,
+            float(softcap or 1.0), left)
+    kwargs = dict(SOFTCAP=softcap is not None, GP=max(16, next_pow2(Hq // Hkv)), PAGE=page, BD=max(16, next_pow2(D)),
+                  ACC=tk.float32, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return grid, args, kwargs
+
+
+def combine_launch_args(o_part, l_part, o, lse, config):
+    B, Hq, splits, D = o_part.shape
+    kwargs = dict(SP=max(2, next_pow2(splits)), BD=max(16, next_pow2(D)), num_warps=config["num_warps"])
+    return (B * Hq,), (o_part, l_part, o, lse), kwargs
 
 
 def attention_decode(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, window=None, softcap=None,
@@ -102,23 +181,26 @@ def attention_decode(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, 
     if page & (page - 1):
         raise ValueError(f"tilekit::attention_decode: block_size {page} must be a power of two")
     max_pages = block_table.shape[1]
-    splits = int(num_splits) if num_splits is not None else choose_num_splits(B, Hkv, max_pages)
-    splits = max(1, min(splits, max_pages))
     o = torch.zeros((B, Hq, D), dtype=q.dtype, device=q.device)
     lse = torch.full((B, Hq), -float("inf"), dtype=torch.float32, device=q.device)
     if o.numel() == 0 or max_pages == 0:
         return (o, lse) if return_lse else o
+    backend = backend_for(q.device)
+    shape = tuning_shape(q, k_cache, block_table)
+    geometry = {"GP": max(16, next_pow2(Hq // Hkv)), "PAGE": page, "BD": max(16, next_pow2(D))}
+    config = decode_config(shape, window_flags(window), q.dtype, q.device, backend, geometry)
+    splits = int(num_splits) if num_splits is not None else config["num_splits"]
+    splits = max(1, min(splits, max_pages))
     left = (1 << 30) if window is None or window[0] < 0 else int(window[0])
-    bd, gp, sp = max(16, next_pow2(D)), max(16, next_pow2(Hq // Hkv)), max(2, next_pow2(splits))
     o_part = torch.zeros((B, Hq, splits, D), dtype=torch.float32, device=q.device)
     l_part = torch.full((B, Hq, splits), -float("inf"), dtype=torch.float32, device=q.device)
-    backend = backend_for(q.device)
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(D)
-    attention_decode_kernel[(splits, B * Hkv)](
-        q, k_cache, v_cache, block_table, seq_lens, o_part, l_part, -(-max_pages // splits), scale,
-        float(softcap or 1.0), left, SOFTCAP=softcap is not None, GP=gp, PAGE=page, BD=bd, ACC=tk.float32,
-        backend=backend)
-    attention_combine_kernel[(B * Hq,)](o_part, l_part, o, lse, SP=sp, BD=bd, backend=backend)
+    grid, args, kwargs = decode_launch_args(q, k_cache, v_cache, block_table, seq_lens, o_part, l_part, config,
+                                            scale, softcap, left)
+    attention_decode_kernel[grid](*args, backend=backend, **kwargs)
+    grid, args, kwargs = combine_launch_args(o_part, l_part, o, lse, combine_config(shape, q.dtype, q.device,
+                                                                                     backend))
+    attention_combine_kernel[grid](*args, backend=backend, **kwargs)
     return (o, lse) if return_lse else o
 
 

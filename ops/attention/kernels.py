@@ -242,3 +242,106 @@ def attention_varlen_fwd_kernel(Q, K, V, O, LSE, CuQ, CuK, scale, softcap, left,
         lse = tk.where(empty, -float("inf"), m_i * LN2 + tk.log(tk.where(empty, 1.0, l_i)))
         tk.store(O, (q_start + rows, h, 0), o.to(O.dtype).reshape((BM, 1, BD)), mask=row_ok[:, None, None])
         tk.store(LSE, (h, q_start + rows), lse.to(LSE.dtype).reshape((1, BM)), mask=row_ok[None, :])
+
+
+@tk.kernel(tunables=ATTENTION_TUNABLES)
+def attention_varlen_bwd_delta_kernel(O, DO, Delta, BM: tk.constexpr, BD: tk.constexpr, ACC: tk.constexpr):
+    """delta = rowsum(dO * O) over packed rows: O, dO (total_q, Hq, D), Delta (Hq, total_q); one program per
+    (row block, head). Rows past total_q read as 0 and are not written."""
+    m0 = tk.program_id(0) * BM
+    h = tk.program_id(1)
+    o = tk.load(O, (m0, h, 0), (BM, 1, BD)).reshape((BM, BD)).to(ACC)
+    do = tk.load(DO, (m0, h, 0), (BM, 1, BD)).reshape((BM, BD)).to(ACC)
+    tk.store(Delta, (h, m0), tk.sum(o * do, axis=1).to(Delta.dtype).reshape((1, BM)))
+
+
+@tk.kernel(tunables=ATTENTION_TUNABLES)
+def attention_varlen_bwd_dkdv_kernel(Q, K, V, DO, LSE, Delta, DK, DV, CuQ, CuK, scale, softcap, left, right,
+                                     SOFTCAP: tk.constexpr, BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr,
+                                     ACC: tk.constexpr):
+    """dK and dV over packed sequences: one program per (key block of the longest sequence, sequence x key
+    head), summing over the GQA group's query heads with a runtime loop (no atomics). A program past its
+    sequence's end does nothing."""
+    total_q, Hq, D = Q.shape
+    Hkv = K.shape[1]
+    group = Hq // Hkv
+    n0 = tk.program_id(0) * BN
+    bhk = tk.program_id(1)
+    b = bhk // Hkv
+    hk = bhk % Hkv
+    q_start = tk.load(CuQ, (b,))
+    Sq = tk.load(CuQ, (b + 1,)) - q_start
+    k_start = tk.load(CuK, (b,))
+    Skv = tk.load(CuK, (b + 1,)) - k_start
+    if n0 < Skv:
+        diag = Skv - Sq
+        lo, hi = _key_block_range(n0, Sq, -diag, right, left, BN, BM)
+        cols = n0 + tk.arange(BN)
+        col_ok = cols < Skv
+        k = tk.load(K, (k_start + cols, hk, 0), (BN, 1, BD), mask=col_ok[:, None, None]).reshape((BN, BD))
+        v = tk.load(V, (k_start + cols, hk, 0), (BN, 1, BD), mask=col_ok[:, None, None]).reshape((BN, BD))
+        dk = tk.zeros((BN, BD), ACC)
+        dv = tk.zeros((BN, BD), ACC)
+        for g in tk.range(0, group):
+            h = hk * group + g
+            for m0 in tk.range(lo, hi, BM):
+                rows = m0 + tk.arange(BM)
+                row_ok = rows < Sq
+                q = tk.load(Q, (q_start + rows, h, 0), (BM, 1, BD), mask=row_ok[:, None, None]).reshape((BM, BD))
+                do = tk.load(DO, (q_start + rows, h, 0), (BM, 1, BD), mask=row_ok[:, None, None]).reshape((BM, BD))
+                lse = tk.load(LSE, (h, q_start + rows), (1, BM), mask=row_ok[None, :]).reshape((BM,)).to(ACC)
+                delta = tk.load(Delta, (h, q_start + rows), (1, BM), mask=row_ok[None, :]).reshape((BM,)).to(ACC)
+                qk = tk.dot(q, k.T).to(ACC)
+                s2, dscore = _scores2(qk, scale, softcap, SOFTCAP)
+                visible = _visible(rows, cols, Sq, Skv, diag, left, right)
+                lse2 = tk.where(lse == -float("inf"), 0.0, lse * LOG2E)
+                p = tk.where(visible, tk.exp2(s2 - lse2[:, None]), 0.0)
+                dv = dv + tk.dot(p.to(DO.dtype).T, do).to(ACC)
+                dp = tk.dot(do, v.T).to(ACC)
+                ds = p * (dp - delta[:, None]) * dscore
+                dk = dk + tk.dot(ds.to(Q.dtype).T, q).to(ACC)
+        tk.store(DK, (k_start + cols, hk, 0), dk.to(DK.dtype).reshape((BN, 1, BD)), mask=col_ok[:, None, None])
+        tk.store(DV, (k_start + cols, hk, 0), dv.to(DV.dtype).reshape((BN, 1, BD)), mask=col_ok[:, None, None])
+
+
+@tk.kernel(tunables=ATTENTION_TUNABLES)
+def attention_varlen_bwd_dq_kernel(Q, K, V, DO, LSE, Delta, DQ, CuQ, CuK, scale, softcap, left, right,
+                                   SOFTCAP: tk.constexpr, BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr,
+                                   ACC: tk.constexpr):
+    """dQ over packed sequences: one program per (query block of the longest sequence, sequence x query head);
+    a program past its sequence's end does nothing."""
+    total_q, Hq, D = Q.shape
+    Hkv = K.shape[1]
+    m0 = tk.program_id(0) * BM
+    bh = tk.program_id(1)
+    b = bh // Hq
+    h = bh % Hq
+    hk = h // (Hq // Hkv)
+    q_start = tk.load(CuQ, (b,))
+    Sq = tk.load(CuQ, (b + 1,)) - q_start
+    k_start = tk.load(CuK, (b,))
+    Skv = tk.load(CuK, (b + 1,)) - k_start
+    if m0 < Sq:
+        diag = Skv - Sq
+        lo, hi = _key_block_range(m0, Skv, diag, left, right, BM, BN)
+        rows = m0 + tk.arange(BM)
+        row_ok = rows < Sq
+        q = tk.load(Q, (q_start + rows, h, 0), (BM, 1, BD), mask=row_ok[:, None, None]).reshape((BM, BD))
+        do = tk.load(DO, (q_start + rows, h, 0), (BM, 1, BD), mask=row_ok[:, None, None]).reshape((BM, BD))
+        lse = tk.load(LSE, (h, q_start + rows), (1, BM), mask=row_ok[None, :]).reshape((BM,)).to(ACC)
+        delta = tk.load(Delta, (h, q_start + rows), (1, BM), mask=row_ok[None, :]).reshape((BM,)).to(ACC)
+        lse2 = tk.where(lse == -float("inf"), 0.0, lse * LOG2E)
+        dq = tk.zeros((BM, BD), ACC)
+        for n0 in tk.range(lo, hi, BN):
+            cols = n0 + tk.arange(BN)
+            col_ok = cols < Skv
+            k = tk.load(K, (k_start + cols, hk, 0), (BN, 1, BD), mask=col_ok[:, None, None]).reshape((BN, BD))
+            v = tk.load(V, (k_start + cols, hk, 0), (BN, 1, BD), mask=col_ok[:, None, None]).reshape((BN, BD))
+            qk = tk.dot(q, k.T).to(ACC)
+            s2, dscore = _scores2(qk, scale, softcap, SOFTCAP)
+            visible = _visible(rows, cols, Sq, Skv, diag, left, right)
+            p = tk.where(visible, tk.exp2(s2 - lse2[:, None]), 0.0)
+            dp = tk.dot(do, v.T).to(ACC)
+            ds = p * (dp - delta[:, None]) * dscore
+            dq = dq + tk.dot(ds.to(K.dtype), k).to(ACC)
+        tk.store(DQ, (q_start + rows, h, 0), dq.to(DQ.dtype).reshape((BM, 1, BD)), mask=row_ok[:, None, None])

@@ -9,7 +9,8 @@ import tilekit as tk
 from ...backends import default_backend
 from ..dispatch import backend_for, check_same, check_tensor, checked_config, elem_bytes, next_pow2, provided_config
 from .kernels import (ATTENTION_TUNABLES, attention_bwd_delta_kernel, attention_bwd_dkdv_kernel,
-                      attention_bwd_dq_kernel, attention_fwd_kernel, attention_varlen_fwd_kernel)
+                      attention_bwd_dq_kernel, attention_fwd_kernel, attention_varlen_bwd_delta_kernel,
+                      attention_varlen_bwd_dkdv_kernel, attention_varlen_bwd_dq_kernel, attention_varlen_fwd_kernel)
 
 OP_NAME = "attention"
 MAX_HEAD_DIM = 256
@@ -20,18 +21,65 @@ def _acc(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
 
 
-def _default_config(shape, dtype, device):
+# GPU defaults per (architecture family, kernel, head-dim class), as (BM, BN, num_warps, num_stages). Each
+# compiles with 0 spills (and, on NVIDIA, an empty stack frame) at Llama-3-8B shapes for D = 64 and 128 and
+# keeps the matrix instructions (mma.sync, wgmma, mfma): tests/ops/attention/test_attention_aot.py, table in
+# docs/ops/attention.md. Why they differ: on AMD the B operands of the dot products live in every wave's VGPRs
+# and the ~66 shape/stride scalars crowd the SGPRs, so the tiles are smaller there (BN=32 forward; dK/dV with
+# BN=16 keys and one stage); Hopper's wgmma wants a 64-row M per warp group (dK/dV BN=64, 8 warps), while
+# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=16/32 instead.
+_GPU_DEFAULTS = {
+    "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
+              "dkdv": {64: (16, 64, 4, 2), 128: (32, 64, 8, 2)}},
+    "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
+              "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1)}},
+    "amd": {"fwd": {64: (128, 32, 4, 2), 128: (128, 32, 8, 2)}, "dq": {64: (64, 32, 4, 2), 128: (64, 16, 4, 2)},
+            "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1)}},
+}
+
+# The varlen kernels (gathered rows, cu_seqlens scalars) where the dense entry spills: AMD forward 13-22 SGPR
+# spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes.
+_VARLEN_OVERRIDES = {
+    "sm_80": {"dkdv": {64: (16, 32, 4, 2)}},
+    "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1)}},
+    "amd": {"fwd": {64: (128, 16, 4, 2), 128: (128, 16, 8, 2)}},
+}
+
+
+def gpu_arch_family(device=None, target=None):
+    """"sm_80", "sm_90" or "amd": from an AOT target name when given (``sm_90``, ``gfx942``), else from the
+    device (ROCm torch: AMD; CUDA: its compute capability). With no GPU to ask (meta examples), sm_90."""
+    if target is not None:
+        if target.startswith("gfx"):
+            return "amd"
+        digits = "".join(c for c in target if c.isdigit())
+        return "sm_90" if digits and int(digits[:2]) >= 90 else "sm_80"
+    if getattr(torch.version, "hip", None):
+        return "amd"
+    if device is not None and torch.cuda.is_available():
+        return "sm_90" if torch.cuda.get_device_capability(device)[0] >= 9 else "sm_80"
+    return "sm_90"
+
+
+def _default_config(shape, dtype, device, kernel="fwd", target=None, varlen=False):
+    """The default config of kernel "fwd", "dq" or "dkdv" (the delta kernel takes dq's BM) for shape
+    B,Hq,Hkv,Sq,Skv,D on ``device``; ``target`` (an AOT target name) picks the architecture instead;
+    ``varlen`` the packed-sequence kernels' entry."""
     B, Hq, Hkv, Sq, Skv, D = shape
-    if device.type == "cpu":
+    bd = max(16, next_pow2(D))
+    if device.type == "cpu" and target is None:
         # The reference executor pays per program and loop iteration: large tiles.
         config = {"BM": min(64, max(16, next_pow2(Sq))), "BN": min(64, max(16, next_pow2(Skv))),
                   "num_warps": 4, "num_stages": 1}
     else:
-        bd = max(16, next_pow2(D))
-        config = {"BM": 128 if bd <= 64 else 64, "BN": 64 if bd <= 128 else 32,
-                  "num_warps": 4 if bd <= 64 else 8, "num_stages": 2}
-    return checked_config(OP_NAME, {**config, "BD": max(16, next_pow2(D))}, ATTENTION_TUNABLES,
-                          elem_bytes(dtype))
+        family = gpu_arch_family(device, target)
+        dim = 64 if bd <= 64 else 128
+        entry = _VARLEN_OVERRIDES[family].get(kernel, {}).get(dim) if varlen else None
+        bm, bn, warps, stages = entry or _GPU_DEFAULTS[family][kernel][dim]
+        if bd > 128:  # D up to 256: half the tiles of D=128 (not in the AOT table)
+            bm, bn, warps = max(16, bm // 2), max(16, bn // 2), 8
+        config = {"BM": bm, "BN": bn, "num_warps": warps, "num_stages": stages}
+    return checked_config(OP_NAME, {**config, "BD": bd}, ATTENTION_TUNABLES, elem_bytes(dtype))
 
 
 def tuning_flags(causal, window):
@@ -56,11 +104,15 @@ def parse_tuning_flags(flags):
     return causal, window
 
 
-def _config_for(shape, dtype, device, backend, kernel_id, flags=()):
+_KERNEL_OF_ID = {v: k for k, v in KERNEL_IDS.items()}
+
+
+def _config_for(shape, dtype, device, backend, kernel_id, flags=(), target=None, varlen=False):
     bd = max(16, next_pow2(shape[-1]))
     provided = provided_config(kernel_id, tuple(shape) + tuple(flags), dtype, device, backend,
-                               ATTENTION_TUNABLES, elem_bytes(dtype))
-    config = dict(provided) if provided else _default_config(shape, dtype, device)
+                               ATTENTION_TUNABLES, elem_bytes(dtype)) if target is None else None
+    config = dict(provided) if provided else _default_config(shape, dtype, device, _KERNEL_OF_ID[kernel_id], target,
+                                                                     varlen)
     config["BD"] = bd
     return config
 
@@ -232,8 +284,10 @@ def attention_reference(q, k, v, *, causal=False, scale=None, window=None, softc
 
 
 def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, device=torch.device("cuda"),
-                   kernel="fwd", causal=True):
-    """(kernel, example args, launch kwargs) for `tilekit show/compile`; shape is B,Hq,Hkv,Sq,Skv,D."""
+                   kernel="fwd", causal=True, target=None):
+    """(kernel, example args, launch kwargs) for `tilekit show/compile`; shape is B,Hq,Hkv,Sq,Skv,D. ``target``
+    (an AOT target name) picks that architecture's default config; without it the device decides (sm_90
+    with no GPU to ask)."""
     B, Hq, Hkv, Sq, Skv, D = shape
     meta = dict(dtype=dtype, device="meta")
     q, o, do, dq = (torch.empty(B, Hq, Sq, D, **meta) for _ in range(4))
@@ -241,8 +295,10 @@ def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, devic
     lse = torch.empty(B, Hq, Sq, dtype=torch.float32, device="meta")
     delta = torch.empty(B, Hq, Sq, dtype=torch.float32, device="meta")
     device = torch.device(device)
+    if kernel not in KERNEL_IDS:
+        raise ValueError(f"kernel_example: unknown attention kernel {kernel!r}")
     config = _config_for(shape, dtype, device, "reference" if device.type == "cpu" else "triton",
-                         KERNEL_IDS.get(kernel, "attention.fwd"))
+                         KERNEL_IDS[kernel], target=target)
     left, right = window_bounds(causal, None, Sq, Skv)
     kw = dict(SOFTCAP=False, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=tk.float32,
               num_warps=config["num_warps"], num_stages=config["num_stages"])
@@ -256,6 +312,30 @@ def kernel_example(shape=(1, 32, 8, 4096, 4096, 128), dtype=torch.float16, devic
     raise ValueError(f"kernel_example: unknown attention kernel {kernel!r}")
 
 
+def varlen_kernel_example(shape=(8, 32, 8, 4096, 4096, 128), dtype=torch.float16, device=torch.device("cuda"),
+                          kernel="fwd", causal=True, target=None):
+    """(kernel, example args, launch kwargs) of a varlen kernel: B sequences of Sq queries and Skv keys packed
+    (meta tensors), at the varlen default config of ``target`` (or the device's)."""
+    if kernel not in KERNEL_IDS:
+        raise ValueError(f"varlen_kernel_example: unknown attention kernel {kernel!r}")
+    B, Hq, Hkv, Sq, Skv, D = shape
+    meta = dict(dtype=dtype, device="meta")
+    q, o, do, dq = (torch.empty(B * Sq, Hq, D, **meta) for _ in range(4))
+    k, v, dk, dv = (torch.empty(B * Skv, Hkv, D, **meta) for _ in range(4))
+    lse, delta = (torch.empty(Hq, B * Sq, dtype=torch.float32, device="meta") for _ in range(2))
+    cu_q, cu_k = (torch.empty(B + 1, dtype=torch.int32, device="meta") for _ in range(2))
+    config = _default_config(shape, dtype, torch.device(device), kernel, target, varlen=True)
+    left, right = window_bounds(causal, None, Sq, Skv)
+    kw = dict(SOFTCAP=False, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=tk.float32,
+              num_warps=config["num_warps"], num_stages=config["num_stages"])
+    tail = (cu_q, cu_k, 1.0 / math.sqrt(D), 1.0, left, right)
+    if kernel == "fwd":
+        return attention_varlen_fwd_kernel, (q, k, v, o, lse) + tail, kw
+    if kernel == "dkdv":
+        return attention_varlen_bwd_dkdv_kernel, (q, k, v, do, lse, delta, dk, dv) + tail, kw
+    return attention_varlen_bwd_dq_kernel, (q, k, v, do, lse, delta, dq) + tail, kw
+
+
 def _check_cu(name, cu, batch_plus_one=None):
     if not isinstance(cu, torch.Tensor):
         raise TypeError(f"tilekit::attention_varlen: '{name}' must be a torch.Tensor")
@@ -265,37 +345,150 @@ def _check_cu(name, cu, batch_plus_one=None):
         raise ValueError(f"tilekit::attention_varlen: '{name}' must be (batch + 1,), got {tuple(cu.shape)}")
 
 
-def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False, scale=None,
-                     window=None, softcap=None, return_lse=False):
-    """Attention over packed sequences (flash-attn's layout). Forward only so far: no autograd."""
+VARLEN = "attention_varlen"
+
+
+def _check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, window):
+    """Shapes, dtypes and devices (no data reads: the fake implementation runs this too)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor("attention_varlen", name, t, ranks=(3,))
-    check_same("attention_varlen", {"q": q, "k": k, "v": v})
+        check_tensor(VARLEN, name, t, ranks=(3,))
+    check_same(VARLEN, {"q": q, "k": k, "v": v})
     _check_cu("cu_seqlens_q", cu_seqlens_q)
     _check_cu("cu_seqlens_k", cu_seqlens_k, cu_seqlens_q.shape[0])
     total_q, Hq, D = q.shape
-    if k.shape != v.shape or k.shape[2] != D or Hq % max(1, k.shape[1]) or k.shape[1] == 0:
+    if k.shape != v.shape or k.shape[2] != D or k.shape[1] == 0 or Hq % k.shape[1]:
         raise ValueError(f"tilekit::attention_varlen: 'k' {tuple(k.shape)} / 'v' {tuple(v.shape)} do not fit "
                          f"'q' {tuple(q.shape)}")
     if D > MAX_HEAD_DIM:
         raise ValueError(f"tilekit::attention_varlen: head dim D={D} is more than {MAX_HEAD_DIM}")
-    if cu_seqlens_q.device.type == "cpu":
-        if int(cu_seqlens_q[-1]) != total_q:
-            raise ValueError(f"tilekit::attention_varlen: cu_seqlens_q[-1] = {int(cu_seqlens_q[-1])} but q has "
-                             f"{total_q} rows")
-        for name, cu, cap in (("max_seqlen_q", cu_seqlens_q, max_seqlen_q), ("max_seqlen_k", cu_seqlens_k, max_seqlen_k)):
-            if cu.shape[0] > 1 and int((cu[1:] - cu[:-1]).max()) > cap:
-                raise ValueError(f"tilekit::attention_varlen: '{name}' = {cap} is less than a sequence's length")
+    if window is not None and len(window) != 2:
+        raise ValueError(f"tilekit::attention_varlen: 'window' must be (left, right), got {window}")
+
+
+def _check_varlen_data(q, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
+    """The offsets against the tensors and the max lengths, when the offsets are on the CPU (no sync)."""
+    if cu_seqlens_q.device.type != "cpu" or cu_seqlens_k.device.type != "cpu":
+        return
+    if int(cu_seqlens_q[-1]) != q.shape[0]:
+        raise ValueError(f"tilekit::attention_varlen: cu_seqlens_q[-1] = {int(cu_seqlens_q[-1])} but q has "
+                         f"{q.shape[0]} rows")
+    for name, cu, cap in (("max_seqlen_q", cu_seqlens_q, max_seqlen_q), ("max_seqlen_k", cu_seqlens_k, max_seqlen_k)):
+        if cu.shape[0] > 1 and int((cu[1:] - cu[:-1]).max()) > cap:
+            raise ValueError(f"tilekit::attention_varlen: '{name}' = {cap} is less than a sequence's length")
+
+
+def _lse_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window, kernel):
+    """(backend, config, left, right) of a varlen launch; the config is looked up as the dense kernel's at
+    (batch, Hq, Hkv, max_seqlen_q, max_seqlen_k, D)."""
+    backend = backend_for(q.device)
+    batch = cu_seqlens_q.shape[0] - 1
+    shape = (batch, q.shape[1], k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), q.shape[2])
+    config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS[kernel], tuning_flags(causal, window),
+                         varlen=True)
+    left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
+    return backend, config, left, right
+
+
+@torch.library.custom_op("tilekit::attention_varlen", mutates_args=())
+def attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                        cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool, scale: float,
+                        window: list[int] | None, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, window)
+    _check_varlen_data(q, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    total_q, Hq, D = q.shape
     batch = cu_seqlens_q.shape[0] - 1
     o = torch.zeros((total_q, Hq, D), dtype=q.dtype, device=q.device)
-    lse = torch.full((Hq, total_q), -float("inf"), dtype=torch.float32, device=q.device)
-    if o.numel() and batch and max_seqlen_q > 0:
-        backend = backend_for(q.device)
-        shape = (batch, Hq, k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), D)
-        config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS["fwd"], tuning_flags(causal, window))
-        left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
-        attention_varlen_fwd_kernel[(tk.cdiv(int(max_seqlen_q), config["BM"]), batch * Hq)](
-            q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, _scale(scale, D), float(softcap or 1.0), left, right,
-            SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=_acc(q.dtype),
-            backend=backend, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    lse = torch.full((Hq, total_q), -float("inf"), dtype=_lse_dtype(q.dtype), device=q.device)
+    if o.numel() == 0 or batch == 0 or max_seqlen_q <= 0 or k.shape[0] == 0:
+        return o, lse
+    backend, config, left, right = _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window,
+                                                 "fwd")
+    attention_varlen_fwd_kernel[(tk.cdiv(int(max_seqlen_q), config["BM"]), batch * Hq)](
+        q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, scale, float(softcap or 1.0), left, right,
+        SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=_acc(q.dtype),
+        backend=backend, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return o, lse
+
+
+@attention_varlen_op.register_fake
+def _attention_varlen_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, scale, window,
+                           softcap):
+    _check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, window)
+    return q.new_empty(q.shape), q.new_empty((q.shape[1], q.shape[0]), dtype=_lse_dtype(q.dtype))
+
+
+@torch.library.custom_op("tilekit::attention_varlen_backward", mutates_args=())
+def attention_varlen_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 o: torch.Tensor, lse: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                                 cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool,
+                                 scale: float, window: list[int] | None,
+                                 softcap: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, window)
+    total_q, Hq, D = q.shape
+    Hkv = k.shape[1]
+    batch = cu_seqlens_q.shape[0] - 1
+    dq, dk, dv = (torch.zeros(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+    if dq.numel() == 0 or dk.numel() == 0 or batch == 0 or max_seqlen_q <= 0 or max_seqlen_k <= 0:
+        return dq, dk, dv
+    do = do.to(q.dtype)
+    acc = _acc(q.dtype)
+    soft = float(softcap or 1.0)
+    common = dict(SOFTCAP=softcap is not None, ACC=acc)
+    backend, cfg, left, right = _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window, "dq")
+    delta = torch.empty((Hq, total_q), dtype=lse.dtype, device=q.device)
+    attention_varlen_bwd_delta_kernel[(tk.cdiv(total_q, cfg["BM"]), Hq)](
+        o, do, delta, BM=cfg["BM"], BD=cfg["BD"], ACC=acc, backend=backend, num_warps=cfg["num_warps"])
+    attention_varlen_bwd_dq_kernel[(tk.cdiv(int(max_seqlen_q), cfg["BM"]), batch * Hq)](
+        q, k, v, do, lse, delta, dq, cu_seqlens_q, cu_seqlens_k, scale, soft, left, right, BM=cfg["BM"],
+        BN=cfg["BN"], BD=cfg["BD"], backend=backend, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **common)
+    backend, cfg, left, right = _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window,
+                                              "dkdv")
+    attention_varlen_bwd_dkdv_kernel[(tk.cdiv(int(max_seqlen_k), cfg["BN"]), batch * Hkv)](
+        q, k, v, do, lse, delta, dk, dv, cu_seqlens_q, cu_seqlens_k, scale, soft, left, right, BM=cfg["BM"],
+        BN=cfg["BN"], BD=cfg["BD"], backend=backend, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **common)
+    return dq, dk, dv
+
+
+@attention_varlen_backward_op.register_fake
+def _attention_varlen_backward_fake(do, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                    causal, scale, window, softcap):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _varlen_setup_context(ctx, inputs, output):
+    q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, window, softcap = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, cu_q, cu_k)
+    ctx.args = (max_q, max_k, causal, scale, window, softcap)
+    ctx.mark_non_differentiable(lse)
+
+
+def _varlen_backward(ctx, do, dlse):
+    q, k, v, o, lse, cu_q, cu_k = ctx.saved_tensors
+    none = (None,) * 8
+    if do is None:
+        return (torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)) + none
+    dq, dk, dv = torch.ops.tilekit.attention_varlen_backward(do.contiguous(), q, k, v, o, lse, cu_q, cu_k, *ctx.args)
+    return (dq, dk, dv) + none
+
+
+attention_varlen_op.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False, scale=None,
+                     window=None, softcap=None, return_lse=False):
+    """Attention over packed sequences (flash-attn's layout): q (total_q, Hq, D), k, v (total_k, Hkv, D),
+    int32 cu_seqlens (batch + 1,). Autograd: dq, dk, dv."""
+    _check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, window)
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"tilekit::attention_varlen: 'softcap' must be positive, got {softcap}")
+    o, lse = torch.ops.tilekit.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
+                                                int(max_seqlen_k), bool(causal), _scale(scale, q.shape[-1]),
+                                                _window_list(window), None if softcap is None else float(softcap))
     return (o, lse) if return_lse else o

@@ -6,7 +6,8 @@ import math
 import torch
 
 from ...autotune.protocol import TuneKernel, register
-from . import op
+from . import decode, op
+from .tolerances import PROPERTY as ATTENTION_PROPERTY
 from .kernels import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
 
 SHAPE_NAMES = ("B", "Hq", "Hkv", "Sq", "Skv", "D")
@@ -91,25 +92,139 @@ def dq_reference(q, k, v, do, lse, delta, *, flags):
     return _reference_grads(q, k, v, do, flags)[0].to(q.dtype)
 
 
-def _default(shape, dtype, device, *, flags):
-    return {k: v for k, v in op._default_config(shape, dtype, device).items() if k != "BD"}
+def _default_for(kernel):
+    def default(shape, dtype, device, *, flags):
+        return {k: v for k, v in op._default_config(shape, dtype, device, kernel).items() if k != "BD"}
+    return default
 
 
 FORWARD = register(TuneKernel(
     id="attention.fwd", kernel=attention_fwd_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
     make_inputs=make_forward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
-    launch_args=forward_launch_args, reference=forward_reference, default_config=_default,
+    launch_args=forward_launch_args, reference=forward_reference, default_config=_default_for("fwd"),
     default_shapes=DEFAULT_SHAPES,
 ))
 BACKWARD_DKDV = register(TuneKernel(
     id="attention.bwd_dkdv", kernel=attention_bwd_dkdv_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
     make_inputs=make_backward_inputs, make_output=lambda inputs: torch.empty_like(inputs[1]),
-    launch_args=dkdv_launch_args, reference=dkdv_reference, default_config=_default,
+    launch_args=dkdv_launch_args, reference=dkdv_reference, default_config=_default_for("dkdv"),
     default_shapes=DEFAULT_SHAPES,
 ))
 BACKWARD_DQ = register(TuneKernel(
     id="attention.bwd_dq", kernel=attention_bwd_dq_kernel, shape_names=SHAPE_NAMES, flags=("causal", "window"),
     make_inputs=make_backward_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
-    launch_args=dq_launch_args, reference=dq_reference, default_config=_default,
+    launch_args=dq_launch_args, reference=dq_reference, default_config=_default_for("dq"),
     default_shapes=DEFAULT_SHAPES,
+))
+
+
+# ---- paged decode (split-KV) and the split combine ----------------------------------------------------
+# The decode SPEC is the same tuple with Sq = 1 and Skv the context (the cache has 16-token pages); only the
+# window flag applies (a decode query is the newest token, so it is causal by nature).
+DECODE_PAGE = 16
+DECODE_SHAPES = {"gpu": [(16, 32, 8, 1, 4096, 128), (64, 32, 8, 1, 8192, 128), (16, 32, 8, 1, 4096, 64)],
+                 "cpu": [(2, 4, 2, 1, 256, 64)]}
+MAX_SPLITS = max(decode.SPLIT_CANDIDATES)
+
+
+def _decode_window_left(flags):
+    _, window = op.parse_tuning_flags(flags)
+    return -1 if window is None else int(window[0])
+
+
+def make_decode_inputs(shape, dtype, generator, *, flags):
+    """q, a shuffled paged cache holding every sequence, the block table, ragged seq_lens (the first at the
+    full context) and a one-element box the launch writes its split count into, so the reference splits the
+    keys the same way."""
+    B, Hq, Hkv, _, Skv, D = shape
+    pages = -(-Skv // DECODE_PAGE)
+    k_cache = torch.randn(B * pages, DECODE_PAGE, Hkv, D, generator=generator).to(dtype)
+    v_cache = torch.randn(B * pages, DECODE_PAGE, Hkv, D, generator=generator).to(dtype)
+    table = torch.randperm(B * pages, generator=generator).to(torch.int32).reshape(B, pages)
+    seq_lens = torch.randint(max(1, Skv // 2), Skv + 1, (B,), generator=generator, dtype=torch.int32)
+    seq_lens[0] = Skv
+    q = torch.randn(B, Hq, D, generator=generator).to(dtype)
+    return q, k_cache, v_cache, table, seq_lens, torch.zeros(1, dtype=torch.int32)
+
+
+def _decode_output(inputs):
+    q = inputs[0]
+    return torch.empty(q.shape[0], q.shape[1], MAX_SPLITS, q.shape[2], dtype=torch.float32)
+
+
+def decode_launch_args(inputs, out, config, *, flags):
+    q, k_cache, v_cache, table, seq_lens, split_box = inputs
+    splits = max(1, min(config["num_splits"], table.shape[1]))
+    split_box.fill_(splits)
+    out[:, :, splits:].zero_()  # splits the launch does not have: the reference gives 0 there too
+    l_part = torch.empty(q.shape[0], q.shape[1], splits, dtype=torch.float32, device=q.device)
+    left = _decode_window_left(flags)
+    return decode.decode_launch_args(q, k_cache, v_cache, table, seq_lens, out[:, :, :splits], l_part, config,
+                                     1 / math.sqrt(q.shape[2]), None, (1 << 30) if left < 0 else left)
+
+
+def decode_reference(q, k_cache, v_cache, table, seq_lens, split_box, *, flags):
+    """Each split's partial output: softmax over the split's pages (visible keys only) times V, 0 when the
+    split holds no visible key; float64."""
+    B, Hq, D = q.shape
+    _, page, Hkv, _ = k_cache.shape
+    pages = table.shape[1]
+    splits = int(split_box[0])
+    per_split = -(-pages // splits)
+    keys = k_cache[table.long()].reshape(B, pages * page, Hkv, D).double().repeat_interleave(Hq // Hkv, dim=2)
+    values = v_cache[table.long()].reshape(B, pages * page, Hkv, D).double().repeat_interleave(Hq // Hkv, dim=2)
+    s = torch.einsum("bhd,bjhd->bhj", q.double(), keys) / math.sqrt(D)
+    j = torch.arange(pages * page)
+    lens = seq_lens.long()[:, None]
+    left = _decode_window_left(flags)
+    visible = (j[None] < lens) & ((j[None] >= lens - 1 - left) if left >= 0 else True)
+    out = torch.zeros(B, Hq, MAX_SPLITS, D, dtype=torch.float64)
+    for split in range(splits):
+        mine = visible & ((j // page) // per_split == split)[None]
+        ss = s.masked_fill(~mine[:, None, :], -float("inf"))
+        m = ss.amax(-1, keepdim=True)
+        p = torch.exp(ss - torch.where(torch.isinf(m), 0.0, m))
+        denom = p.sum(-1, keepdim=True)
+        out[:, :, split] = torch.einsum("bhj,bjhd->bhd", p / torch.where(denom == 0, 1.0, denom), values)
+    return out
+
+
+def make_combine_inputs(shape, dtype, generator):
+    """Partial outputs and lse of the decode default's split count (at least 2); some splits empty (-inf)."""
+    B, Hq, Hkv, _, Skv, D = shape
+    splits = max(2, decode.choose_num_splits(B, Hkv, -(-Skv // DECODE_PAGE)))
+    o_part = torch.randn(B, Hq, splits, D, generator=generator)
+    l_part = torch.randn(B, Hq, splits, generator=generator) * 3
+    l_part[:, :, -1] = torch.where(torch.rand(B, Hq, generator=generator) < 0.3, -float("inf"), l_part[:, :, -1])
+    o_part[:, :, -1][torch.isinf(l_part[:, :, -1])] = 0.0
+    return o_part, l_part, torch.empty(0, dtype=dtype)  # the last input only carries the output dtype
+
+
+def combine_launch_args(inputs, out, config):
+    o_part, l_part, _ = inputs
+    lse = torch.empty(o_part.shape[:2], dtype=torch.float32, device=o_part.device)
+    return decode.combine_launch_args(o_part, l_part, out, lse, config)
+
+
+def combine_reference(o_part, l_part, like):
+    lse = torch.logsumexp(l_part.double(), dim=-1, keepdim=True)
+    w = torch.exp(l_part.double() - torch.where(torch.isinf(lse), 0.0, lse))
+    return (w[..., None] * o_part.double()).sum(2).to(like.dtype)
+
+
+DECODE = register(TuneKernel(
+    id=decode.DECODE_ID, kernel=decode.attention_decode_kernel, shape_names=SHAPE_NAMES, flags=("window",),
+    make_inputs=make_decode_inputs, make_output=_decode_output, launch_args=decode_launch_args,
+    reference=decode_reference,
+    default_config=lambda shape, dtype, device, *, flags: decode.decode_default_config(shape, dtype, device),
+    default_shapes=DECODE_SHAPES, tolerances=ATTENTION_PROPERTY,
+))
+COMBINE = register(TuneKernel(
+    id=decode.COMBINE_ID, kernel=decode.attention_combine_kernel, shape_names=SHAPE_NAMES,
+    make_inputs=make_combine_inputs,
+    make_output=lambda inputs: torch.empty(inputs[0].shape[0], inputs[0].shape[1], inputs[0].shape[3],
+                                           dtype=inputs[2].dtype),
+    launch_args=combine_launch_args, reference=combine_reference,
+    default_config=lambda shape, dtype, device: {"num_warps": 4}, default_shapes=DECODE_SHAPES,
+    tolerances=ATTENTION_PROPERTY,
 ))
