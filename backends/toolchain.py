@@ -141,11 +141,12 @@ _RESOURCES = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
 
 
 def cubin_resources(cubin: bytes) -> dict:
-    """Registers, spills (local memory), stack and static shared bytes of a cubin's kernel.
+    """Registers, spills (bytes of thread-local memory), stack and static shared bytes of a cubin's kernel.
 
-    Spilled registers live in local memory. tilekit's kernels keep register tiles in fully unrolled,
-    constant-indexed arrays and Triton's use none of their own, so any local memory means the compiler
-    spilled or failed to promote an array to registers."""
+    ptxas puts spilled registers in the kernel's stack frame (cuobjdump's STACK), not in LOCAL. tilekit's
+    kernels make no calls and keep register tiles in fully unrolled, constant-indexed arrays, and Triton's
+    use none of their own, so any stack frame or local memory means the compiler spilled or failed to
+    promote an array to registers: ``spills`` counts both."""
     tools = tool_candidates("cuobjdump")
     if not tools:
         raise BackendUnavailable(f"cannot read a cubin's resources: no cuobjdump found; {INSTALL_NVIDIA_TOOLS}")
@@ -155,7 +156,7 @@ def cubin_resources(cubin: bytes) -> dict:
         m = _RESOURCES.search(p.stdout)
         if m:
             reg, stack, shared, local = map(int, m.groups())
-            return {"registers": reg, "spills": local, "spill_bytes": local, "stack_bytes": stack,
+            return {"registers": reg, "spills": stack + local, "spill_bytes": stack + local, "stack_bytes": stack,
                     "static_shared_bytes": shared}
         attempts.append(f"  {tool}: exit {p.returncode}: {(p.stderr.strip() or p.stdout.strip() or 'no output')[-400:]}")
     raise ToolchainError("no cuobjdump gave a resource line (REG:... LOCAL:...) for the cubin; tried:\n"

@@ -1,5 +1,5 @@
-"""What the attention family needs from tilekit's compile report and does not have yet (xfail strict: a fix
-makes them pass, and the lead then drops the mark)."""
+"""Regressions of what the attention family needed from tilekit's compile report: the cubin report counts the
+stack frame ptxas spills into (it read only LOCAL, which hid the dK/dV kernel's 7960-byte frame at sm_80)."""
 import warnings
 
 import pytest
@@ -19,12 +19,6 @@ def _big_live_tile(X, Y, BR: tk.constexpr, BC: tk.constexpr):
     tk.store(Y, (0, 0), acc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "backends/toolchain.py cubin_resources reads 'spills' from cuobjdump's LOCAL field, but ptxas puts register "
-    "spills in the stack frame (STACK): this kernel has 'ptxas -v: 744 bytes stack frame, 920 bytes spill "
-    "stores' (255 registers) and the report says spills=0 (stack_bytes=744). Wanted: spills from ptxas -v's spill stores, or "
-    "at least STACK counted for kernels that make no calls. The attention dK/dV kernel at sm_80 "
-    "BM=128 BN=64 was reported as 32 registers / 0 spills with a 7960-byte stack (11.5 KB spill stores)."))
 def test_cubin_report_counts_stack_spills():
     pytest.importorskip("triton")
     x = torch.empty(4096, 128, dtype=torch.float16, device="meta")
