@@ -295,25 +295,46 @@ SSD_TUNABLES = tk.Tunables(
 )
 
 
+@tk.func
+def ssd_chunk_dt(Dt, b, t0, h, valid, bias, dt_min, dt_max, Q: tk.constexpr, HAS_BIAS: tk.constexpr,
+                 SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, ACC: tk.constexpr):
+    """(dt, d dt / d raw dt) for steps t0 .. t0+Q-1 of head h: bias, softplus, dt_limit clamp; steps past L
+    get dt = 0 (decay 1, no input) and slope 0."""
+    raw = tk.load(Dt, (b, t0, h), (1, Q, 1)).reshape((Q,)).to(ACC)
+    if HAS_BIAS:
+        raw = raw + bias
+    dt = raw
+    slope = tk.where(valid, tk.full((Q,), 1.0, ACC), 0.0)
+    if SOFTPLUS:
+        dt = softplus(raw)
+        slope = slope * tk.sigmoid(raw)
+    if CLAMP:
+        slope = tk.where((dt >= dt_min) & (dt <= dt_max), slope, 0.0)
+        dt = tk.minimum(tk.maximum(dt, dt_min), dt_max)
+    return tk.where(valid, dt, 0.0), slope
+
+
 @tk.kernel(tunables=SSD_TUNABLES)
-def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates,
+def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates, ChunkStates,
                         heads_per_group, dt_min, dt_max,
                         Q: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
                         D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
                         SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_INIT: tk.constexpr,
-                        HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+                        HAS_SEQ: tk.constexpr, SAVE_STATES: tk.constexpr, ACC: tk.constexpr):
     """Mamba-2 SSD for head h, head dims p0 .. p0+BP-1 of batch row b, in chunks of Q steps (the caller's
     chunk_size), following the SSD paper's chunked algorithm: per chunk, the intra-chunk output
     (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)) through tk.dot; the output from the state
     carried in, exp(cumsum) ∘ (C state^T); then the state carried out,
     exp(total) state + x^T (dt exp(total - cumsum) B). With seq_idx, L and both state terms are masked to
-    steps of one sequence, so the state resets where seq_idx changes."""
+    steps of one sequence, so the state resets where seq_idx changes. With SAVE_STATES, ChunkStates
+    (Bt, H, cdiv(L, Q), P, N) gets the state entering each chunk (what the backward starts each chunk from)."""
     batch, length, heads, hdim = X.shape
     b = tk.program_id(0)
     h = tk.program_id(1)
     p0 = tk.program_id(2) * BP
     g = h // heads_per_group
     a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
     if HAS_BIAS:
         bias = tk.load(DtBias, (h,)).to(ACC)
     if HAS_INIT:
@@ -327,17 +348,12 @@ def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, Final
     if HAS_SEQ:
         prev_seq = tk.load(SeqIdx, (b, 0))
     for t0 in tk.range(0, length, Q):
+        if SAVE_STATES:
+            tk.store(ChunkStates, (b, h, t0 // Q, p0, 0), state.reshape((1, 1, 1, BP, BN)))
         rows = t0 + step
         valid = rows < length
         x = tk.load(X, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
-        dt = tk.load(Dt, (b, t0, h), (1, Q, 1)).reshape((Q,)).to(ACC)
-        if HAS_BIAS:
-            dt = dt + bias
-        if SOFTPLUS:
-            dt = softplus(dt)
-        if CLAMP:
-            dt = tk.minimum(tk.maximum(dt, dt_min), dt_max)
-        dt = tk.where(valid, dt, 0.0)  # steps past L: decay 1, no input
+        dt, _ = ssd_chunk_dt(Dt, b, t0, h, valid, bias, dt_min, dt_max, Q, HAS_BIAS, SOFTPLUS, CLAMP, ACC)
         bc = tk.load(B, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
         cc = tk.load(C, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
         cum = tk.cumsum(dt * a_h, 0)
@@ -368,3 +384,125 @@ def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, Final
             y = y * (z * tk.sigmoid(z))
         tk.store(Y, (b, t0, h, p0), y.reshape((1, Q, 1, BP)))
     tk.store(FinalStates, (b, h, p0, 0), state.reshape((1, 1, BP, BN)))
+
+
+SSD_BWD_TUNABLES = tk.Tunables(
+    {"BP": [8, 16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2]},
+    default={"BP": 32, "num_warps": 4, "num_stages": 1},
+)
+
+
+@tk.kernel(tunables=SSD_BWD_TUNABLES)
+def ssd_scan_bwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, SeqIdx, ChunkStates, DY, DFinal,
+                        DX, DDt, DA, DB, DC, DD, DZ, DDtBias, DInit,
+                        heads_per_group, dt_min, dt_max,
+                        Q: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                        D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                        SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+    """The SSD backward for head h, head dims p0 .. p0+BP-1 of batch row b, chunks in reverse order.
+
+    Each chunk restarts from the state the forward saved at its entry (ChunkStates) and the state gradient
+    dS carried back from the chunk after (DFinal for the last chunk). Per chunk, with W = (C B^T) ∘ L ∘ dt_j,
+    e = exp(cum) (the state-in decay) and w = dt exp(total - cum) (the state-out weights):
+    dx = W^T dy + w ∘ (B dS^T); dC = (dW ∘ L ∘ dt) B + (e ∘ dy) S; dB = (dW ∘ L ∘ dt)^T C + w ∘ (x dS);
+    dS_in = (e ∘ dy)^T C + exp(total) dS; and the decays' gradients reach dt and A through the
+    reverse cumsum of d(cum). DX, DZ and DInit belong to this block alone; DDt, DB, DC (summed over head
+    dims and the heads of a group), DA, DD and DDtBias take atomic adds."""
+    batch, length, heads, hdim = X.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    skip = tk.zeros((BP,), ACC)
+    if HAS_D:
+        if D_PER_P:
+            skip = tk.load(Dskip, (h, p0), (1, BP)).reshape((BP,)).to(ACC)
+        else:
+            skip = skip + tk.load(Dskip, (h,)).to(ACC)
+    d_state = tk.load(DFinal, (b, h, p0, 0), (1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+    step = tk.arange(Q)
+    causal = step[:, None] >= step[None, :]
+    is_last = step == Q - 1
+    d_a = tk.zeros((1, Q), ACC)
+    d_bias = tk.zeros((1, Q), ACC)
+    d_skip = tk.zeros((1, BP), ACC)
+    chunks = tk.cdiv(length, Q)
+    for i in tk.range(0, chunks):
+        chunk = chunks - 1 - i
+        t0 = chunk * Q
+        rows = t0 + step
+        valid = rows < length
+        state = tk.load(ChunkStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+        x = tk.load(X, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+        dt, slope = ssd_chunk_dt(Dt, b, t0, h, valid, bias, dt_min, dt_max, Q, HAS_BIAS, SOFTPLUS, CLAMP, ACC)
+        bc = tk.load(B, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
+        cc = tk.load(C, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
+        cum = tk.cumsum(dt * a_h, 0)
+        total = tk.sum(tk.where(is_last, cum, 0.0), 0)
+        keep = causal
+        carry_in = tk.full((Q,), 1.0, ACC)
+        out_mask = tk.full((Q,), 1.0, ACC)
+        carry_state = tk.exp(total)
+        if HAS_SEQ:
+            prev_seq = tk.load(SeqIdx, (b, tk.maximum(t0 - 1, 0)))
+            seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, Q)).reshape((Q,))
+            last_seq = tk.sum(tk.where(is_last, seq, 0), 0)
+            keep = keep & (seq[:, None] == seq[None, :])
+            carry_in = tk.where(seq == prev_seq, 1.0, 0.0)
+            out_mask = tk.where(seq == last_seq, 1.0, 0.0)
+            carry_state = carry_state * tk.sum(tk.where(is_last & (seq == prev_seq), 1.0, 0.0), 0)
+        decay_out = tk.exp(total - cum) * out_mask
+        decay = tk.exp(tk.where(keep, cum[:, None] - cum[None, :], -float("inf")))
+        scores = tk.dot(cc, bc.T)
+        weights = scores * decay * dt[None, :]
+        enter = carry_in * tk.exp(cum)
+        c_state = tk.dot(cc, state.T)
+        dout = tk.load(DY, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+        dy = dout
+        if HAS_Z:
+            y = tk.dot(weights, x) + enter[:, None] * c_state + x * skip[None, :]
+            z = tk.load(Z, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
+            gate = tk.sigmoid(z)
+            tk.store(DZ, (b, t0, h, p0), (dout * y * gate * (1.0 + z * (1.0 - gate))).reshape((1, Q, 1, BP)))
+            dy = dout * z * gate
+        d_skip = d_skip + tk.sum(dy * x, axis=0)[None, :]
+        dy_enter = dy * enter[:, None]
+        # intra-chunk term
+        d_weights = tk.dot(dy, x.T)
+        d_scores = d_weights * decay * dt[None, :]
+        d_seg = d_weights * weights
+        d_dt = tk.sum(d_weights * scores * decay, axis=0)
+        d_cum = tk.sum(d_seg, axis=1) - tk.sum(d_seg, axis=0) + enter * tk.sum(dy * c_state, axis=1)
+        d_c = tk.dot(d_scores, bc) + tk.dot(dy_enter, state)
+        # state-out term
+        w = dt * decay_out
+        b_dstate = tk.dot(bc, d_state.T)
+        dx = tk.dot(weights.T, dy) + dy * skip[None, :] + w[:, None] * b_dstate
+        d_b = tk.dot(d_scores.T, cc) + w[:, None] * tk.dot(x, d_state)
+        d_w = tk.sum(x * b_dstate, axis=1)
+        d_dt = d_dt + d_w * decay_out
+        d_total = tk.sum(d_w * w, 0) + carry_state * tk.sum(tk.sum(d_state * state, axis=1), 0)
+        d_cum = d_cum - d_w * w + tk.where(is_last, d_total, 0.0)
+        d_state = tk.dot(dy_enter.T, cc) + carry_state * d_state
+        # cum = cumsum(dt A): d(dt A)_j = sum_{i >= j} d(cum)_i
+        d_step = tk.cumsum(d_cum, 0, reverse=True)
+        d_dt = (d_dt + d_step * a_h) * slope
+        d_a = d_a + (d_step * dt)[None, :]
+        d_bias = d_bias + d_dt[None, :]
+        tk.store(DX, (b, t0, h, p0), dx.reshape((1, Q, 1, BP)))
+        tk.atomic_add(DDt, (b, t0, h), d_dt.reshape((1, Q, 1)))
+        tk.atomic_add(DB, (b, t0, g, 0), d_b.reshape((1, Q, 1, BN)))
+        tk.atomic_add(DC, (b, t0, g, 0), d_c.reshape((1, Q, 1, BN)))
+    tk.store(DInit, (b, h, p0, 0), d_state.reshape((1, 1, BP, BN)))
+    tk.atomic_add(DA, (h,), tk.sum(d_a, axis=1))
+    if HAS_BIAS:
+        tk.atomic_add(DDtBias, (h,), tk.sum(d_bias, axis=1))
+    if HAS_D:
+        if D_PER_P:
+            tk.atomic_add(DD, (h, p0), d_skip)
+        else:
+            tk.atomic_add(DD, (h,), tk.sum(d_skip, axis=1))
