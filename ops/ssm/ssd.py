@@ -152,11 +152,10 @@ def _bwd_config_for(shape, dtype, device, backend):
 def _backward_empty(x, dt, A, B, C, D, z, dt_bias, initial_states):
     bt, length, heads, hdim = x.shape
     state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    none = x.new_empty(0)
     return [x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
-            C.new_empty(C.shape), D.new_empty(D.shape) if D is not None else none,
-            z.new_empty(z.shape) if z is not None else none,
-            dt_bias.new_empty(dt_bias.shape) if dt_bias is not None else none,
+            C.new_empty(C.shape), D.new_empty(D.shape) if D is not None else x.new_empty(0),
+            z.new_empty(z.shape) if z is not None else x.new_empty(0),  # (outputs must not alias)
+            dt_bias.new_empty(dt_bias.shape) if dt_bias is not None else x.new_empty(0),
             x.new_empty(bt, heads, hdim, B.shape[3], dtype=state_dtype)]
 
 
