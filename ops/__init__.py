@@ -18,7 +18,7 @@ from .moe import gate_up_example as _moe_example  # noqa: F401
 from .moe import fused_moe, fused_moe_reference, moe_align, moe_align_reference, moe_layer  # noqa: F401
 from .moe import moe_route, moe_route_reference  # noqa: F401
 from .ssm import kernel_example as _selective_scan_example, selective_scan, selective_scan_reference  # noqa: F401
-from .ssm import selective_state_update, ssd_scan  # noqa: F401
+from .ssm import selective_state_update, ssd_scan, ssd_state_update  # noqa: F401
 
 # name -> kernel_example(shape, dtype, device): the kernels the CLI can show and compile, at the op's default
 # tuning shape

@@ -506,3 +506,57 @@ def ssd_scan_bwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, SeqIdx, ChunkStates, D
             tk.atomic_add(DD, (h, p0), d_skip)
         else:
             tk.atomic_add(DD, (h,), tk.sum(d_skip, axis=1))
+
+
+SSD_STATE_UPDATE_TUNABLES = tk.Tunables(
+    {"BP": [1, 2, 4, 8, 16, 32, 64], "num_warps": [1, 2, 4, 8]},
+    valid=lambda c: c["BP"] * c.get("BN", 128) // (32 * c["num_warps"]) <= MAX_SCAN_VALUES_PER_THREAD
+    or "the (BP, BN) state block is more than 128 values per thread",
+    default={"BP": 16, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=SSD_STATE_UPDATE_TUNABLES)
+def ssd_state_update_kernel(State, X, Dt, A, B, C, Dskip, Z, DtBias, SlotIndices, Out, heads_per_group,
+                            BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr, D_PER_P: tk.constexpr,
+                            HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr,
+                            HAS_INDICES: tk.constexpr, ACC: tk.constexpr):
+    """One Mamba-2 decode step for head h, head dims p0 .. p0+BP-1 of batch row b: State[slot, h] (P, N) is
+    read, advanced by s = exp(dt A) s + dt x B^T, written back in place, and Out = s C + D x (gated by
+    silu(z)). A negative slot (a padding row of a continuous batch) is masked off: its state row is not
+    touched and its output is not written."""
+    batch, heads, hdim = X.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    slot = b
+    if HAS_INDICES:
+        slot = tk.load(SlotIndices, (b,))
+    # masked rather than branched around (an `if` on a runtime scalar around stores, see selective_state_update)
+    live = (tk.zeros((BP,), tk.int32) + slot) >= 0
+    row = tk.maximum(slot, 0)
+    state = tk.load(State, (row, h, p0, 0), (1, 1, BP, BN), mask=live[None, None, :, None]).reshape((BP, BN)).to(ACC)
+    x = tk.load(X, (b, h, p0), (1, 1, BP)).reshape((BP,)).to(ACC)
+    dt = tk.load(Dt, (b, h)).to(ACC)
+    if HAS_BIAS:
+        dt = dt + tk.load(DtBias, (h,)).to(ACC)
+    if SOFTPLUS:
+        dt = softplus(tk.zeros((1,), ACC) + dt)
+    else:
+        dt = tk.zeros((1,), ACC) + dt
+    a_h = tk.load(A, (h,)).to(ACC)
+    bc = tk.load(B, (b, g, 0), (1, 1, BN)).reshape((1, BN)).to(ACC)
+    cc = tk.load(C, (b, g, 0), (1, 1, BN)).reshape((1, BN)).to(ACC)
+    state = tk.exp(dt * a_h)[:, None] * state + (dt * x)[:, None] * bc
+    tk.store(State, (row, h, p0, 0), state.reshape((1, 1, BP, BN)), mask=live[None, None, :, None])
+    y = tk.sum(state * cc, axis=1)
+    if HAS_D:
+        if D_PER_P:
+            y = y + x * tk.load(Dskip, (h, p0), (1, BP)).reshape((BP,)).to(ACC)
+        else:
+            y = y + x * tk.load(Dskip, (h,)).to(ACC)
+    if HAS_Z:
+        z = tk.load(Z, (b, h, p0), (1, 1, BP)).reshape((BP,)).to(ACC)
+        y = y * (z * tk.sigmoid(z))
+    tk.store(Out, (b, h, p0), y.reshape((1, 1, BP)), mask=live[None, None, :])
