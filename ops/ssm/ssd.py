@@ -112,6 +112,45 @@ def _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, s
         **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
 
 
+def chunk_states(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+                 dt_softplus=False, dt_min=0.0, dt_max=3.0e38):
+    """The state entering each chunk, (Bt, H, cdiv(L, chunk_size), P, N), from one forward launch (what the
+    backward starts each chunk from)."""
+    bt, length, heads, hdim = x.shape
+    state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    states = torch.empty(bt, heads, tk.cdiv(length, chunk_size), hdim, B.shape[3], dtype=state_dtype,
+                         device=x.device)
+    _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max,
+                    torch.empty_like(x, memory_format=torch.contiguous_format),
+                    torch.empty(bt, heads, hdim, B.shape[3], dtype=state_dtype, device=x.device), states)
+    return states
+
+
+def bwd_launch_args(inputs, dx, config, *, D=None, z=None, dt_bias=None, seq_idx=None, dt_softplus=False,
+                    dt_min=0.0, dt_max=3.0e38, grads=None):
+    """(grid, args, kwargs) of the backward kernel; the op and the tuner both launch through this.
+    ``inputs`` = (x, dt, A, B, C, chunk_size, states, dy, d_final); ``dx`` (Bt, L, H, P) in the state dtype.
+    ``grads`` = (ddt, dA, dB, dC, dD, dz, ddt_bias, dinit) or None to allocate them here (zeroed where the
+    kernel adds atomically)."""
+    x, dt, A, B, C, chunk_size, states, dy, d_final = inputs
+    bt, length, heads, hdim = x.shape
+    n = B.shape[3]
+    if grads is None:
+        def zeros(*shape):
+            return torch.zeros(*shape, dtype=dx.dtype, device=x.device)
+        grads = (zeros(bt, length, heads), zeros(heads), zeros(B.shape), zeros(C.shape),
+                 zeros(D.shape) if D is not None else zeros(heads), dx if z is None else torch.empty_like(dx),
+                 zeros(heads), torch.empty(bt, heads, hdim, n, dtype=dx.dtype, device=x.device))
+    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = grads
+    args = (x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
+            seq_idx if seq_idx is not None else A, states, dy, d_final, dx, d_dt, d_a, d_b, d_c, d_d, dz, d_bias,
+            d_init, heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)))
+    kwargs = dict(Q=chunk_size, BP=config["BP"], BN=clamp_pow2(n, 1, 256), ACC=_acc(x.dtype),
+                  num_warps=config["num_warps"], num_stages=config["num_stages"],
+                  **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
+    return (bt, heads, tk.cdiv(hdim, config["BP"])), args, kwargs
+
+
 def _acc(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
 
@@ -173,32 +212,15 @@ def ssd_scan_backward_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: 
     if length == 0 or x.numel() == 0 or n == 0:
         return _backward_without_kernel(grads, x, D, z, dy, d_final, length)
     state_dtype = grads[8].dtype
-    chunks = tk.cdiv(length, chunk_size)
-    chunk_states = torch.empty(bt, heads, chunks, hdim, n, dtype=state_dtype, device=x.device)
-    scratch_y = torch.empty(bt, length, heads, hdim, dtype=x.dtype, device=x.device)
-    scratch_final = torch.empty(bt, heads, hdim, n, dtype=state_dtype, device=x.device)
-    _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min,
-                    dt_max, scratch_y, scratch_final, chunk_states)
-
-    def zeros(*shape):
-        return torch.zeros(*shape, dtype=state_dtype, device=x.device)
-
+    options = dict(D=D, z=z, dt_bias=dt_bias, seq_idx=seq_idx, dt_softplus=dt_softplus, dt_min=dt_min,
+                   dt_max=dt_max)
+    states = chunk_states(x, dt, A, B, C, chunk_size, initial_states=initial_states, **options)
     dx = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device)
-    dz = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device) if z is not None else dx
-    d_dt, d_a, d_b, d_c = zeros(bt, length, heads), zeros(heads), zeros(B.shape), zeros(C.shape)
-    d_d = zeros(D.shape) if D is not None else d_a
-    d_bias = zeros(heads)
-    d_init = torch.empty(bt, heads, hdim, n, dtype=state_dtype, device=x.device)
     backend = backend_for(x.device)
     config = _bwd_config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
-    flags = _flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max)
-    grid = (bt, heads, tk.cdiv(hdim, config["BP"]))
-    ssd_scan_bwd_kernel[grid](
-        x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
-        seq_idx if seq_idx is not None else A, chunk_states, dy, d_final, dx, d_dt, d_a, d_b, d_c, d_d, dz,
-        d_bias, d_init, heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)), Q=chunk_size,
-        BP=config["BP"], BN=clamp_pow2(n, 1, 256), ACC=_acc(x.dtype), num_warps=config["num_warps"],
-        num_stages=config["num_stages"], backend=backend, **flags)
+    grid, args, kwargs = bwd_launch_args((x, dt, A, B, C, chunk_size, states, dy, d_final), dx, config, **options)
+    ssd_scan_bwd_kernel[grid](*args, backend=backend, **kwargs)
+    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = args[13:21]
     for i, g in enumerate((dx, d_dt, d_a, d_b, d_c)):
         grads[i].copy_(g)
     if D is not None:

@@ -58,6 +58,24 @@ def _check(state, x, dt, A, B, C, D, z, dt_bias, state_batch_indices):
     return bt, dm, n
 
 
+def launch_args(inputs, out, config):
+    """(grid, args, kwargs) of the Mamba-1 step; the op and the tuner both launch through this.
+    ``inputs`` = (state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices)."""
+    state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices = inputs
+    bt, dm = x.shape
+    n = A.shape[1]
+    bg = B if B.dim() == 3 else B.unsqueeze(1)
+    cg = C if C.dim() == 3 else C.unsqueeze(1)
+    args = (state, x, dt, A, bg, cg, D if D is not None else A, z if z is not None else x,
+            dt_bias if dt_bias is not None else A, state_batch_indices if state_batch_indices is not None else A, out,
+            dm // bg.shape[1], dm // cg.shape[1])
+    kwargs = dict(BD=config["BD"], BN=clamp_pow2(n, 1, MAX_STATE), HAS_D=D is not None, HAS_Z=z is not None,
+                  HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus),
+                  HAS_INDICES=state_batch_indices is not None,
+                  ACC=tk.float64 if state.dtype == torch.float64 else tk.float32, num_warps=config["num_warps"])
+    return (bt, tk.cdiv(dm, config["BD"])), args, kwargs
+
+
 @torch.library.custom_op("tilekit::selective_state_update", mutates_args=("state",))
 def selective_state_update_op(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor,
                               B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None = None,
@@ -73,17 +91,9 @@ def selective_state_update_op(state: torch.Tensor, x: torch.Tensor, dt: torch.Te
         return out
     backend = backend_for(x.device)
     config = _config_for((bt, dm, n), x.dtype, x.device, backend)
-    bg = B if B.dim() == 3 else B.unsqueeze(1)
-    cg = C if C.dim() == 3 else C.unsqueeze(1)
-    grid = (bt, tk.cdiv(dm, config["BD"]))
-    selective_state_update_kernel[grid](
-        state, x, dt, A, bg, cg, D if D is not None else A, z if z is not None else x,
-        dt_bias if dt_bias is not None else A, state_batch_indices if state_batch_indices is not None else A, out,
-        dm // bg.shape[1], dm // cg.shape[1], BD=config["BD"], BN=clamp_pow2(n, 1, MAX_STATE),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus),
-        HAS_INDICES=state_batch_indices is not None,
-        ACC=tk.float64 if state.dtype == torch.float64 else tk.float32, num_warps=config["num_warps"],
-        backend=backend)
+    grid, args, kwargs = launch_args((state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices), out,
+                                     config)
+    selective_state_update_kernel[grid](*args, backend=backend, **kwargs)
     return out
 
 
