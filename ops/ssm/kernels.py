@@ -289,9 +289,24 @@ def selective_state_update_kernel(State, X, Dt, A, Bg, Cg, Dskip, Z, DtBias, Slo
     tk.store(Out, (b, d0), y.reshape((1, BD)), mask=live[None, :])
 
 
+def _ssd_config_rule(config):
+    """Valid if a (BQ, BQ) intra-chunk tile and the (BP, BN) state each stay within 128 fp32 values per thread
+    (BN is 128, Mamba-2's N, when the config does not say)."""
+    threads = 32 * config["num_warps"]
+    bn = config.get("BN", 128)
+    for name, size in (("(BQ, BQ) sub-chunk tile", config.get("BQ", 64) ** 2), ("(BP, BN) state", config["BP"] * bn)):
+        if size // threads > MAX_SCAN_VALUES_PER_THREAD:
+            return f"the {name} is {size // threads} values per thread, more than {MAX_SCAN_VALUES_PER_THREAD}"
+    return True
+
+
+# BQ: the kernel walks each caller chunk of Q steps in sub-chunks of min(BQ, Q) rows and columns, so the
+# quadratic intra-chunk term is (BQ, BQ) tiles whatever the chunk size (a (256, 256) fp32 tile per program
+# cannot stay in registers)
 SSD_TUNABLES = tk.Tunables(
-    {"BP": [8, 16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
-    default={"BP": 32, "num_warps": 4, "num_stages": 1},
+    {"BP": [8, 16, 32, 64], "BQ": [16, 32, 64, 128], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    valid=_ssd_config_rule,
+    default={"BP": 32, "BQ": 64, "num_warps": 4, "num_stages": 1},
 )
 
 
@@ -314,20 +329,41 @@ def ssd_chunk_dt(Dt, b, t0, h, valid, bias, dt_min, dt_max, Q: tk.constexpr, HAS
     return tk.where(valid, dt, 0.0), slope
 
 
+@tk.func
+def ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias, dt_min, dt_max, Q: tk.constexpr,
+                  S: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
+                  HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+    """Rows j0 .. j0+S-1 of the chunk at t0: (dt, its slope, cum = the chunk's cumsum of dt A there, seq id).
+    The cumsum is the sum of the chunk's dt A before j0 (a_full, the whole chunk's) plus the sub-chunk's own."""
+    rows = t0 + j0 + tk.arange(S)
+    valid = rows < length
+    dt, slope = ssd_chunk_dt(Dt, b, t0 + j0, h, valid, bias, dt_min, dt_max, S, HAS_BIAS, SOFTPLUS, CLAMP, ACC)
+    before = tk.sum(tk.where(tk.arange(Q) < j0, a_full, 0.0), 0)
+    cum = before + tk.cumsum(dt * a_h, 0)
+    seq = tk.zeros((S,), tk.int32)
+    if HAS_SEQ:
+        seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, S)).reshape((S,))
+    return dt, slope, cum, seq
+
+
 @tk.kernel(tunables=SSD_TUNABLES)
 def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates, ChunkStates,
                         heads_per_group, dt_min, dt_max,
-                        Q: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                        Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
                         D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
                         SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_INIT: tk.constexpr,
-                        HAS_SEQ: tk.constexpr, SAVE_STATES: tk.constexpr, ACC: tk.constexpr):
+                        HAS_SEQ: tk.constexpr, SAVE_STATES: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
     """Mamba-2 SSD for head h, head dims p0 .. p0+BP-1 of batch row b, in chunks of Q steps (the caller's
-    chunk_size), following the SSD paper's chunked algorithm: per chunk, the intra-chunk output
-    (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)) through tk.dot; the output from the state
-    carried in, exp(cumsum) ∘ (C state^T); then the state carried out,
-    exp(total) state + x^T (dt exp(total - cumsum) B). With seq_idx, L and both state terms are masked to
-    steps of one sequence, so the state resets where seq_idx changes. With SAVE_STATES, ChunkStates
-    (Bt, H, cdiv(L, Q), P, N) gets the state entering each chunk (what the backward starts each chunk from)."""
+    chunk_size), following the SSD paper's chunked algorithm. Per chunk: the intra-chunk output
+    (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)); the output from the state carried in,
+    exp(cumsum) ∘ (C state^T); then the state carried out, exp(total) state + x^T (dt exp(total - cumsum) B).
+
+    The chunk is walked in sub-chunks of S rows (a runtime loop), and each row block's intra-chunk term in
+    (S, S) blocks of columns up to the diagonal (a runtime loop), so no tile is Q x Q. Matmul operands are in
+    DOT (the inputs' fp16/bf16, as mamba_ssm's kernels; fp32/fp64 stay exact) with ACC accumulation.
+    With seq_idx, L and both state terms are masked to steps of one sequence, so the state resets where
+    seq_idx changes. With SAVE_STATES, ChunkStates (Bt, H, cdiv(L, Q), P, N) gets the state entering each
+    chunk (what the backward starts each chunk from)."""
     batch, length, heads, hdim = X.shape
     b = tk.program_id(0)
     h = tk.program_id(1)
@@ -342,7 +378,7 @@ def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, Final
     else:
         state = tk.zeros((BP, BN), ACC)
     step = tk.arange(Q)
-    causal = step[:, None] >= step[None, :]
+    sub = tk.arange(S)
     is_last = step == Q - 1
     prev_seq = 0
     if HAS_SEQ:
@@ -350,39 +386,52 @@ def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, Final
     for t0 in tk.range(0, length, Q):
         if SAVE_STATES:
             tk.store(ChunkStates, (b, h, t0 // Q, p0, 0), state.reshape((1, 1, 1, BP, BN)))
-        rows = t0 + step
-        valid = rows < length
-        x = tk.load(X, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
-        dt, _ = ssd_chunk_dt(Dt, b, t0, h, valid, bias, dt_min, dt_max, Q, HAS_BIAS, SOFTPLUS, CLAMP, ACC)
-        bc = tk.load(B, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
-        cc = tk.load(C, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
-        cum = tk.cumsum(dt * a_h, 0)
-        total = tk.sum(tk.where(is_last, cum, 0.0), 0)
-        keep = causal
-        carry_in = tk.full((Q,), 1.0, ACC)
-        decay_out = tk.exp(total - cum)
+        dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + step < length, bias, dt_min, dt_max, Q, HAS_BIAS, SOFTPLUS,
+                                  CLAMP, ACC)
+        a_full = dt_full * a_h
+        total = tk.sum(a_full, 0)
         carry_state = tk.exp(total)
+        last_seq = prev_seq
         if HAS_SEQ:
-            seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, Q)).reshape((Q,))
-            last_seq = tk.sum(tk.where(is_last, seq, 0), 0)
-            keep = keep & (seq[:, None] == seq[None, :])
-            carry_in = tk.where(seq == prev_seq, 1.0, 0.0)
-            decay_out = tk.where(seq == last_seq, decay_out, 0.0)
-            carry_state = carry_state * tk.sum(tk.where(is_last & (seq == prev_seq), 1.0, 0.0), 0)
-            prev_seq = last_seq
-        decay = tk.exp(tk.where(keep, cum[:, None] - cum[None, :], -float("inf")))
-        weights = tk.dot(cc, bc.T) * decay * dt[None, :]
-        y = tk.dot(weights, x) + (carry_in * tk.exp(cum))[:, None] * tk.dot(cc, state.T)
-        state = carry_state * state + tk.dot((x * (dt * decay_out)[:, None]).T, bc)
-        if HAS_D:
-            if D_PER_P:
-                y = y + x * tk.load(Dskip, (h, p0), (1, BP)).to(ACC)
-            else:
-                y = y + x * tk.load(Dskip, (h,)).to(ACC)
-        if HAS_Z:
-            z = tk.load(Z, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
-            y = y * (z * tk.sigmoid(z))
-        tk.store(Y, (b, t0, h, p0), y.reshape((1, Q, 1, BP)))
+            seq_full = tk.load(SeqIdx, (b, tk.minimum(t0 + step, length - 1)), (1, Q)).reshape((Q,))
+            last_seq = tk.sum(tk.where(is_last, seq_full, 0), 0)
+            carry_state = carry_state * tk.sum(tk.where(is_last & (seq_full == prev_seq), 1.0, 0.0), 0)
+        state_in = state.to(DOT)
+        state = carry_state * state
+        for i0 in tk.range(0, Q, S):
+            dt_i, slope_i, cum_i, seq_i = ssd_sub_chunk(Dt, SeqIdx, b, t0, i0, h, length, a_h, a_full, bias, dt_min,
+                                                  dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+            c_i = tk.load(C, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            x_i = tk.load(X, (b, t0 + i0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+            enter = tk.exp(cum_i)
+            decay_out = tk.exp(total - cum_i)
+            if HAS_SEQ:
+                enter = tk.where(seq_i == prev_seq, enter, 0.0)
+                decay_out = tk.where(seq_i == last_seq, decay_out, 0.0)
+            y = enter[:, None] * tk.dot(c_i, state_in.T)
+            for j0 in tk.range(0, i0 + S, S):
+                dt_j, slope_j, cum_j, seq_j = ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias, dt_min,
+                                                      dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+                b_j = tk.load(B, (b, t0 + j0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+                x_j = tk.load(X, (b, t0 + j0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
+                keep = (i0 + sub)[:, None] >= (j0 + sub)[None, :]
+                if HAS_SEQ:
+                    keep = keep & (seq_i[:, None] == seq_j[None, :])
+                decay = tk.exp(tk.where(keep, cum_i[:, None] - cum_j[None, :], -float("inf")))
+                weights = tk.dot(c_i, b_j.T) * decay * dt_j[None, :]
+                y = tk.mma(weights.to(DOT), x_j, y)
+            b_i = tk.load(B, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            state = tk.mma((x_i * (dt_i * decay_out)[:, None]).T.to(DOT), b_i, state)
+            if HAS_D:
+                if D_PER_P:
+                    y = y + x_i * tk.load(Dskip, (h, p0), (1, BP)).to(ACC)
+                else:
+                    y = y + x_i * tk.load(Dskip, (h,)).to(ACC)
+            if HAS_Z:
+                z = tk.load(Z, (b, t0 + i0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+                y = y * (z * tk.sigmoid(z))
+            tk.store(Y, (b, t0 + i0, h, p0), y.reshape((1, S, 1, BP)))
+        prev_seq = last_seq
     tk.store(FinalStates, (b, h, p0, 0), state.reshape((1, 1, BP, BN)))
 
 

@@ -20,10 +20,11 @@ def _default_config(shape, dtype, device, backend=None):
     """Config for (Bt, L, H, P, N, chunk)."""
     hdim = shape[3]
     if backend == "opencl":
-        return {"BP": clamp_pow2(hdim, 8, 16), "num_warps": 1, "num_stages": 1}
+        # PoCL turns every tile op into C loops: small tiles keep its compile time down
+        return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
     if device.type == "cpu":
-        return {"BP": clamp_pow2(hdim, 8, 64), "num_warps": 4, "num_stages": 1}
-    return {"BP": 32 if shape[5] >= 128 else 64, "num_warps": 4, "num_stages": 1}
+        return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 32, "num_warps": 4, "num_stages": 1}
+    return {"BP": 64, "BQ": 64, "num_warps": 4, "num_stages": 1}
 
 
 def _config_for(shape, dtype, device, backend):
@@ -106,8 +107,9 @@ def _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, s
         x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
         initial_states if initial_states is not None else final, seq_idx if seq_idx is not None else A, y, final,
         chunk_states if chunk_states is not None else final, heads // B.shape[2], float(dt_min),
-        float(min(dt_max, 3.0e38)), Q=chunk_size, BP=config["BP"], BN=clamp_pow2(n, 1, 256),
-        HAS_INIT=initial_states is not None, SAVE_STATES=chunk_states is not None, ACC=_acc(x.dtype),
+        float(min(dt_max, 3.0e38)), Q=chunk_size, S=min(config["BQ"], chunk_size), BP=config["BP"],
+        BN=clamp_pow2(n, 1, 256), HAS_INIT=initial_states is not None, SAVE_STATES=chunk_states is not None,
+        DOT=dot_dtype(x.dtype), ACC=_acc(x.dtype),
         num_warps=config["num_warps"], num_stages=config["num_stages"], backend=backend,
         **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
 
@@ -149,6 +151,11 @@ def bwd_launch_args(inputs, dx, config, *, D=None, z=None, dt_bias=None, seq_idx
                   num_warps=config["num_warps"], num_stages=config["num_stages"],
                   **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
     return (bt, heads, tk.cdiv(hdim, config["BP"])), args, kwargs
+
+
+def dot_dtype(dtype):
+    """Matmul operand dtype: fp16/bf16 inputs keep theirs (tensor cores), fp32/fp64 stay exact."""
+    return {torch.float16: tk.float16, torch.bfloat16: tk.bfloat16}.get(dtype, _acc(dtype))
 
 
 def _acc(dtype):
@@ -295,3 +302,32 @@ def ssd_scan(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initia
     y, final = torch.ops.tilekit.ssd_scan(x, dt, A, B, C, int(chunk_size), D, z, dt_bias, initial_states, seq_idx,
                                           bool(dt_softplus), float(dt_limit[0]), min(float(dt_limit[1]), 3.0e38))
     return (y, final) if return_final_states else y
+
+
+def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, device=torch.device("cuda"),
+                   backward=False):
+    """(kernel, example args, launch kwargs) of the forward (or backward) at (Bt, L, H, P, N, chunk), one B/C
+    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors."""
+    bt, length, heads, hdim, n, chunk = shape
+    meta = dict(device="meta")
+    x = torch.empty(bt, length, heads, hdim, dtype=dtype, **meta)
+    dt = torch.empty(bt, length, heads, dtype=dtype, **meta)
+    A = torch.empty(heads, dtype=torch.float32, **meta)
+    B = torch.empty(bt, length, 1, n, dtype=dtype, **meta)
+    D = torch.empty(heads, dtype=torch.float32, **meta)
+    final = torch.empty(bt, heads, hdim, n, dtype=torch.float32, **meta)
+    device = torch.device(device)
+    backend = "reference" if device.type == "cpu" else "triton"
+    flags = _flags(D, x, A, None, True, 0.0, 3.0e38)
+    if backward:
+        config = _default_bwd_config(shape, dtype, device, backend)
+        states = torch.empty(bt, heads, tk.cdiv(length, chunk), hdim, n, dtype=torch.float32, **meta)
+        dx = torch.empty(bt, length, heads, hdim, dtype=torch.float32, **meta)
+        _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, x, final), dx, config, D=D, z=x,
+                                          dt_bias=A, dt_softplus=True)
+        return ssd_scan_bwd_kernel, args, kwargs
+    config = _default_config(shape, dtype, device, backend)
+    args = (x, dt, A, B, B, D, x, A, final, A, x, final, final, heads, 0.0, 3.0e38)
+    kwargs = dict(Q=chunk, S=min(config["BQ"], chunk), BP=config["BP"], BN=clamp_pow2(n, 1, 256), HAS_INIT=False,
+                  SAVE_STATES=False, DOT=dot_dtype(dtype), ACC=_acc(dtype), num_warps=config["num_warps"], num_stages=config["num_stages"], **flags)
+    return ssd_scan_fwd_kernel, args, kwargs

@@ -129,7 +129,7 @@ def ssd_launch_args(inputs, out, config):
     n = B.shape[3]
     final = torch.empty(bt, heads, hdim, n, dtype=torch.float32, device=x.device)
     args = (x, dt, A, B, C, A, x, A, final, A, out, final, final, heads // B.shape[2], 0.0, 3.0e38)
-    kwargs = dict(Q=chunk, BP=config["BP"], BN=op.clamp_pow2(n, 1, 256), HAS_D=False, D_PER_P=False, HAS_Z=False,
+    kwargs = dict(Q=chunk, S=min(config["BQ"], chunk), DOT=ssd.dot_dtype(x.dtype), BP=config["BP"], BN=op.clamp_pow2(n, 1, 256), HAS_D=False, D_PER_P=False, HAS_Z=False,
                   HAS_BIAS=False, SOFTPLUS=True, CLAMP=False, HAS_INIT=False, HAS_SEQ=False, SAVE_STATES=False,
                   ACC=op._acc(x.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"])
     return (bt, heads, -(-hdim // config["BP"])), args, kwargs
