@@ -95,13 +95,13 @@ def _flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max):
 
 
 def _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min,
-                    dt_max, y, final, chunk_states):
+                    dt_max, y, final, chunk_states, config=None):
     """The forward kernel into y and final; with ``chunk_states`` (Bt, H, chunks, P, N) it also saves the state
-    entering each chunk."""
+    entering each chunk. ``config`` overrides the looked-up / default one."""
     bt, length, heads, hdim = x.shape
     n = B.shape[3]
     backend = backend_for(x.device)
-    config = _config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
+    config = config or _config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
     grid = (bt, heads, tk.cdiv(hdim, config["BP"]))
     ssd_scan_fwd_kernel[grid](
         x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
