@@ -116,25 +116,26 @@ def _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, s
 
 def chunk_states(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
                  dt_softplus=False, dt_min=0.0, dt_max=3.0e38):
-    """The state entering each chunk, (Bt, H, cdiv(L, chunk_size), P, N), from one forward launch (what the
-    backward starts each chunk from)."""
+    """(the state entering each chunk (Bt, H, cdiv(L, chunk_size), P, N), the output before the z gate
+    (Bt, L, H, P)), both in the state dtype, from one forward launch: what the backward starts from."""
     bt, length, heads, hdim = x.shape
     state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     states = torch.empty(bt, heads, tk.cdiv(length, chunk_size), hdim, B.shape[3], dtype=state_dtype,
                          device=x.device)
+    y_pre = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device)
     _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max,
-                    torch.empty_like(x, memory_format=torch.contiguous_format),
-                    torch.empty(bt, heads, hdim, B.shape[3], dtype=state_dtype, device=x.device), states)
-    return states
+                    y_pre, torch.empty(bt, heads, hdim, B.shape[3], dtype=state_dtype, device=x.device), states)
+    return states, y_pre
 
 
 def bwd_launch_args(inputs, dx, config, *, D=None, z=None, dt_bias=None, seq_idx=None, dt_softplus=False,
                     dt_min=0.0, dt_max=3.0e38, grads=None):
     """(grid, args, kwargs) of the backward kernel; the op and the tuner both launch through this.
-    ``inputs`` = (x, dt, A, B, C, chunk_size, states, dy, d_final); ``dx`` (Bt, L, H, P) in the state dtype.
+    ``inputs`` = (x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final) (states and y_pre from
+    ``chunk_states``); ``dx`` (Bt, L, H, P) in the state dtype.
     ``grads`` = (ddt, dA, dB, dC, dD, dz, ddt_bias, dinit) or None to allocate them here (zeroed where the
     kernel adds atomically)."""
-    x, dt, A, B, C, chunk_size, states, dy, d_final = inputs
+    x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final = inputs
     bt, length, heads, hdim = x.shape
     n = B.shape[3]
     if grads is None:
@@ -145,9 +146,10 @@ def bwd_launch_args(inputs, dx, config, *, D=None, z=None, dt_bias=None, seq_idx
                  zeros(heads), torch.empty(bt, heads, hdim, n, dtype=dx.dtype, device=x.device))
     d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = grads
     args = (x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
-            seq_idx if seq_idx is not None else A, states, dy, d_final, dx, d_dt, d_a, d_b, d_c, d_d, dz, d_bias,
-            d_init, heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)))
-    kwargs = dict(Q=chunk_size, BP=config["BP"], BN=clamp_pow2(n, 1, 256), ACC=_acc(x.dtype),
+            seq_idx if seq_idx is not None else A, states, y_pre, dy, d_final, dx, d_dt, d_a, d_b, d_c, d_d, dz,
+            d_bias, d_init, heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)))
+    kwargs = dict(Q=chunk_size, S=min(config["BQ"], chunk_size), BP=config["BP"], BN=clamp_pow2(n, 1, 256),
+                  DOT=dot_dtype(x.dtype), ACC=_acc(x.dtype),
                   num_warps=config["num_warps"], num_stages=config["num_stages"],
                   **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
     return (bt, heads, tk.cdiv(hdim, config["BP"])), args, kwargs
@@ -184,10 +186,10 @@ def _default_bwd_config(shape, dtype, device, backend=None):
     """Backward config for (Bt, L, H, P, N, chunk)."""
     hdim = shape[3]
     if backend == "opencl":
-        return {"BP": clamp_pow2(hdim, 8, 16), "num_warps": 1, "num_stages": 1}
+        return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
     if device.type == "cpu":
-        return {"BP": clamp_pow2(hdim, 8, 64), "num_warps": 4, "num_stages": 1}
-    return {"BP": 32 if shape[5] >= 128 else 64, "num_warps": 4, "num_stages": 1}
+        return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 16, "num_warps": 4, "num_stages": 1}
+    return {"BP": 32, "BQ": 32, "num_warps": 4, "num_stages": 1}
 
 
 def _bwd_config_for(shape, dtype, device, backend):
@@ -221,13 +223,14 @@ def ssd_scan_backward_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: 
     state_dtype = grads[8].dtype
     options = dict(D=D, z=z, dt_bias=dt_bias, seq_idx=seq_idx, dt_softplus=dt_softplus, dt_min=dt_min,
                    dt_max=dt_max)
-    states = chunk_states(x, dt, A, B, C, chunk_size, initial_states=initial_states, **options)
+    states, y_pre = chunk_states(x, dt, A, B, C, chunk_size, initial_states=initial_states, **options)
     dx = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device)
     backend = backend_for(x.device)
     config = _bwd_config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
-    grid, args, kwargs = bwd_launch_args((x, dt, A, B, C, chunk_size, states, dy, d_final), dx, config, **options)
+    grid, args, kwargs = bwd_launch_args((x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final), dx, config,
+                                         **options)
     ssd_scan_bwd_kernel[grid](*args, backend=backend, **kwargs)
-    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = args[13:21]
+    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = args[14:22]
     for i, g in enumerate((dx, d_dt, d_a, d_b, d_c)):
         grads[i].copy_(g)
     if D is not None:
@@ -323,7 +326,7 @@ def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, devic
         config = _default_bwd_config(shape, dtype, device, backend)
         states = torch.empty(bt, heads, tk.cdiv(length, chunk), hdim, n, dtype=torch.float32, **meta)
         dx = torch.empty(bt, length, heads, hdim, dtype=torch.float32, **meta)
-        _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, x, final), dx, config, D=D, z=x,
+        _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, dx, x, final), dx, config, D=D, z=x,
                                           dt_bias=A, dt_softplus=True)
         return ssd_scan_bwd_kernel, args, kwargs
     config = _default_config(shape, dtype, device, backend)

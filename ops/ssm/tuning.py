@@ -148,13 +148,13 @@ def make_ssd_backward_inputs(shape, dtype, generator):
     x, dt, A, B, C, chunk_marker = make_ssd_inputs(shape, dtype, generator)
     from ..dispatch import use_backend
     with torch.no_grad(), use_backend("reference"):
-        states = ssd.chunk_states(x, dt, A, B, C, chunk_marker.shape[1], dt_softplus=True)
+        states, y_pre = ssd.chunk_states(x, dt, A, B, C, chunk_marker.shape[1], dt_softplus=True)
     dy = torch.randn(x.shape, generator=generator).to(dtype)
     d_final = torch.randn(states[:, :, 0].shape, generator=generator)
-    return (x, dt, A, B, C, chunk_marker, states, dy, d_final)
+    return (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final)
 
 
-def ssd_backward_reference(x, dt, A, B, C, chunk_marker, states, dy, d_final):
+def ssd_backward_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final):
     """dx from autograd of the float64 recurrence (through y and the final state)."""
     x64 = x.double().requires_grad_()
     f = torch.float64
@@ -172,8 +172,8 @@ def ssd_backward_reference(x, dt, A, B, C, chunk_marker, states, dy, d_final):
 
 
 def ssd_backward_launch_args(inputs, dx, config):
-    x, dt, A, B, C, chunk_marker, states, dy, d_final = inputs
-    return ssd.bwd_launch_args((x, dt, A, B, C, chunk_marker.shape[1], states, dy, d_final), dx, config,
+    x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final = inputs
+    return ssd.bwd_launch_args((x, dt, A, B, C, chunk_marker.shape[1], states, y_pre, dy, d_final), dx, config,
                                dt_softplus=True)
 
 

@@ -201,7 +201,7 @@ def test_gradients_with_seq_idx_and_dt_limit():
     lengths = [13, 30, 9]
     p = make(1, sum(lengths), 2, 3, 1, 4, torch.float32, 11)
     seq_idx = torch.repeat_interleave(torch.arange(3, dtype=torch.int32), torch.tensor(lengths))[None]
-    check_gradients(p, 16, "reference", torch.float32, 11, seq_idx=seq_idx, dt_limit=(0.3, 0.9))
+    check_gradients(p, 32, "reference", torch.float32, 11, seq_idx=seq_idx, dt_limit=(0.3, 0.9))
 
 
 def test_gradients_without_optional_inputs():
