@@ -182,14 +182,16 @@ def _fake(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_stat
     return x.new_empty(bt, length, heads, hdim), x.new_empty(bt, heads, hdim, n, dtype=state_dtype)
 
 
-def _default_bwd_config(shape, dtype, device, backend=None):
-    """Backward config for (Bt, L, H, P, N, chunk)."""
+def _default_bwd_config(shape, dtype, device, backend=None, amd=None):
+    """Backward config for (Bt, L, H, P, N, chunk). On AMD (``amd``, or a ROCm torch's GPU) 16-row sub-chunks:
+    at Mamba-2-2.7B 32-row ones spill VGPRs on gfx90a/gfx942 (README, "Compiled for GPUs")."""
     hdim = shape[3]
     if backend == "opencl":
         return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
     if device.type == "cpu":
         return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 16, "num_warps": 4, "num_stages": 1}
-    return {"BP": 32, "BQ": 32, "num_warps": 4, "num_stages": 1}
+    amd = amd if amd is not None else torch.version.hip is not None
+    return {"BP": 32, "BQ": 16 if amd else 32, "num_warps": 4, "num_stages": 1}
 
 
 def _bwd_config_for(shape, dtype, device, backend):
@@ -308,9 +310,10 @@ def ssd_scan(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initia
 
 
 def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, device=torch.device("cuda"),
-                   backward=False):
+                   backward=False, amd=None):
     """(kernel, example args, launch kwargs) of the forward (or backward) at (Bt, L, H, P, N, chunk), one B/C
-    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors."""
+    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors. ``amd`` picks the
+    AMD GPU defaults (for compiling to a gfx target from any machine)."""
     bt, length, heads, hdim, n, chunk = shape
     meta = dict(device="meta")
     x = torch.empty(bt, length, heads, hdim, dtype=dtype, **meta)
@@ -323,7 +326,7 @@ def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, devic
     backend = "reference" if device.type == "cpu" else "triton"
     flags = _flags(D, x, A, None, True, 0.0, 3.0e38)
     if backward:
-        config = _default_bwd_config(shape, dtype, device, backend)
+        config = _default_bwd_config(shape, dtype, device, backend, amd)
         states = torch.empty(bt, heads, tk.cdiv(length, chunk), hdim, n, dtype=torch.float32, **meta)
         dx = torch.empty(bt, length, heads, hdim, dtype=torch.float32, **meta)
         _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, dx, x, final), dx, config, D=D, z=x,
