@@ -294,3 +294,14 @@ def test_opcheck_backward_and_torch_compile():
     for k in leaves:
         assert_close(leaves[k].grad, wide[k].grad, dtype=torch.float32, table=BACKWARD,
                      extra_atol=BACKWARD[torch.float32][1] * wide[k].grad.abs().max())
+
+
+@pytest.mark.skipif("triton" not in cpu_backends(), reason="the Triton interpreter is not installed")
+def test_forward_and_gradients_on_triton_interpreter():
+    # Triton's dot needs 16-wide tiles: P = N = 16; chunk 32 with the backward's 16-row sub-chunks
+    p = make(1, 40, 1, 16, 1, 16, torch.float32, 17)
+    y, final = run(p, 32, "triton")
+    want, want_final = sequential(p)
+    assert_close(y, want, dtype=torch.float32, table=FORWARD)
+    assert_close(final, want_final, dtype=torch.float32, table=FORWARD)
+    check_gradients(p, 32, "triton", torch.float32, 17)
