@@ -274,6 +274,10 @@ def test_opcheck_backward_and_torch_compile():
     with use_backend("reference"):
         opcheck(torch.ops.tilekit.ssd_scan.default,
                 (*args, 16, p["D"], p["z"], p["dt_bias"], p["initial_states"], None, True, 0.0, 3.0e38))
+        opcheck(torch.ops.tilekit.ssd_scan_backward.default,
+                (*[a.detach() for a in args], 16, p["D"], p["z"], p["dt_bias"], p["initial_states"], None, True, 0.0,
+                 3.0e38, torch.randn(p["x"].shape), torch.randn(p["initial_states"].shape)),
+                test_utils=("test_schema", "test_faketensor"))
     torch._dynamo.reset()
     leaves = {k: p[k].detach().clone().requires_grad_() for k in ("x", "dt", "B")}
 

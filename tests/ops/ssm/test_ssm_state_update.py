@@ -157,3 +157,26 @@ def test_ssd_state_update_opcheck_and_checks():
         tk_ops.ssd_state_update(args[0], args[1], args[2], args[3], torch.zeros(2, 3, 4), args[5])
     with pytest.raises(TypeError, match="state_batch_indices"):
         tk_ops.ssd_state_update(*args[:6], state_batch_indices=torch.zeros(2, dtype=torch.int64))
+
+
+def test_ssd_state_update_under_torch_compile_mutates_the_cache():
+    p = ssd_problem(2, 2, 2, 3, 1, 4, torch.float32, 13)
+    slots = torch.tensor([1, -1], dtype=torch.int32)
+
+    def decode(cache, t):
+        return tk_ops.ssd_state_update(cache, p["x"][:, t], p["dt"][:, t], p["A"], p["B"][:, t], p["C"][:, t],
+                                       D=p["D"], z=p["z"][:, t], dt_bias=p["dt_bias"], dt_softplus=True,
+                                       state_batch_indices=slots) * 2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(decode, fullgraph=True, backend="aot_eager")
+    cache = torch.randn(3, 2, 3, 4, generator=torch.Generator().manual_seed(14))
+    before = cache.clone()
+    eager_cache = cache.clone()
+    with use_backend("reference"):
+        got = [compiled(cache, t) for t in range(2)]
+        want = [decode(eager_cache, t) for t in range(2)]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    assert torch.equal(cache, eager_cache)  # the compiled graph wrote the cache in place, as eager did
+    assert not torch.equal(cache[1], before[1]) and torch.equal(cache[0], before[0]) and torch.equal(cache[2], before[2])
