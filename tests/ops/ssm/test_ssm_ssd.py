@@ -5,6 +5,8 @@ y and final_states) against autograd of the float64 recurrence, gradcheck at a t
 and torch.compile(fullgraph=True)."""
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import tilekit.ops as tk_ops
 from tilekit.ops import use_backend
@@ -54,7 +56,9 @@ def sequential(p, seq_idx=None, dt_limit=None):
         state = decay * state + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
         ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
     D = p["D"].to(f)
-    y = torch.stack(ys, 1) + x * (D if D.dim() == 2 else D[:, None])
+    y = (torch.stack(ys, 1) if ys else x.new_zeros(x.shape, dtype=f)) + x * (D if D.dim() == 2 else D[:, None])
+    if p.get("z") is None:
+        return y, state
     z = p["z"].to(f)
     return y * z * torch.sigmoid(z), state
 
@@ -83,6 +87,40 @@ def run(p, chunk, backend, **kw):
         return tk_ops.ssd_scan(p["x"], p["dt"], p["A"], p["B"], p["C"], chunk, D=p["D"], z=p["z"],
                                dt_bias=p["dt_bias"], initial_states=p["initial_states"], dt_softplus=True,
                                return_final_states=True, **kw)
+
+
+# (Bt, L, H, P, groups, N, chunk): ragged, non-power-of-two; flags (D per head dim, z, seq_idx, initial_states)
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(shape=st.tuples(st.integers(1, 2), st.integers(1, 90), st.sampled_from([1, 2, 4, 6]), st.integers(1, 9),
+                       st.sampled_from([1, 2]), st.integers(1, 20), st.sampled_from([16, 32, 64])),
+       flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]), seed=st.integers(0, 2**16))
+@example(shape=(1, 1, 1, 1, 1, 1, 16), flags=(True, True, True, True), dtype=torch.float32, seed=1)
+@example(shape=(0, 5, 2, 3, 1, 4, 16), flags=(True, True, False, True), dtype=torch.float32, seed=2)
+@example(shape=(2, 0, 2, 3, 1, 4, 32), flags=(False, True, False, True), dtype=torch.float32, seed=3)
+@example(shape=(2, 7, 2, 0, 1, 4, 16), flags=(True, False, False, True), dtype=torch.float32, seed=4)
+@example(shape=(2, 7, 2, 3, 1, 0, 16), flags=(True, True, False, True), dtype=torch.float32, seed=5)
+def test_forward_property_against_the_recurrence(shape, flags, dtype, seed):
+    bt, length, heads, hdim, groups, n, chunk = shape
+    d_per_p, with_z, with_seq, with_init = flags
+    groups = groups if heads % groups == 0 else 1
+    p = make(bt, length, heads, hdim, groups, n, dtype, seed)
+    if not d_per_p:
+        p["D"] = p["D"][:, 0].contiguous() if hdim else torch.randn(heads)
+    if not with_z:
+        p["z"] = None
+    if not with_init:
+        p["initial_states"] = torch.zeros_like(p["initial_states"])
+    seq_idx = None
+    if with_seq and length:
+        cuts = torch.randint(0, 2, (bt, length), generator=torch.Generator().manual_seed(seed))
+        cuts[:, 0] = 0
+        seq_idx = cuts.cumsum(1).to(torch.int32)
+    y, final = run(p, chunk, "reference", **({"seq_idx": seq_idx} if seq_idx is not None else {}))
+    want, want_final = sequential(p, seq_idx)
+    assert y.shape == p["x"].shape and y.dtype == dtype and final.shape == (bt, heads, hdim, n)
+    assert_close(y, want, dtype=dtype, table=FORWARD)
+    assert_close(final, want_final, dtype=dtype, table=FORWARD)
 
 
 def test_references_agree():
