@@ -66,6 +66,10 @@ def _check(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, d
                         f"{tuple(seq_idx.shape)}")
     if len(dt_limit) != 2:
         raise ValueError(f"tilekit::{OP_NAME}: 'dt_limit' must be (min, max), got {dt_limit}")
+    for name, t in (("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("dt_bias", dt_bias),
+                    ("initial_states", initial_states), ("seq_idx", seq_idx)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"tilekit::{OP_NAME}: '{name}' is on {t.device} but 'x' is on {x.device}")
     return bt, length, heads, hdim, n
 
 

@@ -195,6 +195,10 @@ def test_opcheck_and_argument_checks():
         tk_ops.ssd_scan(p["x"], p["dt"], p["A"], p["B"], p["C"], 24)
     with pytest.raises(ValueError, match="'B'"):
         tk_ops.ssd_scan(p["x"], p["dt"], p["A"], p["B"][:, :, :, :2], p["C"], 16)
+    with pytest.raises(ValueError, match="'A' is on meta"):
+        tk_ops.ssd_scan(p["x"], p["dt"], p["A"].to("meta"), p["B"], p["C"], 16)
+    with pytest.raises(TypeError, match="seq_idx"):
+        tk_ops.ssd_scan(p["x"], p["dt"], p["A"], p["B"], p["C"], 16, seq_idx=torch.zeros(1, 20, dtype=torch.int64))
 
 
 # ---- gradients ----------------------------------------------------------------------------------
