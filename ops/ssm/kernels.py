@@ -8,6 +8,11 @@ the recurrence ``x_t = exp(dt_t A) x_{t-1} + dt_t B_t u_t`` is a ``tk.associativ
 B and C reach the kernel as 4-D ``(Bt, G, N, L)`` views (the wrapper makes fixed and variable B/C that
 shape with stride-0 dims), and channel ``d`` reads group ``d // group_size``: one code path for fixed,
 variable and grouped B/C.
+
+``selective_scan_bwd_kernel``: its backward from per-chunk checkpoints. ``selective_state_update_kernel`` and
+``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel`` and
+``ssd_scan_bwd_kernel``: Mamba-2's SSD chunked scan and its backward, each chunk walked in (BQ, BQ) sub-chunk
+blocks (README.md).
 """
 import tilekit as tk
 
