@@ -8,6 +8,11 @@ the recurrence ``x_t = exp(dt_t A) x_{t-1} + dt_t B_t u_t`` is a ``tk.associativ
 B and C reach the kernel as 4-D ``(Bt, G, N, L)`` views (the wrapper makes fixed and variable B/C that
 shape with stride-0 dims), and channel ``d`` reads group ``d // group_size``: one code path for fixed,
 variable and grouped B/C.
+
+``selective_scan_bwd_kernel``: its backward from per-chunk checkpoints. ``selective_state_update_kernel`` and
+``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel`` and
+``ssd_scan_bwd_kernel``: Mamba-2's SSD chunked scan and its backward, each chunk walked in (BQ, BQ) sub-chunk
+blocks (README.md).
 """
 import tilekit as tk
 
@@ -289,31 +294,88 @@ def selective_state_update_kernel(State, X, Dt, A, Bg, Cg, Dskip, Z, DtBias, Slo
     tk.store(Out, (b, d0), y.reshape((1, BD)), mask=live[None, :])
 
 
+def _ssd_config_rule(config):
+    """Valid if a (BQ, BQ) intra-chunk tile and the (BP, BN) state each stay within 128 fp32 values per thread
+    (BN is 128, Mamba-2's N, when the config does not say)."""
+    threads = 32 * config["num_warps"]
+    bn = config.get("BN", 128)
+    for name, size in (("(BQ, BQ) sub-chunk tile", config.get("BQ", 64) ** 2), ("(BP, BN) state", config["BP"] * bn)):
+        if size // threads > MAX_SCAN_VALUES_PER_THREAD:
+            return f"the {name} is {size // threads} values per thread, more than {MAX_SCAN_VALUES_PER_THREAD}"
+    return True
+
+
+# BQ: the kernel walks each caller chunk of Q steps in sub-chunks of min(BQ, Q) rows and columns, so the
+# quadratic intra-chunk term is (BQ, BQ) tiles whatever the chunk size (a (256, 256) fp32 tile per program
+# cannot stay in registers)
 SSD_TUNABLES = tk.Tunables(
-    {"BP": [8, 16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
-    default={"BP": 32, "num_warps": 4, "num_stages": 1},
+    {"BP": [8, 16, 32, 64], "BQ": [16, 32, 64, 128], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    valid=_ssd_config_rule,
+    default={"BP": 32, "BQ": 64, "num_warps": 4, "num_stages": 1},
 )
 
 
+@tk.func
+def ssd_chunk_dt(Dt, b, t0, h, valid, bias, dt_min, dt_max, Q: tk.constexpr, HAS_BIAS: tk.constexpr,
+                 SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, ACC: tk.constexpr):
+    """(dt, d dt / d raw dt) for steps t0 .. t0+Q-1 of head h: bias, softplus, dt_limit clamp; steps past L
+    get dt = 0 (decay 1, no input) and slope 0."""
+    raw = tk.load(Dt, (b, t0, h), (1, Q, 1)).reshape((Q,)).to(ACC)
+    if HAS_BIAS:
+        raw = raw + bias
+    dt = raw
+    slope = tk.where(valid, tk.full((Q,), 1.0, ACC), 0.0)
+    if SOFTPLUS:
+        dt = softplus(raw)
+        slope = slope * tk.sigmoid(raw)
+    if CLAMP:
+        slope = tk.where((dt >= dt_min) & (dt <= dt_max), slope, 0.0)
+        dt = tk.minimum(tk.maximum(dt, dt_min), dt_max)
+    return tk.where(valid, dt, 0.0), slope
+
+
+@tk.func
+def ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias, dt_min, dt_max, Q: tk.constexpr,
+                  S: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
+                  HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+    """Rows j0 .. j0+S-1 of the chunk at t0: (dt, its slope, cum = the chunk's cumsum of dt A there, seq id).
+    The cumsum is the sum of the chunk's dt A before j0 (a_full, the whole chunk's) plus the sub-chunk's own."""
+    rows = t0 + j0 + tk.arange(S)
+    valid = rows < length
+    dt, slope = ssd_chunk_dt(Dt, b, t0 + j0, h, valid, bias, dt_min, dt_max, S, HAS_BIAS, SOFTPLUS, CLAMP, ACC)
+    before = tk.sum(tk.where(tk.arange(Q) < j0, a_full, 0.0), 0)
+    cum = before + tk.cumsum(dt * a_h, 0)
+    seq = tk.zeros((S,), tk.int32)
+    if HAS_SEQ:
+        seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, S)).reshape((S,))
+    return dt, slope, cum, seq
+
+
 @tk.kernel(tunables=SSD_TUNABLES)
-def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates,
+def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, FinalStates, ChunkStates,
                         heads_per_group, dt_min, dt_max,
-                        Q: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                        Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
                         D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
                         SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_INIT: tk.constexpr,
-                        HAS_SEQ: tk.constexpr, ACC: tk.constexpr):
+                        HAS_SEQ: tk.constexpr, SAVE_STATES: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
     """Mamba-2 SSD for head h, head dims p0 .. p0+BP-1 of batch row b, in chunks of Q steps (the caller's
-    chunk_size), following the SSD paper's chunked algorithm: per chunk, the intra-chunk output
-    (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)) through tk.dot; the output from the state
-    carried in, exp(cumsum) ∘ (C state^T); then the state carried out,
-    exp(total) state + x^T (dt exp(total - cumsum) B). With seq_idx, L and both state terms are masked to
-    steps of one sequence, so the state resets where seq_idx changes."""
+    chunk_size), following the SSD paper's chunked algorithm. Per chunk: the intra-chunk output
+    (C B^T ∘ L) (dt x) with the decay mask L = exp(segsum(dt A)); the output from the state carried in,
+    exp(cumsum) ∘ (C state^T); then the state carried out, exp(total) state + x^T (dt exp(total - cumsum) B).
+
+    The chunk is walked in sub-chunks of S rows (a runtime loop), and each row block's intra-chunk term in
+    (S, S) blocks of columns up to the diagonal (a runtime loop), so no tile is Q x Q. Matmul operands are in
+    DOT (the inputs' fp16/bf16, as mamba_ssm's kernels; fp32/fp64 stay exact) with ACC accumulation.
+    With seq_idx, L and both state terms are masked to steps of one sequence, so the state resets where
+    seq_idx changes. With SAVE_STATES (the backward's recompute), ChunkStates (Bt, H, cdiv(L, Q), P, N) gets
+    the state entering each chunk and Y the output before the z gate (what the backward starts from)."""
     batch, length, heads, hdim = X.shape
     b = tk.program_id(0)
     h = tk.program_id(1)
     p0 = tk.program_id(2) * BP
     g = h // heads_per_group
     a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
     if HAS_BIAS:
         bias = tk.load(DtBias, (h,)).to(ACC)
     if HAS_INIT:
@@ -321,50 +383,292 @@ def ssd_scan_fwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, Init, SeqIdx, Y, Final
     else:
         state = tk.zeros((BP, BN), ACC)
     step = tk.arange(Q)
-    causal = step[:, None] >= step[None, :]
+    sub = tk.arange(S)
     is_last = step == Q - 1
     prev_seq = 0
     if HAS_SEQ:
         prev_seq = tk.load(SeqIdx, (b, 0))
     for t0 in tk.range(0, length, Q):
-        rows = t0 + step
-        valid = rows < length
-        x = tk.load(X, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
-        dt = tk.load(Dt, (b, t0, h), (1, Q, 1)).reshape((Q,)).to(ACC)
-        if HAS_BIAS:
-            dt = dt + bias
-        if SOFTPLUS:
-            dt = softplus(dt)
-        if CLAMP:
-            dt = tk.minimum(tk.maximum(dt, dt_min), dt_max)
-        dt = tk.where(valid, dt, 0.0)  # steps past L: decay 1, no input
-        bc = tk.load(B, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
-        cc = tk.load(C, (b, t0, g, 0), (1, Q, 1, BN)).reshape((Q, BN)).to(ACC)
-        cum = tk.cumsum(dt * a_h, 0)
-        total = tk.sum(tk.where(is_last, cum, 0.0), 0)
-        keep = causal
-        carry_in = tk.full((Q,), 1.0, ACC)
-        decay_out = tk.exp(total - cum)
+        if SAVE_STATES:
+            tk.store(ChunkStates, (b, h, t0 // Q, p0, 0), state.reshape((1, 1, 1, BP, BN)))
+        dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + step < length, bias, dt_min, dt_max, Q, HAS_BIAS, SOFTPLUS,
+                                  CLAMP, ACC)
+        a_full = dt_full * a_h
+        total = tk.sum(a_full, 0)
         carry_state = tk.exp(total)
+        last_seq = prev_seq
         if HAS_SEQ:
-            seq = tk.load(SeqIdx, (b, tk.minimum(rows, length - 1)), (1, Q)).reshape((Q,))
-            last_seq = tk.sum(tk.where(is_last, seq, 0), 0)
-            keep = keep & (seq[:, None] == seq[None, :])
-            carry_in = tk.where(seq == prev_seq, 1.0, 0.0)
-            decay_out = tk.where(seq == last_seq, decay_out, 0.0)
-            carry_state = carry_state * tk.sum(tk.where(is_last & (seq == prev_seq), 1.0, 0.0), 0)
-            prev_seq = last_seq
-        decay = tk.exp(tk.where(keep, cum[:, None] - cum[None, :], -float("inf")))
-        weights = tk.dot(cc, bc.T) * decay * dt[None, :]
-        y = tk.dot(weights, x) + (carry_in * tk.exp(cum))[:, None] * tk.dot(cc, state.T)
-        state = carry_state * state + tk.dot((x * (dt * decay_out)[:, None]).T, bc)
-        if HAS_D:
-            if D_PER_P:
-                y = y + x * tk.load(Dskip, (h, p0), (1, BP)).to(ACC)
-            else:
-                y = y + x * tk.load(Dskip, (h,)).to(ACC)
-        if HAS_Z:
-            z = tk.load(Z, (b, t0, h, p0), (1, Q, 1, BP)).reshape((Q, BP)).to(ACC)
-            y = y * (z * tk.sigmoid(z))
-        tk.store(Y, (b, t0, h, p0), y.reshape((1, Q, 1, BP)))
+            seq_full = tk.load(SeqIdx, (b, tk.minimum(t0 + step, length - 1)), (1, Q)).reshape((Q,))
+            last_seq = tk.sum(tk.where(is_last, seq_full, 0), 0)
+            carry_state = carry_state * tk.sum(tk.where(is_last & (seq_full == prev_seq), 1.0, 0.0), 0)
+        state_in = state.to(DOT)
+        state = carry_state * state
+        for i0 in tk.range(0, Q, S):
+            dt_i, slope_i, cum_i, seq_i = ssd_sub_chunk(Dt, SeqIdx, b, t0, i0, h, length, a_h, a_full, bias, dt_min,
+                                                  dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+            c_i = tk.load(C, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            x_i = tk.load(X, (b, t0 + i0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+            enter = tk.exp(cum_i)
+            decay_out = tk.exp(total - cum_i)
+            if HAS_SEQ:
+                enter = tk.where(seq_i == prev_seq, enter, 0.0)
+                decay_out = tk.where(seq_i == last_seq, decay_out, 0.0)
+            y = enter[:, None] * tk.dot(c_i, state_in.T)
+            for j0 in tk.range(0, i0 + S, S):
+                dt_j, slope_j, cum_j, seq_j = ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias, dt_min,
+                                                      dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+                b_j = tk.load(B, (b, t0 + j0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+                x_j = tk.load(X, (b, t0 + j0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
+                keep = (i0 + sub)[:, None] >= (j0 + sub)[None, :]
+                if HAS_SEQ:
+                    keep = keep & (seq_i[:, None] == seq_j[None, :])
+                decay = tk.exp(tk.where(keep, cum_i[:, None] - cum_j[None, :], -float("inf")))
+                weights = tk.dot(c_i, b_j.T) * decay * dt_j[None, :]
+                y = tk.mma(weights.to(DOT), x_j, y)
+            b_i = tk.load(B, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            state = tk.mma((x_i * (dt_i * decay_out)[:, None]).T.to(DOT), b_i, state)
+            if HAS_D:
+                if D_PER_P:
+                    y = y + x_i * tk.load(Dskip, (h, p0), (1, BP)).to(ACC)
+                else:
+                    y = y + x_i * tk.load(Dskip, (h,)).to(ACC)
+            if HAS_Z:
+                if not SAVE_STATES:
+                    z = tk.load(Z, (b, t0 + i0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+                    y = y * (z * tk.sigmoid(z))
+            tk.store(Y, (b, t0 + i0, h, p0), y.reshape((1, S, 1, BP)))
+        prev_seq = last_seq
     tk.store(FinalStates, (b, h, p0, 0), state.reshape((1, 1, BP, BN)))
+
+
+SSD_BWD_TUNABLES = tk.Tunables(
+    {"BP": [8, 16, 32, 64], "BQ": [16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2]},
+    valid=_ssd_config_rule,
+    default={"BP": 32, "BQ": 32, "num_warps": 4, "num_stages": 1},
+)
+
+
+@tk.func
+def ssd_gated_grad(DY, Z, YPre, b, r0, h, p0, S: tk.constexpr, BP: tk.constexpr, HAS_Z: tk.constexpr,
+                   ACC: tk.constexpr):
+    """(dL/dy before the z gate, dL/dz) for rows r0 .. r0+S-1: y = y_pre silu(z)."""
+    dout = tk.load(DY, (b, r0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+    dy = dout
+    dz = tk.zeros((S, BP), ACC)
+    if HAS_Z:
+        z = tk.load(Z, (b, r0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+        y_pre = tk.load(YPre, (b, r0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+        gate = tk.sigmoid(z)
+        dz = dout * y_pre * gate * (1.0 + z * (1.0 - gate))
+        dy = dout * z * gate
+    return dy, dz
+
+
+@tk.kernel(tunables=SSD_BWD_TUNABLES)
+def ssd_scan_bwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, SeqIdx, ChunkStates, YPre, DY, DFinal,
+                        DX, DDt, DA, DB, DC, DD, DZ, DDtBias, DInit,
+                        heads_per_group, dt_min, dt_max,
+                        Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                        D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                        SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_SEQ: tk.constexpr, DOT: tk.constexpr,
+                        ACC: tk.constexpr):
+    """The SSD backward for head h, head dims p0 .. p0+BP-1 of batch row b, chunks in reverse order.
+
+    Each chunk restarts from the state the forward saved at its entry (ChunkStates), the pre-gate output
+    (YPre, for dz) and the state gradient dS carried back from the chunk after (DFinal for the last chunk).
+    With W = (C B^T) ∘ L ∘ dt_j, e = exp(cum) (the state-in decay) and w = dt exp(total - cum) (the
+    state-out weights): dx = W^T dy + w ∘ (B dS^T); dC = (dW ∘ L ∘ dt) B + (e ∘ dy) S;
+    dB = (dW ∘ L ∘ dt)^T C + w ∘ (x dS); dS_in = (e ∘ dy)^T C + exp(total) dS; the decays' gradients reach
+    dt and A through the reverse cumsum of d(cum).
+
+    The chunk is walked in sub-chunks of S rows, last first; each sub-chunk t visits the (S, S) blocks of
+    its row (columns j <= t, for dC and its rows' d(cum)) and of its column (rows i >= t, for dx, dB, dt and
+    its columns' d(cum)), so no tile is Q x Q and every sub-chunk's d(cum) is complete when it is reached;
+    its reverse cumsum adds the sum over the sub-chunks after it, carried. d(total) reaches every step of
+    the chunk alike and is added at the chunk's end. DX, DZ and DInit belong to this block alone; DDt, DB,
+    DC (summed over head dims and the heads of a group), DA, DD and DDtBias take atomic adds."""
+    batch, length, heads, hdim = X.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    skip = tk.zeros((BP,), ACC)
+    if HAS_D:
+        if D_PER_P:
+            skip = tk.load(Dskip, (h, p0), (1, BP)).reshape((BP,)).to(ACC)
+        else:
+            skip = skip + tk.load(Dskip, (h,)).to(ACC)
+    d_state = tk.load(DFinal, (b, h, p0, 0), (1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+    step = tk.arange(Q)
+    sub = tk.arange(S)
+    is_last = step == Q - 1
+    d_a = tk.zeros((1, S), ACC)
+    d_bias = tk.zeros((1, S), ACC)
+    d_skip = tk.zeros((1, BP), ACC)
+    chunks = tk.cdiv(length, Q)
+    for i in tk.range(0, chunks):
+        chunk = chunks - 1 - i
+        t0 = chunk * Q
+        state = tk.load(ChunkStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+        dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + step < length, bias, dt_min, dt_max, Q, HAS_BIAS,
+                                           SOFTPLUS, CLAMP, ACC)
+        a_full = dt_full * a_h
+        total = tk.sum(a_full, 0)
+        carry_state = tk.exp(total)
+        prev_seq = 0
+        last_seq = 0
+        if HAS_SEQ:
+            prev_seq = tk.load(SeqIdx, (b, tk.maximum(t0 - 1, 0)))
+            seq_full = tk.load(SeqIdx, (b, tk.minimum(t0 + step, length - 1)), (1, Q)).reshape((Q,))
+            last_seq = tk.sum(tk.where(is_last, seq_full, 0), 0)
+            carry_state = carry_state * tk.sum(tk.where(is_last & (seq_full == prev_seq), 1.0, 0.0), 0)
+        state_dot = state.to(DOT)
+        d_state_dot = d_state.to(DOT)
+        d_state_in = carry_state * d_state
+        d_total = carry_state * tk.sum(tk.sum(d_state * state, axis=1), 0)
+        later = tk.sum(tk.zeros((1,), ACC), 0)  # d(cum) summed over the sub-chunks after this one
+        for k in tk.range(0, Q // S):
+            t = Q - S - k * S
+            dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
+                                                        dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+            x_t = tk.load(X, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+            b_t = tk.load(B, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            c_t = tk.load(C, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            dy_t, dz_t = ssd_gated_grad(DY, Z, YPre, b, t0 + t, h, p0, S, BP, HAS_Z, ACC)
+            if HAS_Z:
+                tk.store(DZ, (b, t0 + t, h, p0), dz_t.reshape((1, S, 1, BP)))
+            d_skip = d_skip + tk.sum(dy_t * x_t, axis=0)[None, :]
+            enter = tk.exp(cum_t)
+            decay_out = tk.exp(total - cum_t)
+            if HAS_SEQ:
+                enter = tk.where(seq_t == prev_seq, enter, 0.0)
+                decay_out = tk.where(seq_t == last_seq, decay_out, 0.0)
+            dy_enter = (dy_t * enter[:, None]).to(DOT)
+            # t as a row block: the columns j <= t give dC_t and the rows' part of d(cum)_t
+            d_c = tk.dot(dy_enter, state_dot)
+            d_cum = enter * tk.sum(dy_t * tk.dot(c_t, state_dot.T), axis=1)
+            dy_dot = dy_t.to(DOT)
+            for j0 in tk.range(0, t + S, S):
+                dt_j, slope_j, cum_j, seq_j = ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias,
+                                                            dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ,
+                                                            ACC)
+                b_j = tk.load(B, (b, t0 + j0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+                x_j = tk.load(X, (b, t0 + j0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
+                keep = (t + sub)[:, None] >= (j0 + sub)[None, :]
+                if HAS_SEQ:
+                    keep = keep & (seq_t[:, None] == seq_j[None, :])
+                decay = tk.exp(tk.where(keep, cum_t[:, None] - cum_j[None, :], -float("inf")))
+                d_weights = tk.dot(dy_dot, x_j.T)
+                d_scores = d_weights * decay * dt_j[None, :]
+                d_c = tk.mma(d_scores.to(DOT), b_j, d_c)
+                d_cum = d_cum + tk.sum(d_scores * tk.dot(c_t, b_j.T), axis=1)
+            tk.atomic_add(DC, (b, t0 + t, g, 0), d_c.reshape((1, S, 1, BN)))
+            # t as a column block: the rows i >= t give dx_t, dB_t, the direct dt_t and the columns' d(cum)_t
+            w = dt_t * decay_out
+            b_dstate = tk.dot(b_t, d_state_dot.T)
+            dx = dy_t * skip[None, :] + w[:, None] * b_dstate
+            d_b = w[:, None] * tk.dot(x_t.to(DOT), d_state_dot)
+            d_w = tk.sum(x_t * b_dstate, axis=1)
+            d_dt = d_w * decay_out
+            d_total = d_total + tk.sum(d_w * w, 0)
+            d_cum = d_cum - d_w * w
+            x_dot = x_t.to(DOT)
+            for i0 in tk.range(t, Q, S):
+                dt_i, slope_i, cum_i, seq_i = ssd_sub_chunk(Dt, SeqIdx, b, t0, i0, h, length, a_h, a_full, bias,
+                                                            dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ,
+                                                            ACC)
+                c_i = tk.load(C, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+                dy_i, dz_i = ssd_gated_grad(DY, Z, YPre, b, t0 + i0, h, p0, S, BP, HAS_Z, ACC)
+                keep = (i0 + sub)[:, None] >= (t + sub)[None, :]
+                if HAS_SEQ:
+                    keep = keep & (seq_i[:, None] == seq_t[None, :])
+                decay = tk.exp(tk.where(keep, cum_i[:, None] - cum_t[None, :], -float("inf")))
+                masked_scores = tk.dot(c_i, b_t.T) * decay
+                d_weights = tk.dot(dy_i.to(DOT), x_dot.T)
+                dx = tk.mma((masked_scores * dt_t[None, :]).T.to(DOT), dy_i.to(DOT), dx)
+                d_b = tk.mma((d_weights * decay * dt_t[None, :]).T.to(DOT), c_i, d_b)
+                d_dt = d_dt + tk.sum(d_weights * masked_scores, axis=0)
+                d_cum = d_cum - tk.sum(d_weights * masked_scores, axis=0) * dt_t
+            tk.store(DX, (b, t0 + t, h, p0), dx.reshape((1, S, 1, BP)))
+            tk.atomic_add(DB, (b, t0 + t, g, 0), d_b.reshape((1, S, 1, BN)))
+            d_state_in = tk.mma(dy_enter.T, c_t, d_state_in)
+            # cum = cumsum(dt A): d(dt A)_j = sum over steps k >= j of d(cum)_k (this sub-chunk's, then later ones)
+            d_step = tk.cumsum(d_cum, 0, reverse=True) + later
+            later = later + tk.sum(d_cum, 0)
+            d_dt = (d_dt + d_step * a_h) * slope_t
+            d_a = d_a + (d_step * dt_t)[None, :]
+            d_bias = d_bias + d_dt[None, :]
+            tk.atomic_add(DDt, (b, t0 + t, h), d_dt.reshape((1, S, 1)))
+        # d(total) = d(cum) at the chunk's last step: every step's d(dt A) gets it
+        d_total_dt = d_total * a_h * slope_full
+        tk.atomic_add(DDt, (b, t0, h), d_total_dt.reshape((1, Q, 1)))
+        d_a = d_a + tk.sum(d_total * dt_full, 0) / S
+        d_bias = d_bias + tk.sum(d_total_dt, 0) / S
+        d_state = d_state_in
+    tk.store(DInit, (b, h, p0, 0), d_state.reshape((1, 1, BP, BN)))
+    tk.atomic_add(DA, (h,), tk.sum(d_a, axis=1))
+    if HAS_BIAS:
+        tk.atomic_add(DDtBias, (h,), tk.sum(d_bias, axis=1))
+    if HAS_D:
+        if D_PER_P:
+            tk.atomic_add(DD, (h, p0), d_skip)
+        else:
+            tk.atomic_add(DD, (h,), tk.sum(d_skip, axis=1))
+
+
+SSD_STATE_UPDATE_TUNABLES = tk.Tunables(
+    {"BP": [1, 2, 4, 8, 16, 32, 64], "num_warps": [1, 2, 4, 8]},
+    valid=lambda c: c["BP"] * c.get("BN", 128) // (32 * c["num_warps"]) <= MAX_SCAN_VALUES_PER_THREAD
+    or "the (BP, BN) state block is more than 128 values per thread",
+    default={"BP": 16, "num_warps": 4},
+)
+
+
+@tk.kernel(tunables=SSD_STATE_UPDATE_TUNABLES)
+def ssd_state_update_kernel(State, X, Dt, A, B, C, Dskip, Z, DtBias, SlotIndices, Out, heads_per_group,
+                            BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr, D_PER_P: tk.constexpr,
+                            HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr,
+                            HAS_INDICES: tk.constexpr, ACC: tk.constexpr):
+    """One Mamba-2 decode step for head h, head dims p0 .. p0+BP-1 of batch row b: State[slot, h] (P, N) is
+    read, advanced by s = exp(dt A) s + dt x B^T, written back in place, and Out = s C + D x (gated by
+    silu(z)). A negative slot (a padding row of a continuous batch) is masked off: its state row is not
+    touched and its output is not written."""
+    batch, heads, hdim = X.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    slot = b
+    if HAS_INDICES:
+        slot = tk.load(SlotIndices, (b,))
+    # masked rather than branched around (an `if` on a runtime scalar around stores, see selective_state_update)
+    live = (tk.zeros((BP,), tk.int32) + slot) >= 0
+    row = tk.maximum(slot, 0)
+    state = tk.load(State, (row, h, p0, 0), (1, 1, BP, BN), mask=live[None, None, :, None]).reshape((BP, BN)).to(ACC)
+    x = tk.load(X, (b, h, p0), (1, 1, BP)).reshape((BP,)).to(ACC)
+    dt = tk.load(Dt, (b, h)).to(ACC)
+    if HAS_BIAS:
+        dt = dt + tk.load(DtBias, (h,)).to(ACC)
+    if SOFTPLUS:
+        dt = softplus(tk.zeros((1,), ACC) + dt)
+    else:
+        dt = tk.zeros((1,), ACC) + dt
+    a_h = tk.load(A, (h,)).to(ACC)
+    bc = tk.load(B, (b, g, 0), (1, 1, BN)).reshape((1, BN)).to(ACC)
+    cc = tk.load(C, (b, g, 0), (1, 1, BN)).reshape((1, BN)).to(ACC)
+    state = tk.exp(dt * a_h)[:, None] * state + (dt * x)[:, None] * bc
+    tk.store(State, (row, h, p0, 0), state.reshape((1, 1, BP, BN)), mask=live[None, None, :, None])
+    y = tk.sum(state * cc, axis=1)
+    if HAS_D:
+        if D_PER_P:
+            y = y + x * tk.load(Dskip, (h, p0), (1, BP)).reshape((BP,)).to(ACC)
+        else:
+            y = y + x * tk.load(Dskip, (h,)).to(ACC)
+    if HAS_Z:
+        z = tk.load(Z, (b, h, p0), (1, 1, BP)).reshape((BP,)).to(ACC)
+        y = y * (z * tk.sigmoid(z))
+    tk.store(Out, (b, h, p0), y.reshape((1, 1, BP)), mask=live[None, None, :])

@@ -1,5 +1,8 @@
-"""``tilekit::ssd_scan``: Mamba-2's SSD (mamba_ssm ``mamba_chunk_scan_combined`` semantics), forward only
-for now (no autograd yet)."""
+"""``tilekit::ssd_scan``: Mamba-2's SSD (mamba_ssm ``mamba_chunk_scan_combined`` semantics), with autograd
+through ``tilekit::ssd_scan_backward``.
+
+The backward recomputes the state entering every chunk (one forward launch that saves them, as mamba_ssm's
+backward recomputes its chunk states), so autograd keeps only the inputs: O(Bt·L·H·P), no state history."""
 import math
 
 import torch
@@ -8,7 +11,7 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, provided_config
-from .kernels import SSD_TUNABLES, ssd_scan_fwd_kernel
+from .kernels import SSD_BWD_TUNABLES, SSD_TUNABLES, ssd_scan_bwd_kernel, ssd_scan_fwd_kernel
 
 OP_NAME = "ssd_scan"
 
@@ -17,10 +20,13 @@ def _default_config(shape, dtype, device, backend=None):
     """Config for (Bt, L, H, P, N, chunk)."""
     hdim = shape[3]
     if backend == "opencl":
-        return {"BP": clamp_pow2(hdim, 8, 16), "num_warps": 1, "num_stages": 1}
+        # PoCL turns every tile op into C loops: small tiles keep its compile time down
+        return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
     if device.type == "cpu":
-        return {"BP": clamp_pow2(hdim, 8, 64), "num_warps": 4, "num_stages": 1}
-    return {"BP": 32 if shape[5] >= 128 else 64, "num_warps": 4, "num_stages": 1}
+        return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 32, "num_warps": 4, "num_stages": 1}
+    # BP 32: twice the programs of BP 64 at P = 64 (the chunks of one program run in sequence), and at
+    # Mamba-2-2.7B fewer VGPRs on AMD (about 400 vs 460) and a smaller stack on sm_80, still no spills
+    return {"BP": 32, "BQ": 64, "num_warps": 4, "num_stages": 1}
 
 
 def _config_for(shape, dtype, device, backend):
@@ -60,6 +66,10 @@ def _check(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, d
                         f"{tuple(seq_idx.shape)}")
     if len(dt_limit) != 2:
         raise ValueError(f"tilekit::{OP_NAME}: 'dt_limit' must be (min, max), got {dt_limit}")
+    for name, t in (("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("dt_bias", dt_bias),
+                    ("initial_states", initial_states), ("seq_idx", seq_idx)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"tilekit::{OP_NAME}: '{name}' is on {t.device} but 'x' is on {x.device}")
     return bt, length, heads, hdim, n
 
 
@@ -79,20 +89,85 @@ def ssd_scan_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
         if y.numel():
             y.copy_(_skip_only(x, D, z))
         return y, final
+    _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min,
+                    dt_max, y, final, None)
+    return y, final
+
+
+def _flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max):
+    return dict(HAS_D=D is not None, D_PER_P=D is not None and D.dim() == 2, HAS_Z=z is not None,
+                HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus),
+                CLAMP=not (dt_min == 0.0 and dt_max >= 3.0e38), HAS_SEQ=seq_idx is not None)
+
+
+def _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min,
+                    dt_max, y, final, chunk_states, config=None):
+    """The forward kernel into y and final; with ``chunk_states`` (Bt, H, chunks, P, N) it also saves the state
+    entering each chunk. ``config`` overrides the looked-up / default one."""
+    bt, length, heads, hdim = x.shape
+    n = B.shape[3]
     backend = backend_for(x.device)
-    config = _config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
-    clamp = not (dt_min == 0.0 and dt_max >= 3.0e38)
+    config = config or _config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
     grid = (bt, heads, tk.cdiv(hdim, config["BP"]))
     ssd_scan_fwd_kernel[grid](
         x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
         initial_states if initial_states is not None else final, seq_idx if seq_idx is not None else A, y, final,
-        heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)),
-        Q=chunk_size, BP=config["BP"], BN=clamp_pow2(n, 1, 256), HAS_D=D is not None,
-        D_PER_P=D is not None and D.dim() == 2, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
-        SOFTPLUS=bool(dt_softplus), CLAMP=clamp, HAS_INIT=initial_states is not None, HAS_SEQ=seq_idx is not None,
-        ACC=tk.float64 if x.dtype == torch.float64 else tk.float32, num_warps=config["num_warps"],
-        num_stages=config["num_stages"], backend=backend)
-    return y, final
+        chunk_states if chunk_states is not None else final, heads // B.shape[2], float(dt_min),
+        float(min(dt_max, 3.0e38)), Q=chunk_size, S=min(config["BQ"], chunk_size), BP=config["BP"],
+        BN=clamp_pow2(n, 1, 256), HAS_INIT=initial_states is not None, SAVE_STATES=chunk_states is not None,
+        DOT=dot_dtype(x.dtype), ACC=_acc(x.dtype),
+        num_warps=config["num_warps"], num_stages=config["num_stages"], backend=backend,
+        **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
+
+
+def chunk_states(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
+                 dt_softplus=False, dt_min=0.0, dt_max=3.0e38):
+    """(the state entering each chunk (Bt, H, cdiv(L, chunk_size), P, N), the output before the z gate
+    (Bt, L, H, P)), both in the state dtype, from one forward launch: what the backward starts from."""
+    bt, length, heads, hdim = x.shape
+    state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    states = torch.empty(bt, heads, tk.cdiv(length, chunk_size), hdim, B.shape[3], dtype=state_dtype,
+                         device=x.device)
+    y_pre = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device)
+    _launch_forward(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max,
+                    y_pre, torch.empty(bt, heads, hdim, B.shape[3], dtype=state_dtype, device=x.device), states)
+    return states, y_pre
+
+
+def bwd_launch_args(inputs, dx, config, *, D=None, z=None, dt_bias=None, seq_idx=None, dt_softplus=False,
+                    dt_min=0.0, dt_max=3.0e38, grads=None):
+    """(grid, args, kwargs) of the backward kernel; the op and the tuner both launch through this.
+    ``inputs`` = (x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final) (states and y_pre from
+    ``chunk_states``); ``dx`` (Bt, L, H, P) in the state dtype.
+    ``grads`` = (ddt, dA, dB, dC, dD, dz, ddt_bias, dinit) or None to allocate them here (zeroed where the
+    kernel adds atomically)."""
+    x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final = inputs
+    bt, length, heads, hdim = x.shape
+    n = B.shape[3]
+    if grads is None:
+        def zeros(*shape):
+            return torch.zeros(*shape, dtype=dx.dtype, device=x.device)
+        grads = (zeros(bt, length, heads), zeros(heads), zeros(B.shape), zeros(C.shape),
+                 zeros(D.shape) if D is not None else zeros(heads), dx if z is None else torch.empty_like(dx),
+                 zeros(heads), torch.empty(bt, heads, hdim, n, dtype=dx.dtype, device=x.device))
+    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = grads
+    args = (x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
+            seq_idx if seq_idx is not None else A, states, y_pre, dy, d_final, dx, d_dt, d_a, d_b, d_c, d_d, dz,
+            d_bias, d_init, heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)))
+    kwargs = dict(Q=chunk_size, S=min(config["BQ"], chunk_size), BP=config["BP"], BN=clamp_pow2(n, 1, 256),
+                  DOT=dot_dtype(x.dtype), ACC=_acc(x.dtype),
+                  num_warps=config["num_warps"], num_stages=config["num_stages"],
+                  **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
+    return (bt, heads, tk.cdiv(hdim, config["BP"])), args, kwargs
+
+
+def dot_dtype(dtype):
+    """Matmul operand dtype: fp16/bf16 inputs keep theirs (tensor cores), fp32/fp64 stay exact."""
+    return {torch.float16: tk.float16, torch.bfloat16: tk.bfloat16}.get(dtype, _acc(dtype))
+
+
+def _acc(dtype):
+    return tk.float64 if dtype == torch.float64 else tk.float32
 
 
 def _skip_only(x, D, z):
@@ -113,10 +188,158 @@ def _fake(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_stat
     return x.new_empty(bt, length, heads, hdim), x.new_empty(bt, heads, hdim, n, dtype=state_dtype)
 
 
+def _default_bwd_config(shape, dtype, device, backend=None, amd=None):
+    """Backward config for (Bt, L, H, P, N, chunk). On AMD (``amd``, or a ROCm torch's GPU) 16-row sub-chunks:
+    at Mamba-2-2.7B 32-row ones spill VGPRs on gfx90a/gfx942 (README, "Compiled for GPUs")."""
+    hdim = shape[3]
+    if backend == "opencl":
+        return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
+    if device.type == "cpu":
+        return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 16, "num_warps": 4, "num_stages": 1}
+    amd = amd if amd is not None else torch.version.hip is not None
+    return {"BP": 32, "BQ": 16 if amd else 32, "num_warps": 4, "num_stages": 1}
+
+
+def _bwd_config_for(shape, dtype, device, backend):
+    return dict(provided_config("ssd_scan.bwd", shape, dtype, device, backend, SSD_BWD_TUNABLES,
+                                elem_bytes(dtype)) or _default_bwd_config(shape, dtype, device, backend))
+
+
+def _backward_empty(x, dt, A, B, C, D, z, dt_bias, initial_states):
+    bt, length, heads, hdim = x.shape
+    state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return [x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
+            C.new_empty(C.shape), D.new_empty(D.shape) if D is not None else x.new_empty(0),
+            z.new_empty(z.shape) if z is not None else x.new_empty(0),  # (outputs must not alias)
+            dt_bias.new_empty(dt_bias.shape) if dt_bias is not None else x.new_empty(0),
+            x.new_empty(bt, heads, hdim, B.shape[3], dtype=state_dtype)]
+
+
+@torch.library.custom_op("tilekit::ssd_scan_backward", mutates_args=())
+def ssd_scan_backward_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                         chunk_size: int, D: torch.Tensor | None, z: torch.Tensor | None,
+                         dt_bias: torch.Tensor | None, initial_states: torch.Tensor | None,
+                         seq_idx: torch.Tensor | None, dt_softplus: bool, dt_min: float, dt_max: float,
+                         dy: torch.Tensor, d_final: torch.Tensor) -> list[torch.Tensor]:
+    """[dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_states], each in its input's dtype (dinitial_states
+    in the state dtype); the gradient of an absent input is an empty tensor."""
+    bt, length, heads, hdim, n = _check(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx,
+                                        (dt_min, dt_max))
+    grads = _backward_empty(x, dt, A, B, C, D, z, dt_bias, initial_states)
+    if length == 0 or x.numel() == 0 or n == 0:
+        return _backward_without_kernel(grads, x, D, z, dy, d_final, length)
+    state_dtype = grads[8].dtype
+    options = dict(D=D, z=z, dt_bias=dt_bias, seq_idx=seq_idx, dt_softplus=dt_softplus, dt_min=dt_min,
+                   dt_max=dt_max)
+    states, y_pre = chunk_states(x, dt, A, B, C, chunk_size, initial_states=initial_states, **options)
+    dx = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device)
+    backend = backend_for(x.device)
+    config = _bwd_config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
+    grid, args, kwargs = bwd_launch_args((x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final), dx, config,
+                                         **options)
+    ssd_scan_bwd_kernel[grid](*args, backend=backend, **kwargs)
+    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = args[14:22]
+    for i, g in enumerate((dx, d_dt, d_a, d_b, d_c)):
+        grads[i].copy_(g)
+    if D is not None:
+        grads[5].copy_(d_d)
+    if z is not None:
+        grads[6].copy_(dz)
+    if dt_bias is not None:
+        grads[7].copy_(d_bias)
+    grads[8].copy_(d_init)
+    return grads
+
+
+def _backward_without_kernel(grads, x, D, z, dy, d_final, length):
+    """Gradients where no kernel runs: an empty problem, or N = 0 (y = D x gated by silu(z) only)."""
+    for g in grads:
+        g.zero_()
+    if length == 0:
+        grads[8].copy_(d_final)  # final_states is initial_states
+        return grads
+    if x.numel():
+        with torch.enable_grad():
+            leaves = [t.detach().float().requires_grad_() if t is not None else None for t in (x, D, z)]
+            y = _skip_only(*leaves)
+            used = [t for t in leaves if t is not None]
+            got = torch.autograd.grad(y, used, dy.float(), allow_unused=True)
+        got = dict(zip([i for i, t in enumerate(leaves) if t is not None], got))
+        for index, slot in ((0, 0), (1, 5), (2, 6)):
+            if got.get(index) is not None:
+                grads[slot].copy_(got[index])
+    return grads
+
+
+@ssd_scan_backward_op.register_fake
+def _backward_fake(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min,
+                   dt_max, dy, d_final):
+    _check(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, (dt_min, dt_max))
+    return _backward_empty(x, dt, A, B, C, D, z, dt_bias, initial_states)
+
+
+def _setup_context(ctx, inputs, output):
+    (x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max) = inputs
+    ctx.options = (chunk_size, bool(dt_softplus), dt_min, dt_max)
+    ctx.has = (D is not None, z is not None, dt_bias is not None, initial_states is not None)
+    ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx)
+
+
+def _backward(ctx, dy, d_final):
+    x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx = ctx.saved_tensors
+    chunk_size, dt_softplus, dt_min, dt_max = ctx.options
+    dy = dy.contiguous() if dy is not None else torch.zeros_like(x)
+    bt, length, heads, hdim = x.shape
+    state_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    d_final = (d_final.to(state_dtype).contiguous() if d_final is not None
+               else x.new_zeros(bt, heads, hdim, B.shape[3], dtype=state_dtype))
+    dx, d_dt, d_a, d_b, d_c, d_d, d_z, d_bias, d_init = torch.ops.tilekit.ssd_scan_backward(
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, seq_idx, dt_softplus, dt_min, dt_max, dy,
+        d_final)
+    has_d, has_z, has_bias, has_init = ctx.has
+    return (dx, d_dt, d_a, d_b, d_c, None, d_d if has_d else None, d_z if has_z else None,
+            d_bias if has_bias else None, d_init.to(initial_states.dtype) if has_init else None,
+            None, None, None, None)
+
+
+ssd_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
 def ssd_scan(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
              dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False):
     """Mamba-2 SSD. Returns y (Bt, L, H, P) in x's dtype, and (y, final_states (Bt, H, P, N) fp32) with
-    return_final_states. Forward only: no autograd yet."""
+    return_final_states. Differentiable in x, dt, A, B, C, D, z, dt_bias and initial_states, through y and
+    final_states."""
     y, final = torch.ops.tilekit.ssd_scan(x, dt, A, B, C, int(chunk_size), D, z, dt_bias, initial_states, seq_idx,
                                           bool(dt_softplus), float(dt_limit[0]), min(float(dt_limit[1]), 3.0e38))
     return (y, final) if return_final_states else y
+
+
+def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, device=torch.device("cuda"),
+                   backward=False, amd=None):
+    """(kernel, example args, launch kwargs) of the forward (or backward) at (Bt, L, H, P, N, chunk), one B/C
+    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors. ``amd`` picks the
+    AMD GPU defaults (for compiling to a gfx target from any machine)."""
+    bt, length, heads, hdim, n, chunk = shape
+    meta = dict(device="meta")
+    x = torch.empty(bt, length, heads, hdim, dtype=dtype, **meta)
+    dt = torch.empty(bt, length, heads, dtype=dtype, **meta)
+    A = torch.empty(heads, dtype=torch.float32, **meta)
+    B = torch.empty(bt, length, 1, n, dtype=dtype, **meta)
+    D = torch.empty(heads, dtype=torch.float32, **meta)
+    final = torch.empty(bt, heads, hdim, n, dtype=torch.float32, **meta)
+    device = torch.device(device)
+    backend = "reference" if device.type == "cpu" else "triton"
+    flags = _flags(D, x, A, None, True, 0.0, 3.0e38)
+    if backward:
+        config = _default_bwd_config(shape, dtype, device, backend, amd)
+        states = torch.empty(bt, heads, tk.cdiv(length, chunk), hdim, n, dtype=torch.float32, **meta)
+        dx = torch.empty(bt, length, heads, hdim, dtype=torch.float32, **meta)
+        _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, dx, x, final), dx, config, D=D, z=x,
+                                          dt_bias=A, dt_softplus=True)
+        return ssd_scan_bwd_kernel, args, kwargs
+    config = _default_config(shape, dtype, device, backend)
+    args = (x, dt, A, B, B, D, x, A, final, A, x, final, final, heads, 0.0, 3.0e38)
+    kwargs = dict(Q=chunk, S=min(config["BQ"], chunk), BP=config["BP"], BN=clamp_pow2(n, 1, 256), HAS_INIT=False,
+                  SAVE_STATES=False, DOT=dot_dtype(dtype), ACC=_acc(dtype), num_warps=config["num_warps"], num_stages=config["num_stages"], **flags)
+    return ssd_scan_fwd_kernel, args, kwargs

@@ -1,4 +1,6 @@
-"""The SSM family's tuning declarations (``tilekit.autotune.protocol``): shape tuple ``Bt,Dm,L,N``.
+"""The SSM family's tuning declarations (``tilekit.autotune.protocol``): ``selective_scan.fwd/.bwd`` (shape tuple
+``Bt,Dm,L,N``), ``ssd_scan.fwd/.bwd`` (``Bt,L,H,P,N,chunk``), ``selective_state_update.main`` (``Bt,Dm,N``) and
+``ssd_state_update.main`` (``Bt,H,P,N``).
 
 ``selective_scan.fwd`` and ``selective_scan.bwd`` are tuned each on its own, at Mamba-style problems: variable
 B/C (Bt, N, L), D, z, delta_bias and softplus, as a Mamba block calls the scan.
@@ -6,6 +8,7 @@ B/C (Bt, N, L), D, z, delta_bias and softplus, as a Mamba block calls the scan.
 import torch
 
 from ...autotune.protocol import TuneKernel, register
+from ...tolerances import op_table
 from . import op
 from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
 
@@ -87,7 +90,7 @@ BACKWARD = register(TuneKernel(
 # ---- ssd_scan (shape tuple Bt,L,H,P,N,chunk; chunk_size is the caller's, never tuned) ----------------------
 
 from . import ssd  # noqa: E402
-from .kernels import ssd_scan_fwd_kernel  # noqa: E402
+from .kernels import ssd_scan_bwd_kernel, ssd_scan_fwd_kernel  # noqa: E402
 
 SSD_SHAPES = {"gpu": [(1, 2048, 80, 64, 128, 256), (4, 1024, 80, 64, 128, 256)],
               "cpu": [(1, 128, 4, 16, 16, 32), (2, 64, 2, 32, 32, 16)]}
@@ -125,9 +128,9 @@ def ssd_launch_args(inputs, out, config):
     bt, length, heads, hdim = x.shape
     n = B.shape[3]
     final = torch.empty(bt, heads, hdim, n, dtype=torch.float32, device=x.device)
-    args = (x, dt, A, B, C, A, x, A, final, A, out, final, heads // B.shape[2], 0.0, 3.0e38)
-    kwargs = dict(Q=chunk, BP=config["BP"], BN=op.clamp_pow2(n, 1, 256), HAS_D=False, D_PER_P=False, HAS_Z=False,
-                  HAS_BIAS=False, SOFTPLUS=True, CLAMP=False, HAS_INIT=False, HAS_SEQ=False,
+    args = (x, dt, A, B, C, A, x, A, final, A, out, final, final, heads // B.shape[2], 0.0, 3.0e38)
+    kwargs = dict(Q=chunk, S=min(config["BQ"], chunk), DOT=ssd.dot_dtype(x.dtype), BP=config["BP"], BN=op.clamp_pow2(n, 1, 256), HAS_D=False, D_PER_P=False, HAS_Z=False,
+                  HAS_BIAS=False, SOFTPLUS=True, CLAMP=False, HAS_INIT=False, HAS_SEQ=False, SAVE_STATES=False,
                   ACC=op._acc(x.dtype), num_warps=config["num_warps"], num_stages=config["num_stages"])
     return (bt, heads, -(-hdim // config["BP"])), args, kwargs
 
@@ -137,4 +140,133 @@ SSD_FORWARD = register(TuneKernel(
     make_inputs=make_ssd_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
     launch_args=ssd_launch_args, reference=ssd_reference, default_config=ssd._default_config,
     default_shapes=SSD_SHAPES,
+))
+
+
+def make_ssd_backward_inputs(shape, dtype, generator):
+    """The forward's inputs, its chunk states (one forward on the reference backend) and upstream gradients."""
+    x, dt, A, B, C, chunk_marker = make_ssd_inputs(shape, dtype, generator)
+    from ..dispatch import use_backend
+    with torch.no_grad(), use_backend("reference"):
+        states, y_pre = ssd.chunk_states(x, dt, A, B, C, chunk_marker.shape[1], dt_softplus=True)
+    dy = torch.randn(x.shape, generator=generator).to(dtype)
+    d_final = torch.randn(states[:, :, 0].shape, generator=generator)
+    return (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final)
+
+
+def ssd_backward_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final):
+    """dx from autograd of the float64 recurrence (through y and the final state)."""
+    x64 = x.double().requires_grad_()
+    f = torch.float64
+    dtp = torch.nn.functional.softplus(dt.to(f))
+    heads = x.shape[2]
+    Bh, Ch = (t.to(f).repeat_interleave(heads // t.shape[2], 2) for t in (B, C))
+    state = x.new_zeros(x.shape[0], heads, x.shape[3], B.shape[3], dtype=f)
+    ys = []
+    for t in range(x.shape[1]):
+        state = torch.exp(dtp[:, t] * A.to(f))[:, :, None, None] * state + \
+            (dtp[:, t, :, None] * x64[:, t])[..., None] * Bh[:, t, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, Ch[:, t]))
+    (dx,) = torch.autograd.grad((torch.stack(ys, 1), state), x64, (dy.double(), d_final.double()))
+    return dx.float()
+
+
+def ssd_backward_launch_args(inputs, dx, config):
+    x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final = inputs
+    return ssd.bwd_launch_args((x, dt, A, B, C, chunk_marker.shape[1], states, y_pre, dy, d_final), dx, config,
+                               dt_softplus=True)
+
+
+SSD_BACKWARD = register(TuneKernel(
+    id="ssd_scan.bwd", kernel=ssd_scan_bwd_kernel, shape_names=("Bt", "L", "H", "P", "N", "chunk"),
+    make_inputs=make_ssd_backward_inputs, make_output=lambda inputs: torch.empty(inputs[0].shape),
+    launch_args=ssd_backward_launch_args, reference=ssd_backward_reference, default_config=ssd._default_bwd_config,
+    default_shapes=SSD_SHAPES, tolerances=op_table("ssm", "BACKWARD"),
+))
+
+
+# ---- the decode steps: selective_state_update (Bt,Dm,N) and ssd_state_update (Bt,H,P,N) ---------------
+# The state cache is S = Bt rows picked through a permuted state_batch_indices (continuous batching). The
+# kernel advances its state in place: launch_args hands it a copy, so the inputs (and the gate's reference)
+# keep the state as drawn.
+
+from . import state_update  # noqa: E402
+
+STATE_UPDATE_SHAPES = {"gpu": [(1, 5120, 16), (64, 5120, 16), (256, 1536, 16)], "cpu": [(4, 256, 16), (16, 64, 16)]}
+SSD_STATE_UPDATE_SHAPES = {"gpu": [(1, 80, 64, 128), (64, 80, 64, 128)], "cpu": [(4, 8, 16, 32), (16, 4, 32, 16)]}
+
+
+def make_state_update_inputs(shape, dtype, generator):
+    bt, dm, n = shape
+    state = torch.randn(bt, dm, n, generator=generator)
+    x = torch.randn(bt, dm, generator=generator).to(dtype)
+    dt = (torch.rand(bt, dm, generator=generator) - 1.5).to(dtype)
+    A = -torch.rand(dm, n, generator=generator) * 4 - 0.5
+    B = torch.randn(bt, n, generator=generator).to(dtype)
+    C = torch.randn(bt, n, generator=generator).to(dtype)
+    D = torch.randn(dm, generator=generator)
+    z = torch.randn(bt, dm, generator=generator).to(dtype)
+    dt_bias = torch.randn(dm, generator=generator) * 0.3
+    slots = torch.randperm(bt, generator=generator).to(torch.int32)
+    return (state, x, dt, A, B, C, D, z, dt_bias, slots)
+
+
+def state_update_reference(state, x, dt, A, B, C, D, z, dt_bias, slots):
+    f = torch.float64
+    dtp = torch.nn.functional.softplus(dt.to(f) + dt_bias.to(f))
+    new = torch.exp(dtp[..., None] * A.to(f)) * state[slots.long()].to(f) + (dtp * x.to(f))[..., None] * \
+        B.to(f)[:, None, :]
+    y = (new * C.to(f)[:, None, :]).sum(-1) + D.to(f) * x.to(f)
+    return (y * torch.nn.functional.silu(z.to(f))).to(x.dtype)
+
+
+def state_update_launch_args(inputs, out, config):
+    state, x, dt, A, B, C, D, z, dt_bias, slots = inputs
+    return state_update.launch_args((state.clone(), x, dt, A, B, C, D, z, dt_bias, True, slots), out, config)
+
+
+def make_ssd_state_update_inputs(shape, dtype, generator):
+    bt, heads, hdim, n = shape
+    state = torch.randn(bt, heads, hdim, n, generator=generator)
+    x = torch.randn(bt, heads, hdim, generator=generator).to(dtype)
+    dt = (torch.rand(bt, heads, generator=generator) - 1.5).to(dtype)
+    A = -(torch.rand(heads, generator=generator) * 2 + 0.3)
+    B = torch.randn(bt, 1, n, generator=generator).to(dtype)
+    C = torch.randn(bt, 1, n, generator=generator).to(dtype)
+    D = torch.randn(heads, generator=generator)
+    z = torch.randn(bt, heads, hdim, generator=generator).to(dtype)
+    dt_bias = torch.randn(heads, generator=generator) * 0.3
+    slots = torch.randperm(bt, generator=generator).to(torch.int32)
+    return (state, x, dt, A, B, C, D, z, dt_bias, slots)
+
+
+def ssd_state_update_reference(state, x, dt, A, B, C, D, z, dt_bias, slots):
+    f = torch.float64
+    dtp = torch.nn.functional.softplus(dt.to(f) + dt_bias.to(f))[..., None, None]
+    new = torch.exp(dtp * A.to(f)[:, None, None]) * state[slots.long()].to(f) + \
+        dtp * x.to(f)[..., None] * B.to(f)[:, :1, None, :]
+    y = (new * C.to(f)[:, :1, None, :]).sum(-1) + D.to(f)[:, None] * x.to(f)
+    return (y * torch.nn.functional.silu(z.to(f))).to(x.dtype)
+
+
+def ssd_state_update_launch_args(inputs, out, config):
+    state, x, dt, A, B, C, D, z, dt_bias, slots = inputs
+    return state_update.ssd_update_launch_args((state.clone(), x, dt, A, B, C, D, z, dt_bias, True, slots), out,
+                                               config)
+
+
+STATE_UPDATE = register(TuneKernel(
+    id="selective_state_update.main", kernel=state_update.selective_state_update_kernel,
+    shape_names=("Bt", "Dm", "N"), make_inputs=make_state_update_inputs,
+    make_output=lambda inputs: torch.empty_like(inputs[1]), launch_args=state_update_launch_args,
+    reference=state_update_reference, default_config=state_update._default_config,
+    default_shapes=STATE_UPDATE_SHAPES, tolerances=op_table("ssm", "FORWARD"),
+))
+
+SSD_STATE_UPDATE = register(TuneKernel(
+    id="ssd_state_update.main", kernel=state_update.ssd_state_update_kernel, shape_names=("Bt", "H", "P", "N"),
+    make_inputs=make_ssd_state_update_inputs, make_output=lambda inputs: torch.empty_like(inputs[1]),
+    launch_args=ssd_state_update_launch_args, reference=ssd_state_update_reference,
+    default_config=state_update._ssd_default_config, default_shapes=SSD_STATE_UPDATE_SHAPES,
+    tolerances=op_table("ssm", "FORWARD"),
 ))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SSM device step: selective_scan (forward, and forward+backward) at Mamba-2.8B prefill (Bt=1, Dm=5120,
 # L=2048, N=16, fp16) against the eager reference (bench/problems/selective_scan's chunked Model), with
-# errors against the float64 sequential recurrence. SSD (ssd_scan) is not built yet.
+# errors against the float64 sequential recurrence; and ssd_scan (forward, and forward+backward) at
+# Mamba-2-2.7B prefill (Bt=1, L=2048, H=80, P=64, N=128, chunk 256, fp16) against the eager chunked SSD Model
+# of bench/problems/selective_scan/ssd_chunk_scan.py (errors against it run in fp32).
 #   bash scripts/device_check.d/ssm.sh [--dry-run] --device cuda|cpu
 set -u
 DRY=0; DEVICE=cuda
@@ -75,8 +77,46 @@ def eager_train():
 
 
 t_tk_train, t_eager_train = timed(tilekit_train), timed(eager_train)
-print(json.dumps({"shape": [bt, dm, length, n], "dtype": "float16", "device": str(device),
-                  "max_abs_err_vs_float64": err, "fwd_ms": {"tilekit": t_tk, "eager": t_eager},
-                  "fwd_bwd_ms": {"tilekit": t_tk_train, "eager": t_eager_train},
-                  "speedup_vs_eager": {"fwd": t_eager / t_tk, "fwd_bwd": t_eager_train / t_tk_train}}))
+report = {"shape": [bt, dm, length, n], "dtype": "float16", "device": str(device),
+          "max_abs_err_vs_float64": err, "fwd_ms": {"tilekit": t_tk, "eager": t_eager},
+          "fwd_bwd_ms": {"tilekit": t_tk_train, "eager": t_eager_train},
+          "speedup_vs_eager": {"fwd": t_eager / t_tk, "fwd_bwd": t_eager_train / t_tk_train}}
+
+# ---- ssd_scan at Mamba-2-2.7B prefill ----
+import ssd_chunk_scan as ssd_problem
+sb, sl, sh, sp, sn, chunk = (1, 100, 4, 16, 16, 32) if dry else (1, 2048, 80, 64, 128, 256)
+ssd_problem.BATCH, ssd_problem.SEQLEN, ssd_problem.HEADS, ssd_problem.HEADDIM, ssd_problem.DSTATE = sb, sl, sh, sp, sn
+ssd_problem.GROUPS, ssd_problem.DTYPE = 1, "float16"
+torch.manual_seed(1)
+ssd_args = [t.to(device) for t in ssd_problem.get_inputs()]  # x, dt, A, B, C, D, dt_bias
+ssd_eager = ssd_problem.Model(chunk).to(device)
+tilekit_ssd = lambda: tk_ops.ssd_scan(*ssd_args[:5], chunk, D=ssd_args[5], dt_bias=ssd_args[6], dt_softplus=True)
+with torch.no_grad():
+    got = tilekit_ssd().float()
+    want = ssd_problem.Model(chunk)(*[a.float() for a in ssd_args])
+    ssd_err = (got - want).abs().max().item()
+    ssd_scale = want.abs().max().item()
+    t_ssd, t_ssd_eager = timed(tilekit_ssd), timed(lambda: ssd_eager(*ssd_args))
+ssd_leaves = [a.clone().requires_grad_() if a.is_floating_point() else a for a in ssd_args]
+ssd_grad = torch.randn_like(ssd_args[0])
+
+
+def tilekit_ssd_train():
+    y = tk_ops.ssd_scan(*ssd_leaves[:5], chunk, D=ssd_leaves[5], dt_bias=ssd_leaves[6], dt_softplus=True)
+    torch.autograd.grad(y, ssd_leaves, ssd_grad)
+
+
+def eager_ssd_train():
+    torch.autograd.grad(ssd_eager(*ssd_leaves), ssd_leaves, ssd_grad)
+
+
+t_ssd_train, t_ssd_eager_train = timed(tilekit_ssd_train), timed(eager_ssd_train)
+flops = 2 * sb * sh * sl * (chunk * (sn + sp) + 2 * sp * sn)  # intra-chunk (CB^T, ·x) and state in/out matmuls
+report["ssd_scan"] = {"shape": [sb, sl, sh, sp, sn, chunk], "dtype": "float16",
+                      "max_abs_err_vs_eager_fp32": ssd_err, "output_scale": ssd_scale,
+                      "fwd_ms": {"tilekit": t_ssd, "eager": t_ssd_eager},
+                      "fwd_bwd_ms": {"tilekit": t_ssd_train, "eager": t_ssd_eager_train},
+                      "speedup_vs_eager": {"fwd": t_ssd_eager / t_ssd, "fwd_bwd": t_ssd_eager_train / t_ssd_train},
+                      "fwd_tflops_tilekit": flops / (t_ssd * 1e-3) / 1e12}
+print(json.dumps(report))
 PYEOF
