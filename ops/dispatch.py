@@ -165,3 +165,18 @@ def check_same(op_name, named_tensors):
         if x.dtype != first.dtype:
             raise TypeError(f"tilekit::{op_name}: inputs have different dtypes: '{first_name}' is {first.dtype}, "
                             f"'{name}' is {x.dtype}")
+
+
+def gpu_arch_family(device=None, target=None):
+    """"sm_80", "sm_90" or "amd": from an AOT target name when given (``sm_90``, ``gfx942``), else from the
+    device (ROCm torch: AMD; CUDA: its compute capability). With no GPU to ask (meta examples), sm_90."""
+    if target is not None:
+        if target.startswith("gfx"):
+            return "amd"
+        digits = "".join(c for c in target if c.isdigit())
+        return "sm_90" if digits and int(digits[:2]) >= 90 else "sm_80"
+    if getattr(torch.version, "hip", None):
+        return "amd"
+    if device is not None and torch.cuda.is_available():
+        return "sm_90" if torch.cuda.get_device_capability(device)[0] >= 9 else "sm_80"
+    return "sm_90"

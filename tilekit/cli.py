@@ -49,7 +49,7 @@ def _parse_shape(text):
         raise SystemExit(f"bad --shape {text!r}: give integers like 1024,1024,512 or 1024x1024x512") from None
 
 
-def _example(args, gpu=True):
+def _example(args, gpu=True, target=None):
     import torch
     from tilekit.ops import DEFAULT_SHAPES, KERNELS
     if args.op not in KERNELS:
@@ -60,7 +60,9 @@ def _example(args, gpu=True):
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise SystemExit(f"unknown --dtype {args.dtype!r}")
-    return KERNELS[args.op](shape, dtype, torch.device("cuda" if gpu else "cpu"))
+    # a compile for a target gets that architecture's default config (sm_90's tiles may spill on gfx942)
+    extra = {"target": target} if target else {}
+    return KERNELS[args.op](shape, dtype, torch.device("cuda" if gpu else "cpu"), **extra)
 
 
 def cmd_show(args):
@@ -70,7 +72,7 @@ def cmd_show(args):
 
 
 def cmd_compile(args):
-    kernel, example, kwargs = _example(args)
+    kernel, example, kwargs = _example(args, target=args.target)
     if args.backend:
         kwargs["backend"] = args.backend
     art = kernel.compile(args.target, *example, **kwargs)

@@ -7,7 +7,8 @@ import torch
 import tilekit as tk
 
 from ...backends import default_backend
-from ..dispatch import backend_for, check_same, check_tensor, checked_config, elem_bytes, next_pow2, provided_config
+from ..dispatch import (backend_for, check_same, check_tensor, checked_config, elem_bytes, gpu_arch_family, next_pow2,
+                        provided_config)
 from .kernels import (ATTENTION_TUNABLES, attention_bwd_delta_kernel, attention_bwd_dkdv_kernel,
                       attention_bwd_dq_kernel, attention_fwd_kernel, attention_varlen_bwd_delta_kernel,
                       attention_varlen_bwd_dkdv_kernel, attention_varlen_bwd_dq_kernel, attention_varlen_fwd_kernel)
@@ -44,21 +45,6 @@ _VARLEN_OVERRIDES = {
     "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1)}},
     "amd": {"fwd": {64: (128, 16, 4, 2), 128: (128, 16, 8, 2)}},
 }
-
-
-def gpu_arch_family(device=None, target=None):
-    """"sm_80", "sm_90" or "amd": from an AOT target name when given (``sm_90``, ``gfx942``), else from the
-    device (ROCm torch: AMD; CUDA: its compute capability). With no GPU to ask (meta examples), sm_90."""
-    if target is not None:
-        if target.startswith("gfx"):
-            return "amd"
-        digits = "".join(c for c in target if c.isdigit())
-        return "sm_90" if digits and int(digits[:2]) >= 90 else "sm_80"
-    if getattr(torch.version, "hip", None):
-        return "amd"
-    if device is not None and torch.cuda.is_available():
-        return "sm_90" if torch.cuda.get_device_capability(device)[0] >= 9 else "sm_80"
-    return "sm_90"
 
 
 def _default_config(shape, dtype, device, kernel="fwd", target=None, varlen=False):

@@ -115,7 +115,7 @@ def matmul_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.to(wide) @ b.to(wide)).to(a.dtype)
 
 
-def kernel_example(shape=(4096, 4096, 4096), dtype=torch.float16, device=torch.device("cuda")):
+def kernel_example(shape=(4096, 4096, 4096), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) for an (M, N, K) matmul: what `tilekit show/compile` use.
     Tensors are on the meta device; ``device`` only picks the config family."""
     m, n, k = shape

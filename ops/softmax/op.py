@@ -140,7 +140,7 @@ def softmax_backward_reference(grad: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return (yw * (g - (g * yw).sum(-1, keepdim=True))).to(y.dtype)
 
 
-def kernel_example(shape=(4096, 4096), dtype=torch.float16, device=torch.device("cuda")):
+def kernel_example(shape=(4096, 4096), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) for a (rows, n) softmax: what `tilekit show/compile` use.
     Tensors are on the meta device; ``device`` only picks the config family."""
     rows, n = shape

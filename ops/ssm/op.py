@@ -386,7 +386,7 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return (out, state.to(_state_dtype(u.dtype))) if return_last_state else out
 
 
-def kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, device=torch.device("cuda")):
+def kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) at (Bt, Dm, L, N) with variable B/C, on meta tensors."""
     bt, dm, length, n = shape
     meta = dict(device="meta")

@@ -10,23 +10,28 @@ import torch
 import tilekit as tk
 
 from ...backends import default_backend
-from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, provided_config
+from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, gpu_arch_family, provided_config
 from .kernels import SSD_BWD_TUNABLES, SSD_TUNABLES, ssd_scan_bwd_kernel, ssd_scan_fwd_kernel
 
 OP_NAME = "ssd_scan"
 
 
-def _default_config(shape, dtype, device, backend=None):
-    """Config for (Bt, L, H, P, N, chunk)."""
+# GPU forward defaults per architecture family, from the AOT sweep at Mamba-2-2.7B (chunk 256, fp16): the
+# widest tiles with no stack frame. sm_90 BP 32 spills 96 B (BP 16: 243 regs, 20 wgmma); sm_80 spills at every
+# BQ 64 (BP 16, BQ 32, 8 warps: 252 regs, 56 mma.sync); AMD BP 32, BQ 64: about 400 VGPRs, 64 mfma, no spills.
+_GPU_FORWARD = {"sm_90": {"BP": 16, "BQ": 64, "num_warps": 4}, "sm_80": {"BP": 16, "BQ": 32, "num_warps": 8},
+                "amd": {"BP": 32, "BQ": 64, "num_warps": 4}}
+
+
+def _default_config(shape, dtype, device, backend=None, target=None):
+    """Config for (Bt, L, H, P, N, chunk); ``target`` (an AOT target name) picks the architecture."""
     hdim = shape[3]
     if backend == "opencl":
         # PoCL turns every tile op into C loops: small tiles keep its compile time down
         return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
-    if device.type == "cpu":
+    if device.type == "cpu" and target is None:
         return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 32, "num_warps": 4, "num_stages": 1}
-    # BP 32: twice the programs of BP 64 at P = 64 (the chunks of one program run in sequence), and at
-    # Mamba-2-2.7B fewer VGPRs on AMD (about 400 vs 460) and a smaller stack on sm_80, still no spills
-    return {"BP": 32, "BQ": 64, "num_warps": 4, "num_stages": 1}
+    return {**_GPU_FORWARD[gpu_arch_family(device, target)], "num_stages": 1}
 
 
 def _config_for(shape, dtype, device, backend):
@@ -188,15 +193,15 @@ def _fake(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_stat
     return x.new_empty(bt, length, heads, hdim), x.new_empty(bt, heads, hdim, n, dtype=state_dtype)
 
 
-def _default_bwd_config(shape, dtype, device, backend=None, amd=None):
-    """Backward config for (Bt, L, H, P, N, chunk). On AMD (``amd``, or a ROCm torch's GPU) 16-row sub-chunks:
-    at Mamba-2-2.7B 32-row ones spill VGPRs on gfx90a/gfx942 (README, "Compiled for GPUs")."""
+def _default_bwd_config(shape, dtype, device, backend=None, target=None):
+    """Backward config for (Bt, L, H, P, N, chunk); ``target`` (an AOT target name) picks the architecture. On
+    AMD 16-row sub-chunks: at Mamba-2-2.7B 32-row ones spill VGPRs on gfx90a/gfx942 (README, "Compiled for GPUs")."""
     hdim = shape[3]
     if backend == "opencl":
         return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
-    if device.type == "cpu":
+    if device.type == "cpu" and target is None:
         return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 16, "num_warps": 4, "num_stages": 1}
-    amd = amd if amd is not None else torch.version.hip is not None
+    amd = gpu_arch_family(device, target) == "amd"
     return {"BP": 32, "BQ": 16 if amd else 32, "num_warps": 4, "num_stages": 1}
 
 
@@ -316,10 +321,10 @@ def ssd_scan(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initia
 
 
 def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, device=torch.device("cuda"),
-                   backward=False, amd=None):
+                   backward=False, target=None):
     """(kernel, example args, launch kwargs) of the forward (or backward) at (Bt, L, H, P, N, chunk), one B/C
-    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors. ``amd`` picks the
-    AMD GPU defaults (for compiling to a gfx target from any machine)."""
+    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors. ``target`` (``sm_90``,
+    ``gfx942``, ...) picks that architecture's defaults, for compiling to it from any machine."""
     bt, length, heads, hdim, n, chunk = shape
     meta = dict(device="meta")
     x = torch.empty(bt, length, heads, hdim, dtype=dtype, **meta)
@@ -332,13 +337,13 @@ def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, devic
     backend = "reference" if device.type == "cpu" else "triton"
     flags = _flags(D, x, A, None, True, 0.0, 3.0e38)
     if backward:
-        config = _default_bwd_config(shape, dtype, device, backend, amd)
+        config = _default_bwd_config(shape, dtype, device, backend, target)
         states = torch.empty(bt, heads, tk.cdiv(length, chunk), hdim, n, dtype=torch.float32, **meta)
         dx = torch.empty(bt, length, heads, hdim, dtype=torch.float32, **meta)
         _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, dx, x, final), dx, config, D=D, z=x,
                                           dt_bias=A, dt_softplus=True)
         return ssd_scan_bwd_kernel, args, kwargs
-    config = _default_config(shape, dtype, device, backend)
+    config = _default_config(shape, dtype, device, backend, target)
     args = (x, dt, A, B, B, D, x, A, final, A, x, final, final, heads, 0.0, 3.0e38)
     kwargs = dict(Q=chunk, S=min(config["BQ"], chunk), BP=config["BP"], BN=clamp_pow2(n, 1, 256), HAS_INIT=False,
                   SAVE_STATES=False, DOT=dot_dtype(dtype), ACC=_acc(dtype), num_warps=config["num_warps"], num_stages=config["num_stages"], **flags)

@@ -49,7 +49,7 @@ MATRIX_INSTRUCTION = {"sm_90": "wgmma", "sm_80": "mma.sync", "gfx90a": "mfma", "
 
 @functools.lru_cache(maxsize=None)
 def ssd_artifact(target):
-    k, args, kwargs = ssd.kernel_example(MAMBA_2_2_7B, torch.float16, torch.device("cuda"))
+    k, args, kwargs = ssd.kernel_example(MAMBA_2_2_7B, torch.float16, torch.device("cuda"), target=target)
     return k.compile(target, *args, **kwargs)
 
 
