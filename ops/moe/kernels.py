@@ -203,9 +203,11 @@ def _gelu_tanh(x):
 def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k, BM: tk.constexpr,
                        BN: tk.constexpr, BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr,
                        ACC: tk.constexpr = tk.float32):
-    """Inter[p] = act(W_gate[e] x[t]) * (W_up[e] x[t]) for the BM sorted positions p of M-block program_id(0),
-    whose expert e is read from ExpertIds, and BN of the F columns. Gate and up share one pass over H;
-    sentinel slots are masked, and a block past num_padded loads nothing."""
+    """Inter[s] = act(W_gate[e] x[t]) * (W_up[e] x[t]) for the BM slots s of M-block program_id(0) (token
+    t = s // top_k), whose expert e is read from ExpertIds, and BN of the F columns. Gate and up share one
+    pass over H; sentinel slots are masked, and a block past num_padded loads nothing. Inter is in slot
+    order (T*top_k rows, as vLLM's intermediate cache): its shape does not depend on BM, and padding takes
+    no memory."""
     T, H = X.shape
     _, F2, _ = WGateUp.shape
     F = F2 // 2
@@ -231,15 +233,15 @@ def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k
             act = _gelu_tanh(gate)
         else:
             act = gate * tk.sigmoid(gate)
-        positions = block * BM + tk.arange(BM)
-        tk.store(Inter, (positions, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
+        tk.store(Inter, (safe_slots, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
 
 
 @tk.kernel(tunables=GEMM_TUNABLES)
 def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, SlotOut, top_k, BM: tk.constexpr,
                     BN: tk.constexpr, BK: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr = tk.float32):
-    """SlotOut[slot] = weight[slot] * W_down[e] Inter[p] for the sorted positions p of one M-block: one fp32
-    row per routed slot, so the combine can sum a token's top_k rows in a fixed order (no atomics)."""
+    """SlotOut[s] = weight[s] * W_down[e] Inter[s] for the slots s of one M-block: one fp32 row per routed
+    slot, so the combine can sum a token's top_k rows in a fixed order (no atomics)."""
     _, H, F = WDown.shape
     (num_slots,) = Weights.shape
     block = tk.program_id(0)
@@ -249,13 +251,12 @@ def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, Slot
         expert = tk.load(ExpertIds, (block,))
         slots = tk.load(SortedIds, (block * BM,), (BM,))
         real = slots < num_slots
-        positions = block * BM + tk.arange(BM)
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
         acc = tk.zeros((BM, BN), ACC)
         for k in tk.range(0, F, BK, stages=STAGES):
-            h = tk.load(Inter, (positions, k), (BM, BK), mask=real[:, None])
+            h = tk.load(Inter, (safe_slots, k), (BM, BK), mask=real[:, None])
             w = tk.load(WDown, (expert, n0, k), (1, BN, BK))[0, :, :]
             acc = tk.mma(h, w.T, acc)
-        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
         weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
         tk.store(SlotOut, (safe_slots, n0), acc * weight[:, None], mask=real[:, None])
 
@@ -305,7 +306,7 @@ BACKWARD_GEMM_TUNABLES = tk.Tunables(
 def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, NumPadded, Weights, Inter,
                                 GradGateUp, GradWeightParts, top_k, BM: tk.constexpr, BN: tk.constexpr,
                                 BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr):
-    """For the BM sorted positions p of one M-block (expert e read from ExpertIds) and BN of the F columns, in
+    """For the BM slots s of one M-block (expert e read from ExpertIds) and BN of the F columns, in
     one pass over H: the gate/up GEMM again (x[t] W_gate_up[e]^T) and the down GEMM's input gradient
     g = dy[t] W_down[e] (W_down not transposed: the forward's transposed operand). Then, in registers,
     h = act(gate) up (stored: dW_down reads it), the partial d(weight) <g, h> over these BN columns (one
@@ -345,11 +346,10 @@ def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, 
         h = act * up
         weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
         dh = grad_h * weight[:, None]
-        positions = block * BM + tk.arange(BM)
         stored = real[:, None] & in_f
-        tk.store(Inter, (positions, n0), h.to(Inter.dtype), mask=stored)
-        tk.store(GradGateUp, (positions, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
-        tk.store(GradGateUp, (positions, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
+        tk.store(Inter, (safe_slots, n0), h.to(Inter.dtype), mask=stored)
+        tk.store(GradGateUp, (safe_slots, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
+        tk.store(GradGateUp, (safe_slots, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
         part = tk.sum(tk.where(in_f, grad_h * h, 0.0), axis=1)
         tk.store(GradWeightParts, (safe_slots, f_block), part[:, None].to(GradWeightParts.dtype), mask=real[:, None])
 
@@ -381,10 +381,10 @@ WEIGHT_GRAD_TUNABLES = tk.Tunables(
 def moe_weight_grad_kernel(A, B, SortedIds, Starts, Weights, Out, top_k, BM: tk.constexpr, BR: tk.constexpr,
                            BC: tk.constexpr, A_BY_TOKEN: tk.constexpr, SCALE_A: tk.constexpr,
                            STAGES: tk.constexpr, ACC: tk.constexpr):
-    """Out[e] = sum over expert e's sorted positions p of a[p]^T b[p]: the grouped GEMM with the M-blocks as its
+    """Out[e] = sum over expert e's slots s of a[s]^T b[s]: the grouped GEMM with the M-blocks as its
     reduction. One program per (expert, BR rows, BC columns) walks its expert's blocks Starts[e] .. Starts[e+1];
-    an expert with no tokens writes zeros. a and b are rows of A and B at the position p, or at its token
-    (A_BY_TOKEN: a = dy[t], then b = h[p]; else a = d[gate, up][p], b = x[t]); SCALE_A multiplies a by the
+    an expert with no tokens writes zeros. a and b are rows of A and B at the slot s, or at its token
+    (A_BY_TOKEN: a = dy[t], then b = h[s]; else a = d[gate, up][s], b = x[t]); SCALE_A multiplies a by the
     slot's routing weight. dW_down = sum w dy^T h, dW_gate_up = sum d[gate, up]^T x."""
     _, R, C = Out.shape
     (num_slots,) = Weights.shape
@@ -395,18 +395,18 @@ def moe_weight_grad_kernel(A, B, SortedIds, Starts, Weights, Out, top_k, BM: tk.
     last = tk.load(Starts, (expert + 1,))
     acc = tk.zeros((BR, BC), ACC)
     for m_block in tk.range(first, last, stages=STAGES):
-        positions = m_block * BM + tk.arange(BM)
         slots = tk.load(SortedIds, (m_block * BM,), (BM,))
         real = slots < num_slots
         tokens = tk.where(real, slots // top_k, 0)
+        safe_slots = tk.where(real, slots, 0)
         if A_BY_TOKEN:
             a = tk.load(A, (tokens, r0), (BM, BR), mask=real[:, None])
-            b = tk.load(B, (positions, c0), (BM, BC), mask=real[:, None])
+            b = tk.load(B, (safe_slots, c0), (BM, BC), mask=real[:, None])
         else:
-            a = tk.load(A, (positions, r0), (BM, BR), mask=real[:, None])
+            a = tk.load(A, (safe_slots, r0), (BM, BR), mask=real[:, None])
             b = tk.load(B, (tokens, c0), (BM, BC), mask=real[:, None])
         if SCALE_A:
-            weight = tk.load(Weights, (tk.where(real, slots, 0),), (BM,), mask=real).to(ACC)
+            weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
             a = (a.to(ACC) * weight[:, None]).to(A.dtype)
         acc = tk.mma(a.T, b, acc)
     tk.store(Out, (expert, r0, c0), acc[None, :, :].to(Out.dtype))

@@ -360,7 +360,7 @@ def fused_moe_op(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
     backend = backend_for(x.device)
     gate_up_cfg, down_cfg = _fused_configs((tokens, hidden, ffn, num_experts, top_k), x.dtype, x.device, backend)
     sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, gate_up_cfg["BM"])
-    inter = torch.empty(sorted_ids.shape[0], ffn, dtype=x.dtype, device=x.device)  # F wide, not 2F
+    inter = torch.empty(tokens * top_k, ffn, dtype=x.dtype, device=x.device)  # slot order, F wide (not 2F)
     grid, args, kwargs = gate_up_launch_args(x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k,
                                              activation, gate_up_cfg)
     moe_gate_up_kernel[grid](*args, backend=backend, **kwargs)
@@ -413,12 +413,12 @@ def fused_moe_backward_op(grad_y: torch.Tensor, x: torch.Tensor, w_gate_up: torc
     block_m = gate_up_cfg["BM"]
     bwd_cfg, wgrad_cfg = _backward_configs(device)
     sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
-    length, num_m_blocks = sorted_ids.shape[0], expert_ids.shape[0]
+    num_m_blocks = expert_ids.shape[0]
     num_slots = tokens * top_k
     flat_weights = weights.reshape(-1)
     f_blocks = tk.cdiv(ffn, bwd_cfg["BN"])
-    inter = torch.empty(length, ffn, dtype=x.dtype, device=device)
-    grad_gate_up = torch.empty(length, two_f, dtype=x.dtype, device=device)
+    inter = torch.empty(num_slots, ffn, dtype=x.dtype, device=device)
+    grad_gate_up = torch.empty(num_slots, two_f, dtype=x.dtype, device=device)
     parts = torch.empty(num_slots, f_blocks, dtype=wide, device=device)
     moe_gate_up_backward_kernel[(num_m_blocks, f_blocks)](
         x, w_gate_up, w_down, grad_y, sorted_ids, expert_ids, num_padded, flat_weights, inter, grad_gate_up,
@@ -519,7 +519,8 @@ def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device
     _, args, kwargs = gate_up_launch_args(
         torch.empty(tokens, hidden, dtype=dtype, **meta), torch.empty(num_experts, 2 * ffn, hidden, dtype=dtype, **meta),
         torch.empty(length, dtype=torch.int32, **meta), torch.empty(num_m_blocks, dtype=torch.int32, **meta),
-        torch.empty(1, dtype=torch.int32, **meta), torch.empty(length, ffn, dtype=dtype, **meta), top_k, "silu", config)
+        torch.empty(1, dtype=torch.int32, **meta), torch.empty(tokens * top_k, ffn, dtype=dtype, **meta), top_k,
+        "silu", config)
     return moe_gate_up_kernel, args, kwargs
 
 
