@@ -258,7 +258,7 @@ def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, Slot
             w = tk.load(WDown, (expert, n0, k), (1, BN, BK))[0, :, :]
             acc = tk.mma(h, w.T, acc)
         weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
-        tk.store(SlotOut, (safe_slots, n0), acc * weight[:, None], mask=real[:, None])
+        tk.store(SlotOut, (safe_slots, n0), (acc * weight[:, None]).to(SlotOut.dtype), mask=real[:, None])
 
 
 COMBINE_TUNABLES = tk.Tunables(

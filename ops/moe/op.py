@@ -292,18 +292,21 @@ def _check_fused_args(x, w_gate_up, w_down, weights, ids, activation):
         raise ValueError(f"tilekit::fused_moe: 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def gemm_config(spec, dtype, device, backend, kernel_id):
-    """The grouped-GEMM config at SPEC (T, H, F, E, top_k): the provider's, else a default by token count
-    (a few tokens per expert want a small BLOCK_M: less padding)."""
-    config = provided_config(kernel_id, spec, dtype, device, backend, GEMM_TUNABLES, elem_bytes(dtype))
-    if config:
-        return config
+def default_gemm_config(spec, dtype, device):
+    """The grouped GEMMs' default config at SPEC (T, H, F, E, top_k), by tokens per expert (a few want a
+    small BLOCK_M: less padding). Trial 0 of `tilekit tune fused_moe`."""
     tokens, _, _, num_experts, top_k = spec
     per_expert = max(1, tokens * top_k // num_experts)
-    if device.type == "cpu":
+    if torch.device(device).type == "cpu":
         return {"BM": 16 if per_expert <= 16 else 32, "BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1}
     return {"BM": 16 if per_expert <= 16 else 64, "BN": 64 if per_expert <= 16 else 128, "BK": 64,
             "num_warps": 4 if per_expert <= 16 else 8, "num_stages": 3}
+
+
+def gemm_config(spec, dtype, device, backend, kernel_id):
+    """The grouped-GEMM config at SPEC: the provider's (a tuned table), else the default."""
+    config = provided_config(kernel_id, spec, dtype, device, backend, GEMM_TUNABLES, elem_bytes(dtype))
+    return config or default_gemm_config(spec, dtype, device)
 
 
 def _acc(dtype):
@@ -340,11 +343,8 @@ def _combine(slot_out, out, top_k, backend):
 
 
 def _fused_configs(spec, dtype, device, backend):
-    gate_up_cfg = gemm_config(spec, dtype, device, backend, KERNEL_IDS["gate_up"])
-    down_cfg = gemm_config(spec, dtype, device, backend, KERNEL_IDS["down"])
-    if down_cfg["BM"] != gate_up_cfg["BM"]:
-        down_cfg = {**down_cfg, "BM": gate_up_cfg["BM"]}  # both walk the same alignment
-    return gate_up_cfg, down_cfg
+    return (gemm_config(spec, dtype, device, backend, KERNEL_IDS["gate_up"]),
+            gemm_config(spec, dtype, device, backend, KERNEL_IDS["down"]))
 
 
 @torch.library.custom_op("tilekit::fused_moe", mutates_args=())
@@ -364,6 +364,10 @@ def fused_moe_op(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
     grid, args, kwargs = gate_up_launch_args(x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k,
                                              activation, gate_up_cfg)
     moe_gate_up_kernel[grid](*args, backend=backend, **kwargs)
+    if down_cfg["BM"] != gate_up_cfg["BM"]:
+        # each GEMM runs the BLOCK_M it was tuned with: the slot-order intermediate allows it, for one more
+        # (cheap) alignment
+        sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, down_cfg["BM"])
     slot_out = torch.empty(tokens * top_k, hidden, dtype=_wide(x.dtype), device=x.device)
     grid, args, kwargs = down_launch_args(inter, w_down, sorted_ids, expert_ids, num_padded, weights.reshape(-1),
                                           slot_out, top_k, down_cfg)
@@ -411,6 +415,7 @@ def fused_moe_backward_op(grad_y: torch.Tensor, x: torch.Tensor, w_gate_up: torc
     backend = backend_for(device)
     gate_up_cfg, down_cfg = _fused_configs((tokens, hidden, ffn, num_experts, top_k), x.dtype, device, backend)
     block_m = gate_up_cfg["BM"]
+    down_cfg = {**down_cfg, "BM": block_m}  # every backward kernel walks the one alignment
     bwd_cfg, wgrad_cfg = _backward_configs(device)
     sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
     num_m_blocks = expert_ids.shape[0]
