@@ -40,6 +40,8 @@ VARIANTS = {
     "e64_top8_balanced": {"HIDDEN": 2048, "FFN": 1024, "EXPERTS": 64, "TOP_K": 8},
     "e64_top8_skewed_fp16": {"HIDDEN": 2048, "FFN": 1024, "EXPERTS": 64, "TOP_K": 8, "SKEW": 1.0,
                              "DTYPE": "float16"},
+    # Extreme imbalance: a bias of -100 log(1 + e) sends every token to expert 0; the other seven get none.
+    "e8_top1_all_to_one": {"TOP_K": 1, "SKEW": 100.0},
 }
 
 
