@@ -539,3 +539,38 @@ def moe_layer(x, router_weight, w_gate_up, w_down, top_k, *, activation="silu", 
     logits = torch.ops.tilekit.matmul(x.float(), router_weight.float().T)
     weights, ids = moe_route(logits, top_k, **moe_route_kwargs)
     return fused_moe(x, w_gate_up, w_down, weights, ids, activation=activation)
+
+
+def backward_example(kind, shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) of a fused_moe backward kernel at SPEC (T, H, F, E, top_k), with
+    the GPU defaults: kind "gate_up" (moe_gate_up_backward_kernel), "dw_gate_up" or "dw_down"
+    (moe_weight_grad_kernel). Tensors are on the meta device (for AOT compiles)."""
+    tokens, hidden, ffn, num_experts, top_k = shape
+    device = torch.device(device)
+    block_m = gemm_config(shape, dtype, device, "triton", KERNEL_IDS["gate_up"])["BM"]
+    bwd_cfg, wgrad_cfg = _backward_configs(device)
+    length, num_m_blocks = align_lengths(tokens * top_k, num_experts, block_m)
+    slots = tokens * top_k
+
+    def meta(*size, dt=dtype):
+        return torch.empty(*size, dtype=dt, device="meta")
+
+    i32 = torch.int32
+    if kind == "gate_up":
+        args = (meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), meta(num_experts, hidden, ffn),
+                meta(tokens, hidden), meta(length, dt=i32), meta(num_m_blocks, dt=i32), meta(1, dt=i32),
+                meta(slots, dt=torch.float32), meta(slots, ffn), meta(slots, 2 * ffn),
+                meta(slots, tk.cdiv(ffn, bwd_cfg["BN"]), dt=torch.float32), top_k)
+        kwargs = dict(BM=block_m, BN=bwd_cfg["BN"], BK=bwd_cfg["BK"], GELU=False, STAGES=bwd_cfg["num_stages"],
+                      ACC=_acc(dtype), num_warps=bwd_cfg["num_warps"])
+        return moe_gate_up_backward_kernel, args, kwargs
+    if kind == "dw_gate_up":
+        a, b, out, by_token = meta(slots, 2 * ffn), meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), False
+    elif kind == "dw_down":
+        a, b, out, by_token = meta(tokens, hidden), meta(slots, ffn), meta(num_experts, hidden, ffn), True
+    else:
+        raise ValueError(f"backward_example: 'kind' must be gate_up, dw_gate_up or dw_down, got {kind!r}")
+    args = (a, b, meta(length, dt=i32), meta(num_experts + 1, dt=i32), meta(slots, dt=torch.float32), out, top_k)
+    kwargs = dict(BM=block_m, BR=wgrad_cfg["BR"], BC=wgrad_cfg["BC"], A_BY_TOKEN=by_token, SCALE_A=by_token,
+                  STAGES=wgrad_cfg["num_stages"], ACC=_acc(dtype), num_warps=wgrad_cfg["num_warps"])
+    return moe_weight_grad_kernel, args, kwargs
