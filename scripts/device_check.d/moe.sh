@@ -14,7 +14,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-PY=${PY:-python}
+PY=${PY:-${PYTHON:-python3}}
 DRY=$DRY DEVICE=$DEVICE "$PY" - <<'PYEOF'
 import importlib.util, json, os, time
 import torch
