@@ -1,10 +1,13 @@
-"""The MoE torch ops: ``tilekit::moe_route`` (with its backward) and ``tilekit::moe_align``.
+"""The MoE torch ops: ``tilekit::moe_route`` (with its backward), ``tilekit::moe_align``, ``tilekit::fused_moe``
+(with ``tilekit::fused_moe_backward``), and the ``moe_layer`` wrapper.
 
 moe_route scores each token's logits (softmax or sigmoid), adds the optional selection bias, keeps the
 best ``topk_groups`` of ``num_groups`` groups (a group's score is the sum of its two best sel), and picks
 ``top_k`` experts by descending sel, equal sel to the lower expert id. The weights are p at the chosen
 experts, renormalised and scaled. moe_align is vLLM's moe_align_block_size made stable: three DSL
-kernels (count per slot block and expert; one exclusive scan; scatter at base + in-block rank).
+kernels (count per slot block and expert; one exclusive scan; scatter at base + in-block rank). fused_moe
+is two grouped GEMMs over the alignment (gate/up with the activation fused, down times the routing weight)
+and a fixed-order combine; its backward reuses the grouped-GEMM structure (README.md). No atomics.
 """
 from typing import Optional
 
