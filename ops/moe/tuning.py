@@ -19,13 +19,14 @@ SHAPE_NAMES = ("T", "H", "F", "E", "top_k")
 
 MIXTRAL_8X7B = (4096, 14336, 8, 2)        # H, F, E, top_k
 QWEN_MOE_A2_7B = (2048, 1408, 60, 4)
+QWEN2_MOE_57B = (3584, 2560, 64, 8)
 QWEN3_MOE_30B = (2048, 768, 128, 8)
 DEEPSEEK_V3 = (7168, 2048, 256, 8)        # grouped sigmoid routing: 8 groups, 4 kept
 
 TOKEN_COUNTS = (1, 16, 64, 256, 1024, 4096)
 
 DEFAULT_SHAPES = {
-    "gpu": [(t, *model) for model in (MIXTRAL_8X7B, QWEN_MOE_A2_7B, QWEN3_MOE_30B, DEEPSEEK_V3)
+    "gpu": [(t, *model) for model in (MIXTRAL_8X7B, QWEN_MOE_A2_7B, QWEN2_MOE_57B, QWEN3_MOE_30B, DEEPSEEK_V3)
             for t in TOKEN_COUNTS],
     "cpu": [(37, 48, 80, 8, 2), (64, 64, 32, 64, 8)],
 }
