@@ -10,7 +10,11 @@
 2. Padding overhead: padded slots / real slots (num_padded / (T * top_k)) of the stable alignment, for
    balanced and skewed routing at block_m = 16, 64 and 128. It is what a BLOCK_M costs in wasted rows.
 
-    python bench/abstraction/moe.py [--target sm_90] [--tokens 16 4096] [--skip-compile]
+3. With --aot-table: registers, spills, shared memory and matrix instructions of the forward gate-up and the
+   backward's grouped GEMMs (at their GPU defaults) for sm_80, sm_90, gfx90a and gfx942 at Mixtral, M = 16
+   and 4096.
+
+    python bench/abstraction/moe.py [--target sm_90] [--tokens 16 4096] [--skip-compile] [--aot-table]
 """
 from __future__ import annotations
 
@@ -222,11 +226,34 @@ def padding_rows(models=(("Mixtral E=8 top-2", 8, 2), ("Qwen3 E=128 top-8", 128,
     return rows
 
 
+MATRIX_INSTRUCTIONS = {"sm_80": ("mma.sync",), "sm_90": ("wgmma", "mma.sync"), "gfx90a": ("mfma",),
+                       "gfx942": ("mfma",)}
+
+
+def aot_rows(targets=("sm_80", "sm_90", "gfx90a", "gfx942"), token_counts=(16, 4096)):
+    """(target, M, kernel, registers, spills, shared bytes, matrix instructions) at Mixtral, fp16."""
+    from tilekit.ops.moe.op import backward_example, gate_up_example
+    rows = []
+    for target in targets:
+        for tokens in token_counts:
+            shape = (tokens, *MIXTRAL)
+            items = [("gate_up", gate_up_example(shape, torch.float16, torch.device("cuda")))]
+            items += [(f"backward.{k}", backward_example(k, shape)) for k in ("gate_up", "dw_gate_up", "dw_down")]
+            for name, (kernel, args, kwargs) in items:
+                art = kernel.compile(target, *args, **kwargs)
+                res = art.resources
+                matrix = " ".join(f"{n}={art.instructions.get(n, 0)}" for n in MATRIX_INSTRUCTIONS[target])
+                rows.append((target, tokens, name, res.get("registers") or res.get("vgprs"), res.get("spills"),
+                             res.get("shared_bytes"), matrix))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="sm_90", choices=[t for t in sorted(TARGETS) if t.startswith("sm_")])
     ap.add_argument("--tokens", type=int, nargs="+", default=[16, 4096])
     ap.add_argument("--skip-compile", action="store_true", help="only the CPU check and the padding table")
+    ap.add_argument("--aot-table", action="store_true", help="also the AOT resource table of every grouped GEMM")
     args = ap.parse_args(argv)
     worst = 0.0
     if not args.skip_compile:
@@ -259,6 +286,11 @@ def main(argv=None):
     print(f"{'model':<24} {'T':>5} {'routing':<9} " + " ".join(f"{'BM=' + str(b):>7}" for b in block_ms))
     for name, tokens, routing, ratios in rows:
         print(f"{name:<24} {tokens:>5} {routing:<9} " + " ".join(f"{ratios[b]:>7.2f}" for b in block_ms))
+    if args.aot_table:
+        print("\nAOT, Mixtral fp16 (H=4096, F=14336, E=8, top-2), GPU default configs")
+        print(f"{'target':<7} {'M':>5} {'kernel':<22} {'regs':>5} {'spills':>6} {'smem':>7}  matrix")
+        for target, tokens, name, regs, spills, smem, matrix in aot_rows():
+            print(f"{target:<7} {tokens:>5} {name:<22} {regs!s:>5} {spills!s:>6} {smem!s:>7}  {matrix}")
     return 0
 
 
