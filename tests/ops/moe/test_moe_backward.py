@@ -198,3 +198,15 @@ def test_forward_and_backward_launches_have_no_atomics_in_their_ir(monkeypatch):
     for kernel, args, kwargs in launches:
         text = kernel.ir(*args, **kwargs)
         assert "store" in text and "atomic" not in text, kernel.__name__
+
+
+def test_backward_reads_a_strided_x_and_int64_ids():
+    x, w_gate_up, w_down, weights, ids, grad_y = make_problem(11, 20, 12, 5, 2, 2.0, torch.float32, 12)
+    x_t = x.T.contiguous().requires_grad_()  # x is read through the transposed view x_t.T
+    leaves = [x_t, *(t.clone().requires_grad_() for t in (w_gate_up, w_down, weights))]
+    y = ops.fused_moe(x_t.T, *leaves[1:], ids.long())
+    got = torch.autograd.grad(y, leaves, grad_y)
+    want = reference_grads(x, w_gate_up, w_down, weights, ids, grad_y, "silu")
+    assert_close(got[0], want[0].T.float(), table=FUSED_BACKWARD, msg="dx")
+    for g, w in zip(got[1:], want[1:]):
+        assert_close(g, w.float(), table=FUSED_BACKWARD)
