@@ -201,10 +201,13 @@ def _gelu_tanh(x):
 
 @tk.kernel(tunables=GEMM_TUNABLES)
 def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k, BM: tk.constexpr,
-                       BN: tk.constexpr, BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr):
-    """Inter[p] = act(W_gate[e] x[t]) * (W_up[e] x[t]) for the BM sorted positions p of M-block program_id(0),
-    whose expert e is read from ExpertIds, and BN of the F columns. Gate and up share one pass over H;
-    sentinel slots are masked, and a block past num_padded loads nothing."""
+                       BN: tk.constexpr, BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr,
+                       ACC: tk.constexpr = tk.float32):
+    """Inter[s] = act(W_gate[e] x[t]) * (W_up[e] x[t]) for the BM slots s of M-block program_id(0) (token
+    t = s // top_k), whose expert e is read from ExpertIds, and BN of the F columns. Gate and up share one
+    pass over H; sentinel slots are masked, and a block past num_padded loads nothing. Inter is in slot
+    order (T*top_k rows, as vLLM's intermediate cache): its shape does not depend on BM, and padding takes
+    no memory."""
     T, H = X.shape
     _, F2, _ = WGateUp.shape
     F = F2 // 2
@@ -217,8 +220,8 @@ def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k
         real = slots < T * top_k
         tokens = tk.where(real, slots // top_k, 0)
         in_f = (n0 + tk.arange(BN))[None, :] < F
-        gate = tk.zeros((BM, BN), tk.float32)
-        up = tk.zeros((BM, BN), tk.float32)
+        gate = tk.zeros((BM, BN), ACC)
+        up = tk.zeros((BM, BN), ACC)
         for k in tk.range(0, H, BK, stages=STAGES):
             x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
             # masked at F: the rows past it are the up projection's, read below
@@ -230,15 +233,15 @@ def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k
             act = _gelu_tanh(gate)
         else:
             act = gate * tk.sigmoid(gate)
-        positions = block * BM + tk.arange(BM)
-        tk.store(Inter, (positions, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
+        tk.store(Inter, (safe_slots, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
 
 
 @tk.kernel(tunables=GEMM_TUNABLES)
 def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, SlotOut, top_k, BM: tk.constexpr,
-                    BN: tk.constexpr, BK: tk.constexpr, STAGES: tk.constexpr):
-    """SlotOut[slot] = weight[slot] * W_down[e] Inter[p] for the sorted positions p of one M-block: one fp32
-    row per routed slot, so the combine can sum a token's top_k rows in a fixed order (no atomics)."""
+                    BN: tk.constexpr, BK: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr = tk.float32):
+    """SlotOut[s] = weight[s] * W_down[e] Inter[s] for the slots s of one M-block: one fp32 row per routed
+    slot, so the combine can sum a token's top_k rows in a fixed order (no atomics)."""
     _, H, F = WDown.shape
     (num_slots,) = Weights.shape
     block = tk.program_id(0)
@@ -248,15 +251,14 @@ def moe_down_kernel(Inter, WDown, SortedIds, ExpertIds, NumPadded, Weights, Slot
         expert = tk.load(ExpertIds, (block,))
         slots = tk.load(SortedIds, (block * BM,), (BM,))
         real = slots < num_slots
-        positions = block * BM + tk.arange(BM)
-        acc = tk.zeros((BM, BN), tk.float32)
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
+        acc = tk.zeros((BM, BN), ACC)
         for k in tk.range(0, F, BK, stages=STAGES):
-            h = tk.load(Inter, (positions, k), (BM, BK), mask=real[:, None])
+            h = tk.load(Inter, (safe_slots, k), (BM, BK), mask=real[:, None])
             w = tk.load(WDown, (expert, n0, k), (1, BN, BK))[0, :, :]
             acc = tk.mma(h, w.T, acc)
-        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
-        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(tk.float32)
-        tk.store(SlotOut, (safe_slots, n0), acc * weight[:, None], mask=real[:, None])
+        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
+        tk.store(SlotOut, (safe_slots, n0), (acc * weight[:, None]).to(SlotOut.dtype), mask=real[:, None])
 
 
 COMBINE_TUNABLES = tk.Tunables(
@@ -266,13 +268,145 @@ COMBINE_TUNABLES = tk.Tunables(
 
 
 @tk.kernel(tunables=COMBINE_TUNABLES)
-def moe_combine_kernel(SlotOut, Y, top_k, BT: tk.constexpr, BN: tk.constexpr):
+def moe_combine_kernel(SlotOut, Y, top_k, BT: tk.constexpr, BN: tk.constexpr, ACC: tk.constexpr = tk.float32):
     """Y[t] = sum_j SlotOut[t * top_k + j], j = 0 .. top_k-1 in that order: bitwise deterministic."""
     T, H = Y.shape
     t0 = tk.program_id(0) * BT
     n0 = tk.program_id(1) * BN
     rows = (t0 + tk.arange(BT)) * top_k
-    acc = tk.zeros((BT, BN), tk.float32)
+    acc = tk.zeros((BT, BN), ACC)
     for j in tk.range(0, top_k):
         acc = acc + tk.load(SlotOut, (rows + j, n0), (BT, BN), mask=(t0 + tk.arange(BT))[:, None] < T)
     tk.store(Y, (t0, n0), acc.to(Y.dtype))
+
+
+# ---- fused_moe backward -----------------------------------------------------------------------------
+
+@tk.func
+def _silu_and_derivative(gate):
+    s = tk.sigmoid(gate)
+    return gate * s, s * (1.0 + gate * (1.0 - s))
+
+
+@tk.func
+def _gelu_tanh_and_derivative(gate):
+    c = 0.7978845608028654
+    th = tk.tanh(c * (gate + 0.044715 * gate * gate * gate))
+    d_act = 0.5 * (1.0 + th) + 0.5 * gate * (1.0 - th * th) * c * (1.0 + 3.0 * 0.044715 * gate * gate)
+    return 0.5 * gate * (1.0 + th), d_act
+
+
+BACKWARD_GEMM_TUNABLES = tk.Tunables(
+    {"BN": [16, 32, 64, 128], "BK": [16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    default={"BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
+)
+
+
+@tk.kernel(tunables=BACKWARD_GEMM_TUNABLES)
+def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, NumPadded, Weights, Inter,
+                                GradGateUp, GradWeightParts, top_k, BM: tk.constexpr, BN: tk.constexpr,
+                                BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr):
+    """For the BM slots s of one M-block (expert e read from ExpertIds) and BN of the F columns, in
+    one pass over H: the gate/up GEMM again (x[t] W_gate_up[e]^T) and the down GEMM's input gradient
+    g = dy[t] W_down[e] (W_down not transposed: the forward's transposed operand). Then, in registers,
+    h = act(gate) up (stored: dW_down reads it), the partial d(weight) <g, h> over these BN columns (one
+    column of GradWeightParts per F block, summed later in a fixed order), and dh = weight g through the
+    activation's derivative into GradGateUp[p] = [d gate, d up] (2F wide)."""
+    T, H = X.shape
+    _, F2, _ = WGateUp.shape
+    F = F2 // 2
+    (num_slots,) = Weights.shape
+    block = tk.program_id(0)
+    f_block = tk.program_id(1)
+    n0 = f_block * BN
+    num_padded = tk.load(NumPadded, (0,))
+    if block * BM < num_padded:
+        expert = tk.load(ExpertIds, (block,))
+        slots = tk.load(SortedIds, (block * BM,), (BM,))
+        real = slots < num_slots
+        tokens = tk.where(real, slots // top_k, 0)
+        safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
+        in_f = (n0 + tk.arange(BN))[None, :] < F
+        gate = tk.zeros((BM, BN), ACC)
+        up = tk.zeros((BM, BN), ACC)
+        grad_h = tk.zeros((BM, BN), ACC)
+        for k in tk.range(0, H, BK, stages=STAGES):
+            x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
+            dy = tk.load(GradY, (tokens, k), (BM, BK), mask=real[:, None])
+            w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
+            w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
+            w_down = tk.load(WDown, (expert, k, n0), (1, BK, BN))[0, :, :]
+            gate = tk.mma(x, w_gate.T, gate)
+            up = tk.mma(x, w_up.T, up)
+            grad_h = tk.mma(dy, w_down, grad_h)
+        if GELU:
+            act, d_act = _gelu_tanh_and_derivative(gate)
+        else:
+            act, d_act = _silu_and_derivative(gate)
+        h = act * up
+        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
+        dh = grad_h * weight[:, None]
+        stored = real[:, None] & in_f
+        tk.store(Inter, (safe_slots, n0), h.to(Inter.dtype), mask=stored)
+        tk.store(GradGateUp, (safe_slots, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
+        tk.store(GradGateUp, (safe_slots, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
+        part = tk.sum(tk.where(in_f, grad_h * h, 0.0), axis=1)
+        tk.store(GradWeightParts, (safe_slots, f_block), part[:, None].to(GradWeightParts.dtype), mask=real[:, None])
+
+
+@tk.kernel
+def moe_expert_starts_kernel(ExpertIds, NumPadded, Starts, BS: tk.constexpr, EP: tk.constexpr,
+                             BLOCK_M: tk.constexpr):
+    """Starts[e] = the first M-block of expert e (the number of used blocks of a lower expert), for e = 0 .. E;
+    Starts[E] is the number of used blocks. One program, no atomics."""
+    (num_m_blocks,) = ExpertIds.shape
+    used_blocks = tk.load(NumPadded, (0,)) // BLOCK_M
+    col = tk.arange(EP)
+    before = tk.zeros((EP,), tk.int32)
+    for m0 in tk.range(0, num_m_blocks, BS):
+        blocks = m0 + tk.arange(BS)
+        owner = tk.load(ExpertIds, (m0,), (BS,), other=-1)
+        lower = (blocks[:, None] < used_blocks) & (owner[:, None] < col[None, :])
+        before = before + tk.sum(tk.where(lower, 1, 0), axis=0)
+    tk.store(Starts, (0,), before)
+
+
+WEIGHT_GRAD_TUNABLES = tk.Tunables(
+    {"BR": [16, 32, 64, 128], "BC": [16, 32, 64, 128], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
+    default={"BR": 64, "BC": 64, "num_warps": 4, "num_stages": 2},
+)
+
+
+@tk.kernel(tunables=WEIGHT_GRAD_TUNABLES)
+def moe_weight_grad_kernel(A, B, SortedIds, Starts, Weights, Out, top_k, BM: tk.constexpr, BR: tk.constexpr,
+                           BC: tk.constexpr, A_BY_TOKEN: tk.constexpr, SCALE_A: tk.constexpr,
+                           STAGES: tk.constexpr, ACC: tk.constexpr):
+    """Out[e] = sum over expert e's slots s of a[s]^T b[s]: the grouped GEMM with the M-blocks as its
+    reduction. One program per (expert, BR rows, BC columns) walks its expert's blocks Starts[e] .. Starts[e+1];
+    an expert with no tokens writes zeros. a and b are rows of A and B at the slot s, or at its token
+    (A_BY_TOKEN: a = dy[t], then b = h[s]; else a = d[gate, up][s], b = x[t]); SCALE_A multiplies a by the
+    slot's routing weight. dW_down = sum w dy^T h, dW_gate_up = sum d[gate, up]^T x."""
+    _, R, C = Out.shape
+    (num_slots,) = Weights.shape
+    expert = tk.program_id(0)
+    r0 = tk.program_id(1) * BR
+    c0 = tk.program_id(2) * BC
+    first = tk.load(Starts, (expert,))
+    last = tk.load(Starts, (expert + 1,))
+    acc = tk.zeros((BR, BC), ACC)
+    for m_block in tk.range(first, last, stages=STAGES):
+        slots = tk.load(SortedIds, (m_block * BM,), (BM,))
+        real = slots < num_slots
+        tokens = tk.where(real, slots // top_k, 0)
+        safe_slots = tk.where(real, slots, 0)
+        if A_BY_TOKEN:
+            a = tk.load(A, (tokens, r0), (BM, BR), mask=real[:, None])
+            b = tk.load(B, (safe_slots, c0), (BM, BC), mask=real[:, None])
+        else:
+            a = tk.load(A, (safe_slots, r0), (BM, BR), mask=real[:, None])
+            b = tk.load(B, (tokens, c0), (BM, BC), mask=real[:, None])
+        if SCALE_A:
+            weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
+            a = (a.to(ACC) * weight[:, None]).to(A.dtype)
+        acc = tk.mma(a.T, b, acc)
+    tk.store(Out, (expert, r0, c0), acc[None, :, :].to(Out.dtype))

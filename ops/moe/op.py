@@ -1,10 +1,13 @@
-"""The MoE torch ops: ``tilekit::moe_route`` (with its backward) and ``tilekit::moe_align``.
+"""The MoE torch ops: ``tilekit::moe_route`` (with its backward), ``tilekit::moe_align``, ``tilekit::fused_moe``
+(with ``tilekit::fused_moe_backward``), and the ``moe_layer`` wrapper.
 
 moe_route scores each token's logits (softmax or sigmoid), adds the optional selection bias, keeps the
 best ``topk_groups`` of ``num_groups`` groups (a group's score is the sum of its two best sel), and picks
 ``top_k`` experts by descending sel, equal sel to the lower expert id. The weights are p at the chosen
 experts, renormalised and scaled. moe_align is vLLM's moe_align_block_size made stable: three DSL
-kernels (count per slot block and expert; one exclusive scan; scatter at base + in-block rank).
+kernels (count per slot block and expert; one exclusive scan; scatter at base + in-block rank). fused_moe
+is two grouped GEMMs over the alignment (gate/up with the activation fused, down times the routing weight)
+and a fixed-order combine; its backward reuses the grouped-GEMM structure (README.md). No atomics.
 """
 from typing import Optional
 
@@ -14,9 +17,10 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, next_pow2, provided_config
-from .kernels import (ALIGN_TUNABLES, COMBINE_TUNABLES, GEMM_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel,
-                      moe_align_scan_kernel, moe_align_scatter_kernel, moe_combine_kernel, moe_down_kernel,
-                      moe_gate_up_kernel, moe_route_backward_kernel, moe_route_kernel)
+from .kernels import (ALIGN_TUNABLES, GEMM_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel, moe_align_scan_kernel,
+                      moe_align_scatter_kernel, moe_combine_kernel, moe_down_kernel, moe_expert_starts_kernel,
+                      moe_gate_up_backward_kernel, moe_gate_up_kernel, moe_route_backward_kernel, moe_route_kernel,
+                      moe_weight_grad_kernel)
 
 MAX_EXPERTS = 256
 MAX_TOP_K = 8
@@ -291,18 +295,59 @@ def _check_fused_args(x, w_gate_up, w_down, weights, ids, activation):
         raise ValueError(f"tilekit::fused_moe: 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def gemm_config(spec, dtype, device, backend, kernel_id):
-    """The grouped-GEMM config at SPEC (T, H, F, E, top_k): the provider's, else a default by token count
-    (a few tokens per expert want a small BLOCK_M: less padding)."""
-    config = provided_config(kernel_id, spec, dtype, device, backend, GEMM_TUNABLES, elem_bytes(dtype))
-    if config:
-        return config
+def default_gemm_config(spec, dtype, device):
+    """The grouped GEMMs' default config at SPEC (T, H, F, E, top_k), by tokens per expert (a few want a
+    small BLOCK_M: less padding). Trial 0 of `tilekit tune fused_moe`."""
     tokens, _, _, num_experts, top_k = spec
     per_expert = max(1, tokens * top_k // num_experts)
-    if device.type == "cpu":
+    if torch.device(device).type == "cpu":
         return {"BM": 16 if per_expert <= 16 else 32, "BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1}
     return {"BM": 16 if per_expert <= 16 else 64, "BN": 64 if per_expert <= 16 else 128, "BK": 64,
             "num_warps": 4 if per_expert <= 16 else 8, "num_stages": 3}
+
+
+def gemm_config(spec, dtype, device, backend, kernel_id):
+    """The grouped-GEMM config at SPEC: the provider's (a tuned table), else the default."""
+    config = provided_config(kernel_id, spec, dtype, device, backend, GEMM_TUNABLES, elem_bytes(dtype))
+    return config or default_gemm_config(spec, dtype, device)
+
+
+def _acc(dtype):
+    return tk.float64 if dtype == torch.float64 else tk.float32
+
+
+def _wide(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gate_up_launch_args(x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k, activation, config):
+    """(grid, args, kwargs) of the gate_up grouped GEMM; config["BM"] must be the alignment's block_m."""
+    ffn = w_gate_up.shape[1] // 2
+    grid = (expert_ids.shape[0], tk.cdiv(ffn, config["BN"]))
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], GELU=activation == "gelu",
+                  STAGES=config["num_stages"], ACC=_acc(x.dtype), num_warps=config["num_warps"])
+    return grid, (x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k), kwargs
+
+
+def down_launch_args(inter, w_down, sorted_ids, expert_ids, num_padded, flat_weights, slot_out, top_k, config):
+    """(grid, args, kwargs) of the down grouped GEMM (one row of slot_out per routed slot)."""
+    grid = (expert_ids.shape[0], tk.cdiv(w_down.shape[1], config["BN"]))
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], STAGES=config["num_stages"],
+                  ACC=_acc(inter.dtype), num_warps=config["num_warps"])
+    return grid, (inter, w_down, sorted_ids, expert_ids, num_padded, flat_weights, slot_out, top_k), kwargs
+
+
+def _combine(slot_out, out, top_k, backend):
+    """out[t] = sum_j slot_out[t * top_k + j] in j order (rows of any width)."""
+    rows, width = out.shape
+    combine_bn = clamp_pow2(width, 16, 256)
+    moe_combine_kernel[(tk.cdiv(rows, 4), tk.cdiv(width, combine_bn))](
+        slot_out, out, top_k, BT=4, BN=combine_bn, ACC=_acc(out.dtype), num_warps=4, backend=backend)
+
+
+def _fused_configs(spec, dtype, device, backend):
+    return (gemm_config(spec, dtype, device, backend, KERNEL_IDS["gate_up"]),
+            gemm_config(spec, dtype, device, backend, KERNEL_IDS["down"]))
 
 
 @torch.library.custom_op("tilekit::fused_moe", mutates_args=())
@@ -316,27 +361,21 @@ def fused_moe_op(x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
     if tokens == 0 or top_k == 0:
         return y.zero_()
     backend = backend_for(x.device)
-    spec = (tokens, hidden, ffn, num_experts, top_k)
-    gate_up_cfg = gemm_config(spec, x.dtype, x.device, backend, KERNEL_IDS["gate_up"])
-    down_cfg = gemm_config(spec, x.dtype, x.device, backend, KERNEL_IDS["down"])
+    gate_up_cfg, down_cfg = _fused_configs((tokens, hidden, ffn, num_experts, top_k), x.dtype, x.device, backend)
+    sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, gate_up_cfg["BM"])
+    inter = torch.empty(tokens * top_k, ffn, dtype=x.dtype, device=x.device)  # slot order, F wide (not 2F)
+    grid, args, kwargs = gate_up_launch_args(x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k,
+                                             activation, gate_up_cfg)
+    moe_gate_up_kernel[grid](*args, backend=backend, **kwargs)
     if down_cfg["BM"] != gate_up_cfg["BM"]:
-        down_cfg = {**down_cfg, "BM": gate_up_cfg["BM"]}  # both walk the same alignment
-    block_m = gate_up_cfg["BM"]
-    sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
-    num_m_blocks = expert_ids.shape[0]
-    inter = torch.empty(sorted_ids.shape[0], ffn, dtype=x.dtype, device=x.device)  # F wide, not 2F
-    moe_gate_up_kernel[(num_m_blocks, tk.cdiv(ffn, gate_up_cfg["BN"]))](
-        x, w_gate_up, sorted_ids, expert_ids, num_padded, inter, top_k, BM=block_m, BN=gate_up_cfg["BN"],
-        BK=gate_up_cfg["BK"], GELU=activation == "gelu", STAGES=gate_up_cfg["num_stages"],
-        num_warps=gate_up_cfg["num_warps"], backend=backend)
-    slot_out = torch.empty(tokens * top_k, hidden, dtype=torch.float32, device=x.device)
-    moe_down_kernel[(num_m_blocks, tk.cdiv(hidden, down_cfg["BN"]))](
-        inter, w_down, sorted_ids, expert_ids, num_padded, weights.reshape(-1), slot_out, top_k, BM=block_m,
-        BN=down_cfg["BN"], BK=down_cfg["BK"], STAGES=down_cfg["num_stages"], num_warps=down_cfg["num_warps"],
-        backend=backend)
-    combine_bn = clamp_pow2(hidden, 32, 256)
-    moe_combine_kernel[(tk.cdiv(tokens, 4), tk.cdiv(hidden, combine_bn))](
-        slot_out, y, top_k, BT=4, BN=combine_bn, num_warps=4, backend=backend)
+        # each GEMM runs the BLOCK_M it was tuned with: the slot-order intermediate allows it, for one more
+        # (cheap) alignment
+        sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, down_cfg["BM"])
+    slot_out = torch.empty(tokens * top_k, hidden, dtype=_wide(x.dtype), device=x.device)
+    grid, args, kwargs = down_launch_args(inter, w_down, sorted_ids, expert_ids, num_padded, weights.reshape(-1),
+                                          slot_out, top_k, down_cfg)
+    moe_down_kernel[grid](*args, backend=backend, **kwargs)
+    _combine(slot_out, y, top_k, backend)
     return y
 
 
@@ -346,9 +385,102 @@ def _fused_moe_fake(x, w_gate_up, w_down, weights, ids, activation):
     return x.new_empty(x.shape)
 
 
+# ---- fused_moe (backward) ---------------------------------------------------------------------------
+
+def _backward_configs(device):
+    """Defaults of the backward kernels (not tuned yet): the gate_up backward holds three accumulators."""
+    if device.type == "cpu":
+        return ({"BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1},
+                {"BR": 32, "BC": 32, "num_warps": 4, "num_stages": 1})
+    return ({"BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
+            {"BR": 64, "BC": 64, "num_warps": 4, "num_stages": 2})
+
+
+@torch.library.custom_op("tilekit::fused_moe_backward", mutates_args=())
+def fused_moe_backward_op(grad_y: torch.Tensor, x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
+                          weights: torch.Tensor, ids: torch.Tensor, activation: str
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dw_gate_up, dw_down, d(weights)). Kernels: the alignment again; one grouped GEMM pass per M-block
+    that recomputes gate/up and forms the down GEMM's input gradient (d gate, d up, h and the d(weights)
+    partials); the forward's down kernel with W_gate_up transposed for dx's per-slot rows, then the combine;
+    a per-expert grouped GEMM over the M-blocks for dW_gate_up and dW_down. No atomics."""
+    _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
+    tokens, hidden = x.shape
+    num_experts, two_f, _ = w_gate_up.shape
+    ffn, top_k = two_f // 2, ids.shape[1]
+    device, wide = x.device, _wide(x.dtype)
+    grad_x = torch.zeros(tokens, hidden, dtype=x.dtype, device=device)
+    grad_w_gate_up = torch.zeros(w_gate_up.shape, dtype=x.dtype, device=device)
+    grad_w_down = torch.zeros(w_down.shape, dtype=x.dtype, device=device)
+    grad_weights = torch.zeros(weights.shape, dtype=weights.dtype, device=device)
+    if tokens == 0 or top_k == 0:
+        return grad_x, grad_w_gate_up, grad_w_down, grad_weights
+    backend = backend_for(device)
+    gate_up_cfg, down_cfg = _fused_configs((tokens, hidden, ffn, num_experts, top_k), x.dtype, device, backend)
+    block_m = gate_up_cfg["BM"]
+    down_cfg = {**down_cfg, "BM": block_m}  # every backward kernel walks the one alignment
+    bwd_cfg, wgrad_cfg = _backward_configs(device)
+    sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
+    num_m_blocks = expert_ids.shape[0]
+    num_slots = tokens * top_k
+    flat_weights = weights.reshape(-1)
+    f_blocks = tk.cdiv(ffn, bwd_cfg["BN"])
+    inter = torch.empty(num_slots, ffn, dtype=x.dtype, device=device)
+    grad_gate_up = torch.empty(num_slots, two_f, dtype=x.dtype, device=device)
+    parts = torch.empty(num_slots, f_blocks, dtype=wide, device=device)
+    moe_gate_up_backward_kernel[(num_m_blocks, f_blocks)](
+        x, w_gate_up, w_down, grad_y, sorted_ids, expert_ids, num_padded, flat_weights, inter, grad_gate_up,
+        parts, top_k, BM=block_m, BN=bwd_cfg["BN"], BK=bwd_cfg["BK"], GELU=activation == "gelu",
+        STAGES=bwd_cfg["num_stages"], ACC=_acc(x.dtype), num_warps=bwd_cfg["num_warps"], backend=backend)
+    # d(weights)[s] = the F blocks' partials of slot s, summed in block order
+    _combine(parts.view(num_slots * f_blocks, 1), grad_weights.view(num_slots, 1), f_blocks, backend)
+    # dx: the down kernel with W_gate_up^T (E, H, 2F), read in place, and unit weights; then the combine
+    slot_grad_x = torch.empty(num_slots, hidden, dtype=wide, device=device)
+    grid, args, kwargs = down_launch_args(grad_gate_up, w_gate_up.transpose(1, 2), sorted_ids, expert_ids,
+                                          num_padded, torch.ones(num_slots, dtype=wide, device=device),
+                                          slot_grad_x, top_k, down_cfg)
+    moe_down_kernel[grid](*args, backend=backend, **kwargs)
+    _combine(slot_grad_x, grad_x, top_k, backend)
+    starts = torch.empty(num_experts + 1, dtype=torch.int32, device=device)
+    moe_expert_starts_kernel[(1,)](expert_ids, num_padded, starts, BS=64, EP=next_pow2(num_experts + 1),
+                                   BLOCK_M=block_m, num_warps=4, backend=backend)
+    common = dict(BM=block_m, BR=wgrad_cfg["BR"], BC=wgrad_cfg["BC"], STAGES=wgrad_cfg["num_stages"],
+                  ACC=_acc(x.dtype), num_warps=wgrad_cfg["num_warps"], backend=backend)
+    moe_weight_grad_kernel[(num_experts, tk.cdiv(two_f, wgrad_cfg["BR"]), tk.cdiv(hidden, wgrad_cfg["BC"]))](
+        grad_gate_up, x, sorted_ids, starts, flat_weights, grad_w_gate_up, top_k, A_BY_TOKEN=False,
+        SCALE_A=False, **common)
+    moe_weight_grad_kernel[(num_experts, tk.cdiv(hidden, wgrad_cfg["BR"]), tk.cdiv(ffn, wgrad_cfg["BC"]))](
+        grad_y, inter, sorted_ids, starts, flat_weights, grad_w_down, top_k, A_BY_TOKEN=True, SCALE_A=True,
+        **common)
+    return grad_x, grad_w_gate_up, grad_w_down, grad_weights
+
+
+@fused_moe_backward_op.register_fake
+def _fused_moe_backward_fake(grad_y, x, w_gate_up, w_down, weights, ids, activation):
+    _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
+    return (x.new_empty(x.shape), w_gate_up.new_empty(w_gate_up.shape), w_down.new_empty(w_down.shape),
+            weights.new_empty(weights.shape))
+
+
+def _fused_setup_context(ctx, inputs, output):
+    x, w_gate_up, w_down, weights, ids, activation = inputs
+    ctx.save_for_backward(x, w_gate_up, w_down, weights, ids)
+    ctx.activation = activation
+
+
+def _fused_backward(ctx, grad_y):
+    x, w_gate_up, w_down, weights, ids = ctx.saved_tensors
+    dx, dw_gate_up, dw_down, dweights = torch.ops.tilekit.fused_moe_backward(
+        grad_y.contiguous(), x, w_gate_up, w_down, weights, ids, ctx.activation)
+    return dx, dw_gate_up, dw_down, dweights, None, None
+
+
+fused_moe_op.register_autograd(_fused_backward, setup_context=_fused_setup_context)
+
+
 def fused_moe(x, w_gate_up, w_down, weights, ids, *, activation="silu"):
-    """y = sum_j weights[t, j] W_down[e] (act(W_gate[e] x) * W_up[e] x), e = ids[t, j] (DESIGN.md, MoE).
-    Forward only so far: no autograd is registered."""
+    """y = sum_j weights[t, j] W_down[e] (act(W_gate[e] x) * W_up[e] x), e = ids[t, j] (DESIGN.md, MoE), with
+    autograd for x, w_gate_up, w_down and weights."""
     return torch.ops.tilekit.fused_moe(x, w_gate_up, w_down, weights, ids, activation)
 
 
@@ -392,22 +524,56 @@ def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device
     config = gemm_config(shape, dtype, device, backend, KERNEL_IDS["gate_up"])
     length, num_m_blocks = align_lengths(tokens * top_k, num_experts, config["BM"])
     meta = dict(device="meta")
-    args = (torch.empty(tokens, hidden, dtype=dtype, **meta),
-            torch.empty(num_experts, 2 * ffn, hidden, dtype=dtype, **meta),
-            torch.empty(length, dtype=torch.int32, **meta), torch.empty(num_m_blocks, dtype=torch.int32, **meta),
-            torch.empty(1, dtype=torch.int32, **meta), torch.empty(length, ffn, dtype=dtype, **meta), top_k)
-    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], GELU=False, STAGES=config["num_stages"],
-                  num_warps=config["num_warps"])
+    _, args, kwargs = gate_up_launch_args(
+        torch.empty(tokens, hidden, dtype=dtype, **meta), torch.empty(num_experts, 2 * ffn, hidden, dtype=dtype, **meta),
+        torch.empty(length, dtype=torch.int32, **meta), torch.empty(num_m_blocks, dtype=torch.int32, **meta),
+        torch.empty(1, dtype=torch.int32, **meta), torch.empty(tokens * top_k, ffn, dtype=dtype, **meta), top_k,
+        "silu", config)
     return moe_gate_up_kernel, args, kwargs
 
 
 def moe_layer(x, router_weight, w_gate_up, w_down, top_k, *, activation="silu", **moe_route_kwargs):
-    """The routed part of an MoE layer: logits = x @ router_weight.T in fp32, moe_route, fused_moe.
-    fused_moe has no autograd yet, so the router's gradient does not flow through this."""
+    """The routed part of an MoE layer: logits = x @ router_weight.T in fp32 (tilekit::matmul), moe_route,
+    fused_moe. Differentiable end to end: the router gets its gradient through moe_route's weights."""
     check_tensor("moe_layer", "router_weight", router_weight, ranks=(2,))
     if router_weight.shape[1] != x.shape[-1]:
         raise ValueError(f"tilekit::moe_layer: 'router_weight' is {tuple(router_weight.shape)}; expected "
                          f"(E, {x.shape[-1]})")
-    logits = x.float() @ router_weight.float().T
+    logits = torch.ops.tilekit.matmul(x.float(), router_weight.float().T)
     weights, ids = moe_route(logits, top_k, **moe_route_kwargs)
     return fused_moe(x, w_gate_up, w_down, weights, ids, activation=activation)
+
+
+def backward_example(kind, shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+    """(kernel, example args, launch kwargs) of a fused_moe backward kernel at SPEC (T, H, F, E, top_k), with
+    the GPU defaults: kind "gate_up" (moe_gate_up_backward_kernel), "dw_gate_up" or "dw_down"
+    (moe_weight_grad_kernel). Tensors are on the meta device (for AOT compiles)."""
+    tokens, hidden, ffn, num_experts, top_k = shape
+    device = torch.device(device)
+    block_m = gemm_config(shape, dtype, device, "triton", KERNEL_IDS["gate_up"])["BM"]
+    bwd_cfg, wgrad_cfg = _backward_configs(device)
+    length, num_m_blocks = align_lengths(tokens * top_k, num_experts, block_m)
+    slots = tokens * top_k
+
+    def meta(*size, dt=dtype):
+        return torch.empty(*size, dtype=dt, device="meta")
+
+    i32 = torch.int32
+    if kind == "gate_up":
+        args = (meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), meta(num_experts, hidden, ffn),
+                meta(tokens, hidden), meta(length, dt=i32), meta(num_m_blocks, dt=i32), meta(1, dt=i32),
+                meta(slots, dt=torch.float32), meta(slots, ffn), meta(slots, 2 * ffn),
+                meta(slots, tk.cdiv(ffn, bwd_cfg["BN"]), dt=torch.float32), top_k)
+        kwargs = dict(BM=block_m, BN=bwd_cfg["BN"], BK=bwd_cfg["BK"], GELU=False, STAGES=bwd_cfg["num_stages"],
+                      ACC=_acc(dtype), num_warps=bwd_cfg["num_warps"])
+        return moe_gate_up_backward_kernel, args, kwargs
+    if kind == "dw_gate_up":
+        a, b, out, by_token = meta(slots, 2 * ffn), meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), False
+    elif kind == "dw_down":
+        a, b, out, by_token = meta(tokens, hidden), meta(slots, ffn), meta(num_experts, hidden, ffn), True
+    else:
+        raise ValueError(f"backward_example: 'kind' must be gate_up, dw_gate_up or dw_down, got {kind!r}")
+    args = (a, b, meta(length, dt=i32), meta(num_experts + 1, dt=i32), meta(slots, dt=torch.float32), out, top_k)
+    kwargs = dict(BM=block_m, BR=wgrad_cfg["BR"], BC=wgrad_cfg["BC"], A_BY_TOKEN=by_token, SCALE_A=by_token,
+                  STAGES=wgrad_cfg["num_stages"], ACC=_acc(dtype), num_warps=wgrad_cfg["num_warps"])
+    return moe_weight_grad_kernel, args, kwargs

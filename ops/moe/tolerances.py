@@ -24,3 +24,13 @@ FUSED = {
     torch.float16: (1e-2, 2e-2),
     torch.bfloat16: (6e-2, 6e-2),
 }
+
+# fused_moe's and moe_layer's gradients: the forward's roundings plus d[gate, up] and the recomputed h
+# rounded to x's dtype once each, then a GEMM over 2F (dx) or over an expert's tokens (dW), fp32-accumulated.
+# Measured worst over 40 random cases (H, F <= 40): about 0.5 of these bounds in bf16, 0.16 in fp16, 0.1 in fp32.
+FUSED_BACKWARD = {
+    torch.float64: (1e-8, 1e-8),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (5e-3, 5e-3),
+    torch.bfloat16: (4e-2, 3e-2),
+}

@@ -6,8 +6,12 @@ For tokens x (TOKENS, HIDDEN) in DTYPE:
   (w, e) = top-k(p)                    TOP_K experts per token
   w      = w / sum(w)                  renormalised over the chosen k
   y      = sum_k w_k * FFN_{e_k}(x)    FFN_e(x) = W_down[e] (silu(W_gate[e] x) * (W_up[e] x))
-W_gate/W_up (EXPERTS, FFN, HIDDEN), W_down (EXPERTS, HIDDEN, FFN), all DTYPE; the combine is
-accumulated in fp32 and the output (TOKENS, HIDDEN) is cast to DTYPE.
+W_gate/W_up (EXPERTS, FFN, HIDDEN), W_down (EXPERTS, HIDDEN, FFN), all DTYPE. Precision: every GEMM
+accumulates in fp32 and returns fp32; the SwiGLU intermediate silu(g) * u is rounded to DTYPE once (what
+a fused kernel stores); the expert outputs are weighted and combined in fp32, and only the output
+(TOKENS, HIDDEN) is cast to DTYPE. (Rounding g, u, silu(g), the product and each expert's output to
+DTYPE, as plain bf16 eager ops do, puts up to ~6 bf16 ulps of error on outputs where the experts'
+contributions cancel: more than the 1e-2 tolerance, against candidates closer to the exact result.)
 
 Routing: SKEW = 0 is balanced (random router, random tokens). SKEW > 0 adds the fixed router bias
 -SKEW * log(1 + e) to expert e, a Zipf-like skew that sends most tokens to the first experts:
@@ -36,7 +40,22 @@ VARIANTS = {
     "e64_top8_balanced": {"HIDDEN": 2048, "FFN": 1024, "EXPERTS": 64, "TOP_K": 8},
     "e64_top8_skewed_fp16": {"HIDDEN": 2048, "FFN": 1024, "EXPERTS": 64, "TOP_K": 8, "SKEW": 1.0,
                              "DTYPE": "float16"},
+    # Extreme imbalance: a bias of -100 log(1 + e) sends every token to expert 0; the other seven get none.
+    "e8_top1_all_to_one": {"TOP_K": 1, "SKEW": 100.0},
 }
+
+
+def mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b accumulated in fp32 and returned in fp32 (the product is not rounded to a's dtype). On a GPU,
+    fp16/bf16 operands stay on the tensor cores through mm's out_dtype."""
+    if a.dtype == torch.float32:
+        return a @ b
+    if a.is_cuda:
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):
+            pass
+    return a.float() @ b.float()
 
 
 def router_bias(experts: int, skew: float) -> torch.Tensor:
@@ -65,9 +84,9 @@ class Model(nn.Module):
             if tokens.numel() == 0:
                 continue
             xe = x[tokens]
-            h = F.silu(xe @ self.w_gate[e].t()) * (xe @ self.w_up[e].t())
-            ye = h @ self.w_down[e].t()
-            out.index_add_(0, tokens, ye.float() * weights[tokens, slot, None])
+            h = (F.silu(mm_fp32(xe, self.w_gate[e].t())) * mm_fp32(xe, self.w_up[e].t())).to(x.dtype)
+            ye = mm_fp32(h, self.w_down[e].t())
+            out.index_add_(0, tokens, ye * weights[tokens, slot, None])
         return out.to(x.dtype)
 
 

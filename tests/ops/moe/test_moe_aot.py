@@ -26,3 +26,22 @@ def test_gate_up_compiles_without_spills_and_uses_matrix_instructions(target, to
     assert sum(art.instructions[name] for name in MATRIX_INSTRUCTIONS[target]) > 0, art.report()
     if target == "sm_90" and tokens == 4096:
         assert art.instructions["wgmma"] > 0, art.report()  # a 64-row block takes the warp-group path
+
+
+# the backward's grouped GEMMs at their GPU defaults: (target, tokens, kind), each compiled once per session
+BACKWARD_CASES = [("sm_90", 4096, "gate_up"), ("sm_90", 4096, "dw_down"), ("sm_80", 16, "dw_gate_up"),
+                  ("gfx942", 4096, "gate_up")]
+
+
+@functools.lru_cache(maxsize=None)
+def backward_artifact(target, tokens, kind):
+    from tilekit.ops.moe.op import backward_example
+    kernel, args, kwargs = backward_example(kind, (tokens, 4096, 14336, 8, 2), torch.float16, torch.device("cuda"))
+    return kernel.compile(target, *args, **kwargs)
+
+
+@pytest.mark.parametrize("target,tokens,kind", BACKWARD_CASES)
+def test_backward_kernels_compile_without_spills_and_use_matrix_instructions(target, tokens, kind):
+    art = backward_artifact(target, tokens, kind)
+    assert art.resources["spills"] == 0, art.report()
+    assert sum(art.instructions[name] for name in MATRIX_INSTRUCTIONS[target]) > 0, art.report()
