@@ -46,3 +46,16 @@ def test_bad_requests_are_errors_not_tracebacks():
     assert r.returncode != 0 and "unknown op" in r.stderr
     r = run("compile", "matmul", "--target", "sm_90", "--shape", "4,4")
     assert r.returncode != 0 and "3-d --shape" in r.stderr
+
+
+def test_compile_for_a_target_takes_that_architectures_default():
+    """`tilekit compile OP --target T` compiles the config the op would launch on T: the attention forward's
+    AMD default has narrower key blocks than sm_90's (which spill SGPRs on gfx942)."""
+    import argparse
+    from tilekit.cli import _example
+    args = argparse.Namespace(op="attention", shape=None, dtype="float16")
+    _, _, on_amd = _example(args, target="gfx942")
+    _, _, on_hopper = _example(args, target="sm_90")
+    assert on_amd["BN"] < on_hopper["BN"], (on_amd, on_hopper)
+    _, _, moe = _example(argparse.Namespace(op="moe", shape=None, dtype="float16"), target="gfx942")
+    assert moe  # an op whose example takes no target still compiles its one default
