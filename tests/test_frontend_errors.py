@@ -193,6 +193,22 @@ def k_static_assert_fails(X, Y, BLOCK: tk.constexpr = 16):
 
 
 @tk.kernel
+def k_runtime_stages(X, Y):
+    x = tk.load(X, (0, 0), (16, 16))
+    for i in tk.range(0, 4, stages=X.shape[0]):  # <- error
+        x = x + 1
+    tk.store(Y, (0, 0), x)
+
+
+@tk.kernel
+def k_warp_specialize_not_bool(X, Y):
+    x = tk.load(X, (0, 0), (16, 16))
+    for i in tk.range(0, 4, warp_specialize=1):  # <- error
+        x = x + 1
+    tk.store(Y, (0, 0), x)
+
+
+@tk.kernel
 def k_zero_step(X, Y):
     x = tk.load(X, (0, 0), (16, 16))
     for i in tk.range(0, 4, 0):  # <- error
@@ -498,6 +514,8 @@ CASES = [
     (k_runtime_assert, (X, X), ["compile-time value"]),
     (k_static_assert_fails, (X, X), ["BLOCK must exceed 16"]),
     (k_zero_step, (X, X), ["step must be positive"]),
+    (k_runtime_stages, (X, X), ["stages=", "compile-time int"]),
+    (k_warp_specialize_not_bool, (X, X), ["warp_specialize=", "True or False"]),
     (k_float_range, (X, X), ["integer scalars"]),
     (k_unpack_count, (X, X), ["cannot unpack"]),
     (k_runtime_tile_shape, (X, X), ["not compile-time"]),

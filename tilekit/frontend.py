@@ -286,13 +286,19 @@ class CodeGen:
         else:
             raise self.error(it, "tk.range takes (stop), (start, stop) or (start, stop, step)")
         stages = kwargs.pop("stages", None)
+        warp_specialize = kwargs.pop("warp_specialize", False)
         if kwargs:
             raise self.error(it, f"unknown tk.range arguments: {', '.join(kwargs)}")
         if not isinstance(step, Value) and step <= 0:
             raise self.error(it, f"tk.range step must be positive, got {step}")
-        self.runtime_for(node, start, stop, step, stages)
+        if stages is not None and (isinstance(stages, Value) or type(stages) is not int or stages < 1):
+            raise self.error(it, f"tk.range stages= must be a compile-time int >= 1, got {stages!r}")
+        if type(warp_specialize) is not bool:
+            raise self.error(it, f"tk.range warp_specialize= must be a compile-time True or False, got "
+                                 f"{warp_specialize!r}")
+        self.runtime_for(node, start, stop, step, stages, warp_specialize)
 
-    def runtime_for(self, node, start, stop, step, stages):
+    def runtime_for(self, node, start, stop, step, stages, warp_specialize=False):
         bounds = []
         for v in (start, stop, step):
             v = S.to_value(self.b, v, D.int32)
@@ -367,7 +373,8 @@ class CodeGen:
         self.b.create("yield", yields)
         self.b.pop()
         self.at(node)
-        op = self.b.create("for", bounds + init_vals, {"stages": stages}, [body])
+        attrs = {"stages": stages, **({"warp_specialize": True} if warp_specialize else {})}
+        op = self.b.create("for", bounds + init_vals, attrs, [body])
         for n, r in zip(carried, op.results):
             r.name = n
             self.env[n] = r

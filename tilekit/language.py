@@ -48,7 +48,8 @@ def builtin(name=None, host=None, reads_tensor=False):
 
 
 # Special forms: the front end handles these itself because they build regions.
-range = Builtin("range", None, doc="tk.range(start, stop, step=1, stages=None): a runtime loop.")
+range = Builtin("range", None, doc="tk.range(start, stop, step=1, stages=None, warp_specialize=False): a runtime "
+                                   "loop; stages and warp_specialize are hints to Triton's pipeliner.")
 static_range = Builtin("static_range", None, doc="tk.static_range(...): a loop unrolled at compile time.")
 associative_scan = Builtin("associative_scan", None,
                            doc="tk.associative_scan(values, axis, combine_fn, reverse=False): combine_fn(*left, "

@@ -144,8 +144,12 @@ class TritonEmitter:
         iv = self.name(body.args[0])
         start, stop, step = (self.name(v) for v in op.operands[:3])
         lines = self.bind_all(carried, [self.name(v) for v in op.operands[3:]])
-        stages = op.attrs.get("stages")
-        rng = f"tl.range({start}, {stop}, {step}, num_stages={stages})" if stages else f"range({start}, {stop}, {step})"
+        # scheduling hints for Triton's software pipeliner / warp specializer; other backends ignore them
+        hints = [f"num_stages={op.attrs['stages']}"] if op.attrs.get("stages") else []
+        if op.attrs.get("warp_specialize"):
+            hints.append("warp_specialize=True")
+        rng = (f"tl.range({start}, {stop}, {step}, {', '.join(hints)})" if hints
+               else f"range({start}, {stop}, {step})")
         inner = self.block(body) + self.bind_all(carried, [self.name(v) for v in body.terminator.operands])
         return lines + [f"for {iv} in {rng}:"] + ["    " + l for l in (inner or ["pass"])]
 
