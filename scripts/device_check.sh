@@ -8,8 +8,8 @@
 # stop the next. At most 8 files come back from the device, so there are at most 8 steps:
 #   1 gpu_tests    the GPU-marked tests
 #   2 tune_matmul  `tilekit tune matmul` with <= 20 trials
-#   3 bench_<fam>  one bench run per problem family (one trial, no torch.compile)
-#   4 the scripts in scripts/device_check.d/<family>.sh that the op issues add (each prints its own output)
+#   3 bench        one bench run over every problem family (one trial, no torch.compile)
+#   4 family_<f>   the scripts in scripts/device_check.d/<family>.sh that the op issues add (at most 5)
 # --dry-run: tiny sizes on --device (cpu in CI), the same steps, so the script is proven before device time
 # is spent. Missing pure-Python wheels (optuna and its needs, filelock) travel in .whl/ (scripts/
 # fetch_device_wheels.sh downloads them); tilekit itself is put on PYTHONPATH, never pip-installed with deps.
@@ -68,17 +68,15 @@ else
     step gpu_tests "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
     step tune_matmul "$PY" -m tilekit.cli tune matmul --backend triton --shapes 4096,4096,4096 --trials 20 --time-budget 150
 fi
-FAMILIES="matmul softmax attention moe"  # 4 bench steps: with the 2 above, room for 2 family scripts
-[ "$DRY" = 1 ] && FAMILIES="matmul"      # the dry run proves the bench step once, to stay cheap in CI
-for fam in $FAMILIES; do
-    if [ "$DRY" = 1 ]; then
-        step "bench_$fam" "$PY" -m tilekit.cli bench --problems "$fam" --device "$DEVICE" --quick --trials 1 \
-            --no-compile --no-progress --cpu-budget 30 --out-dir "$OUT/../bench_out_$fam"
-    else
-        step "bench_$fam" "$PY" -m tilekit.cli bench --problems "$fam" --device "$DEVICE" --trials 1 --no-compile --no-progress \
-            --out-dir "$OUT/../bench_out_$fam"
-    fi
-done
+# One bench step over every problem family (one trial each, no torch.compile): with the 2 steps above and one
+# file per family script below, 7 files, under the 8 that come back.
+if [ "$DRY" = 1 ]; then  # the dry run proves the bench step on one family, to stay cheap in CI
+    step bench "$PY" -m tilekit.cli bench --problems matmul --device "$DEVICE" --quick --trials 1 \
+        --no-compile --no-progress --cpu-budget 30 --out-dir "$OUT/../bench_out"
+else
+    step bench "$PY" -m tilekit.cli bench --problems matmul,softmax,attention,moe,lowbit_linear,selective_scan \
+        --device "$DEVICE" --trials 1 --no-compile --no-progress --out-dir "$OUT/../bench_out"
+fi
 for extra in scripts/device_check.d/*.sh; do
     [ -e "$extra" ] || continue
     fam=$(basename "$extra" .sh)
