@@ -70,6 +70,28 @@ def test_tuple_unpacking_and_row_broadcast(backend):
 
 
 @tk.kernel
+def k_discard_in_nested_loops(X, Y):
+    _ = tk.load(X, (0,), (32,))
+    acc = tk.zeros((16,), tk.float32)
+    for i in tk.range(0, 3):
+        _ = tk.load(X, (0,), (16,))   # the discard name, rebound with another shape: loop-local, not carried
+        acc = acc + _
+        for j in tk.range(0, 2):
+            _ = tk.load(X, (16,), (8,))
+            acc = acc + tk.sum(_, 0)
+    tk.store(Y, (0,), acc)
+
+
+@backends
+def test_a_discard_name_may_take_another_type_in_each_loop(backend):
+    X = rand(32)
+    Y = nan_like(X[:16])
+    k_discard_in_nested_loops[(1,)](X, Y, backend=backend)
+    x = X.double()
+    tolerances.assert_close(Y, 3 * x[:16] + 6 * x[16:24].sum())
+
+
+@tk.kernel
 def k_outer(R, C, Y, B: tk.constexpr = 32):
     r = tk.load(R, (0,), (B,))
     c = tk.load(C, (0,), (B,))

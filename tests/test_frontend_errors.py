@@ -209,6 +209,14 @@ def k_warp_specialize_not_bool(X, Y):
 
 
 @tk.kernel
+def k_discard_read_after_loop(X, Y):
+    _ = tk.load(X, (0, 0), (16, 16))
+    for i in tk.range(0, 4):
+        _ = tk.load(X, (0, 0), (16, 32))
+    tk.store(Y, (0, 0), _)  # <- error
+
+
+@tk.kernel
 def k_zero_step(X, Y):
     x = tk.load(X, (0, 0), (16, 16))
     for i in tk.range(0, 4, 0):  # <- error
@@ -514,6 +522,7 @@ CASES = [
     (k_runtime_assert, (X, X), ["compile-time value"]),
     (k_static_assert_fails, (X, X), ["BLOCK must exceed 16"]),
     (k_zero_step, (X, X), ["step must be positive"]),
+    (k_discard_read_after_loop, (X, X), ["'_'", "another type", "another name"]),
     (k_runtime_stages, (X, X), ["stages=", "compile-time int"]),
     (k_warp_specialize_not_bool, (X, X), ["warp_specialize=", "True or False"]),
     (k_float_range, (X, X), ["integer scalars"]),

@@ -81,6 +81,21 @@ def _assigned_names(stmts):
     return names
 
 
+def _written_before_read(stmts, name):
+    """True when every iteration of ``stmts`` (a loop body) assigns ``name`` in a plain top-level assignment
+    before anything reads it: its value never flows from one iteration to the next (a discard like ``_``)."""
+    mentions = lambda n: any(isinstance(x, ast.Name) and x.id == name for x in ast.walk(n))
+    for st in stmts:
+        if isinstance(st, ast.Assign):
+            if mentions(st.value):
+                return False
+            if any(mentions(t) for t in st.targets):
+                return True
+        elif mentions(st):
+            return False
+    return False
+
+
 class CodeGen:
     """Visits one function body (a kernel, or an inlined @tk.func) building IR into ``builder``."""
 
@@ -219,7 +234,7 @@ class CodeGen:
             self.env[n] = r
         for n in set(_assigned_names(node.body + node.orelse)) - set(names):
             if n not in before:
-                self.loop_locals[n] = "assigned in only one branch of a runtime `if`"
+                self.loop_locals[n] = "assigned in only one branch of a runtime `if`; define it before the loop/branch"
 
     def unify(self, node, name, a, b_, block_a, block_b):
         """Make two branch values of ``name`` the same IR type, materialising constants."""
@@ -310,9 +325,11 @@ class CodeGen:
                    and isinstance(self.env[n], (Value, int, float, bool)) and not isinstance(self.env[n], D.DType)]
         inits = {n: self.env[n] for n in carried}
         forced = {}
+        local = set()  # rebound names whose new type is a fresh value each iteration: loop-local, not carried
         # Each retry fixes the type of at least one more carried name (a name whose type changes only once
-        # another's has, as in a chain d = c; c = b; b = a), so len(carried) + 1 attempts always settle.
-        for attempt in builtins.range(len(carried) + 1):
+        # another's has, as in a chain d = c; c = b; b = a) or makes one loop-local, so 2 * len(carried) + 1
+        # attempts always settle.
+        for attempt in builtins.range(2 * len(carried) + 1):
             init_vals = []
             for n in carried:
                 v = inits[n]
@@ -341,7 +358,7 @@ class CodeGen:
                 self.b.pop()
             body_env, self.env = self.env, saved
             for n in body_names:  # rebound in the body, but not a tile or number: it cannot be carried
-                if n in saved and n not in carried and n != node.target.id and n in body_env \
+                if n in saved and n not in carried and n not in local and n != node.target.id and n in body_env \
                         and not _same_binding(saved[n], body_env[n]):
                     raise self.error(node, f"'{n}' is rebound inside the tk.range loop, but only tiles and "
                                            f"scalars can be loop-carried, and it is {self.describe(saved[n])} "
@@ -350,6 +367,13 @@ class CodeGen:
             retry = False
             yields = []
             for n, a in zip(carried, body.args[1:]):
+                if n not in body_env:  # an inner loop made it loop-local: so is it here, if it can be
+                    if _written_before_read(node.body, n):
+                        local.add(n)
+                        retry = True
+                        continue
+                    raise self.error(node, f"'{n}' is rebound with another type in an inner tk.range loop and "
+                                           f"read in this loop before it is assigned again; use another name")
                 out = body_env[n]
                 if not isinstance(out, Value):
                     self.b.push(body)
@@ -361,11 +385,16 @@ class CodeGen:
                         forced[n] = out.type
                         retry = True
                         continue
+                    if _written_before_read(node.body, n):
+                        local.add(n)
+                        retry = True
+                        continue
                     raise self.error(node, f"loop-carried variable '{n}' changes type in the loop: "
                                            f"{a.type} before, {out.type} after one iteration; initialise it "
                                            f"before the loop with its final shape and dtype (e.g. tk.zeros/tk.full)")
                 yields.append(out)
             if retry:
+                carried = [n for n in carried if n not in local]
                 continue
             break
         self.b.push(body)
@@ -378,10 +407,14 @@ class CodeGen:
         for n, r in zip(carried, op.results):
             r.name = n
             self.env[n] = r
+        for n in local:  # its value after the loop would depend on the trip count: reading it is an error
+            del self.env[n]
         for n in body_names:
             if n not in carried and n not in self.env:
-                self.loop_locals[n] = "defined inside a tk.range loop"
-        self.loop_locals[node.target.id] = "the loop variable of a tk.range loop"
+                self.loop_locals[n] = ("rebound with another type inside a tk.range loop (after it, the name has "
+                                       "no one type; use another name inside the loop)" if n in local
+                                       else "defined inside a tk.range loop; define it before the loop/branch")
+        self.loop_locals[node.target.id] = "the loop variable of a tk.range loop; define it before the loop/branch"
 
     # -- expressions --
     def eval(self, node):
@@ -398,8 +431,7 @@ class CodeGen:
         if name in self.env:
             return self.env[name]
         if name in self.loop_locals:
-            raise self.error(node, f"'{name}' is not visible here: it was {self.loop_locals[name]}; "
-                                   f"define it before the loop/branch")
+            raise self.error(node, f"'{name}' is not visible here: it was {self.loop_locals[name]}")
         if name in self.info.closure:
             return self.info.closure[name]
         if name in self.info.globals:
