@@ -385,35 +385,62 @@ class TritonEmitter:
         along = lambda e: f"{e}[{', '.join(':' if d == last else 'None' for d in range(rank))}]" if rank > 1 else e
         c0 = self.name(offs[-1])
         # first word and first bit of the tile in its row, without forming c0 * bits (no overflow)
-        w0 = f"{pfx}q * {bits} + (({pfx}s * {bits}) >> 5)"
-        if win.word_multiple > 1:  # proved by known_multiple: lets Triton vectorise the words' load
-            w0 = f"tl.multiple_of({w0}, {win.word_multiple})"
-        lines = [f"{pfx}q = {c0} >> 5", f"{pfx}s = {c0} & 31", f"{pfx}w0 = {w0}"]
+        lines = [f"{pfx}q = {c0} >> 5", f"{pfx}s = {c0} & 31", f"{pfx}first = {pfx}q * {bits} + (({pfx}s * {bits}) >> 5)"]
         o0 = "0" if win.word_aligned else f"(({pfx}s * {bits}) & 31)"
-        lines.append(f"{pfx}j = {along(f'tl.arange(0, {win.padded})')}")
-        lines.append(f"{pfx}w = {pfx}w0 + {pfx}j")
         wpr = f"{t}_wstride{last - 1}" if rank > 1 else f"(({t}_shape0 * {bits} + 31) >> 5)"
-        wmask = [f"({pfx}w < {wpr})"]
-        if not is_nonnegative(offs[-1], self.owners):
-            wmask.append(f"({pfx}w >= 0)")
-        if win.needed < win.padded:
-            wmask.append(f"({pfx}j < {win.needed})")
+        row_ok = []
         for d in range(last):  # rows outside the tensor (block offsets; gathered rows are trusted)
             if offs[d].shape == ():
-                wmask.append(f"({idx[d]} < {t}_shape{d})")
+                row_ok.append(f"({idx[d]} < {t}_shape{d})")
                 if not is_nonnegative(offs[d], self.owners):
-                    wmask.append(f"({idx[d]} >= 0)")
+                    row_ok.append(f"({idx[d]} >= 0)")
         row = " + ".join(f"{i}.to(tl.int64) * {t}_wstride{d}" for d, i in enumerate(idx[:-1]))
-        ptr = f"{t}_ptr + " + (f"{row} + " if row else "") + f"{pfx}w"
-        lines.append(f"{pfx}words = tl.load({ptr}, mask={' & '.join(wmask)}, other=0)")
+        # the needed words as power-of-two pieces, one vector load each (8 + 4 words, not 16 of which 12 are used)
+        pieces = win.pieces(math.prod(shape[:-1]))
+        for p, (first, size) in enumerate(pieces):
+            w0 = f"{pfx}first + {first}" if first else f"{pfx}first"
+            vec = win.piece_multiple(first)
+            if vec > 1:  # proved by known_multiple: lets Triton vectorise the words' load
+                w0 = f"tl.multiple_of({w0}, {vec})"
+            lines.append(f"{pfx}j{p} = {along(f'tl.arange(0, {size})')}")
+            lines.append(f"{pfx}w{p} = {w0} + {pfx}j{p}")
+            wmask = [f"({pfx}w{p} < {wpr})"]
+            if not is_nonnegative(offs[-1], self.owners):
+                wmask.append(f"({pfx}w{p} >= 0)")
+            if first + size > win.needed:
+                wmask.append(f"({pfx}j{p} < {win.needed - first})")
+            ptr = f"{t}_ptr + " + (f"{row} + " if row else "") + f"{pfx}w{p}"
+            lines.append(f"{pfx}words{p} = tl.load({ptr}, mask={' & '.join(wmask + row_ok)}, other=0)")
         lines.append(f"{pfx}rel = {along(f'({o0} + tl.arange(0, {shape[-1]}) * {bits})')}")
         full = lambda e: f"tl.broadcast_to({e}, {shape})" if rank > 1 else e
-        lines.append(f"{pfx}lo = tl.gather({pfx}words, {full(f'{pfx}rel >> 5')}, {last}).to(tl.uint32)")
+
+        # the pieces side by side again as one (rows..., padded) word tile (tl.join of two halves, moved
+        # next to each other), so that each code is one gather whatever the number of pieces
+        perm = tuple(range(last)) + (last + 1, last)
+
+        def cat(a, b, width):
+            lines.append(f"{pfx}cat = tl.permute(tl.join({a}, {b}), {perm})")
+            lines.append(f"{pfx}cat = tl.reshape({pfx}cat, {shape[:-1] + [2 * width]})")
+            return f"{pfx}cat"
+
+        acc, width = f"{pfx}words{len(pieces) - 1}", pieces[-1][1]
+        for p in range(len(pieces) - 2, -1, -1):
+            while width < pieces[p][1]:   # pad the tail with zero words up to the next piece's width
+                lines.append(f"{pfx}zero = tl.full({shape[:-1] + [width]}, 0, tl.int32)")
+                acc = cat(acc, f"{pfx}zero", width)
+                width *= 2
+            acc = cat(f"{pfx}words{p}", acc, width)
+            width *= 2
+        words = acc
+
+        def gather(name, word):
+            return [f"{name} = tl.gather({words}, {full(word)}, {last}).to(tl.uint32)"]
+
+        lines += gather(f"{pfx}lo", f"({pfx}rel >> 5)")
         lines.append(f"{pfx}sh = {full(f'({pfx}rel & 31)')}.to(tl.uint32)")
         m = (1 << bits) - 1
         if win.straddles:
-            nxt = f"tl.minimum(({pfx}rel >> 5) + 1, {win.padded - 1})"
-            lines.append(f"{pfx}hi = tl.gather({pfx}words, {full(nxt)}, {last}).to(tl.uint32)")
+            lines += gather(f"{pfx}hi", f"tl.minimum(({pfx}rel >> 5) + 1, {win.padded - 1})")
             # the next word's low bits, where the code crosses into it (a shift by 32 is avoided: sh > 0 there)
             lines.append(f"{pfx}code = ((({pfx}lo >> {pfx}sh) | tl.where({pfx}sh + {bits} > 32, {pfx}hi << "
                          f"((32 - {pfx}sh) & 31), 0)) & {m}).to(tl.int32)")

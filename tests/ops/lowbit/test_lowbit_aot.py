@@ -27,7 +27,10 @@ def artifact(target, fmt, m):
 def test_nvidia_no_spills_128_bit_weight_loads_and_mma(target, fmt, m):
     art = artifact(target, fmt, m)
     assert art.resources["spills"] == 0, art.report()
-    assert art.instructions["widest_global_load_bits"] == 128, art.report()
+    # W3's GEMV window (12 words per row) loads as 8 + 4-word pieces: at BN = 32 over 4 warps that is a 64-bit and
+    # a 32-bit load per thread, exactly the words needed (a 128-bit load of 16 words would waste a quarter)
+    widest = 64 if (fmt, m) == ("int3", 1) else 128
+    assert art.instructions["widest_global_load_bits"] == widest, art.report()
     if m > op.GEMV_MAX_M:
         assert art.instructions[MATRIX[target]] > 0, art.report()
 
