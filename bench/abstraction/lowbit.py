@@ -110,9 +110,11 @@ def bytes_per_weight_rows(target):
         threads = 32 * kw["num_warps"]
         weights = kw["BN"] * kw["BK"]
         issued = sum(v * b // 8 for v, b in loads) * threads / weights
+        # the packed words are the only 32-bit loads (x and the scales are fp16 and load as b16 here)
+        w_only = sum(v * b // 8 for v, b in loads if b == 32) * threads / weights
         x_share = kw["BM"] * kw["BK"] * 2 / weights
         ideal = bits / 8 + 2 / GROUP
-        rows.append((bits, issued, x_share, issued - x_share, ideal, art.instructions["widest_global_load_bits"]))
+        rows.append((bits, issued, x_share, issued - x_share, ideal, w_only, art.instructions["widest_global_load_bits"]))
     return rows
 
 
@@ -163,9 +165,13 @@ def main(argv=None):
         for metric in ("instructions", "registers"):
             print(f"{name:<30} {metric:<13} {t[metric]:>9} {h[metric]:>9} {t[metric] / h[metric]:>7.3f}")
     print(f"\nBytes per weight, GEMV M=1 on {args.target} (static ld.global x threads / weights per K iteration)")
-    print(f"{'bits':>4} {'issued':>8} {'x share':>8} {'w+scale':>8} {'ideal':>7} {'ratio':>6} {'widest':>7}")
-    for bits, issued, xs, ws, ideal, widest in bytes_per_weight_rows(args.target):
-        print(f"{bits:>4} {issued:>8.4f} {xs:>8.4f} {ws:>8.4f} {ideal:>7.4f} {ws / ideal:>6.3f} {widest:>7}")
+    print("(issued: every ld.global; w+scale: issued less x's ideal share, so x and scale loads that several threads")
+    print(" issue at once count here; weights: the 32-bit loads alone, the packed words, against bits / 8)")
+    print(f"{'bits':>4} {'issued':>8} {'x share':>8} {'w+scale':>8} {'ideal':>7} {'ratio':>6} {'weights':>8} "
+          f"{'bits/8':>7} {'ratio':>6} {'widest':>7}")
+    for bits, issued, xs, ws, ideal, w_only, widest in bytes_per_weight_rows(args.target):
+        print(f"{bits:>4} {issued:>8.4f} {xs:>8.4f} {ws:>8.4f} {ideal:>7.4f} {ws / ideal:>6.3f} {w_only:>8.4f} "
+              f"{bits / 8:>7.4f} {w_only / (bits / 8):>6.3f} {widest:>7}")
     return 0
 
 
