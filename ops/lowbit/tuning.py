@@ -89,11 +89,14 @@ def _group(flags):
 
 
 def _gemv_default(shape, dtype, device, *, flags):
-    return {**op.gemv_default_config(shape, dtype, device, _group(flags)), "SPLIT_K": 1}
+    fmt, _ = _format(flags)
+    return {**op.gemv_default_config(shape, dtype, device, _group(flags), fmt=fmt, arch=op.device_arch(device)),
+            "SPLIT_K": 1}
 
 
 def _gemm_default(shape, dtype, device, *, flags):
-    return op.gemm_default_config(shape, dtype, device, _group(flags))
+    fmt, _ = _format(flags)
+    return op.gemm_default_config(shape, dtype, device, _group(flags), fmt=fmt, arch=op.device_arch(device))
 
 
 GEMV = register(TuneKernel(
