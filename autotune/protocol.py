@@ -60,6 +60,11 @@ class TuneKernel:
     tolerances: dict = field(default=None)
     # a flag's value when a job or a call does not give it, so a job and the op's lookup key the same entry
     flag_defaults: dict = field(default_factory=dict)
+    # optional steps around every gated and timed launch, ``(inputs, out, config, backend[, flags=])``: what
+    # the op does besides the kernel for this config (split-K zeroes an accumulator before and runs its
+    # finish kernel after). A kernel with hooks is timed by the wall clock, hooks included.
+    before_launch: Callable = None
+    after_launch: Callable = None
     # maps a flags dict to the canonical one (e.g. a block format's fixed group), so equal jobs key equal entries
     normalize_flags: Callable = None
 
@@ -76,6 +81,13 @@ class TuneKernel:
 
     def _call(self, fn, flags, *args):
         return fn(*args, flags=dict(flags)) if self.flags else fn(*args)
+
+    def launch_hooks(self, inputs, out, config, backend, flags):
+        """(before, after) no-argument callables for this trial, or None without hooks."""
+        if self.before_launch is None and self.after_launch is None:
+            return None
+        step = lambda fn: (lambda: fn and self._call(fn, flags, inputs, out, config, backend))
+        return step(self.before_launch), step(self.after_launch)
 
     def inputs_for(self, shape, flags, dtype, generator):
         return self._call(self.make_inputs, flags, tuple(shape), dtype, generator)

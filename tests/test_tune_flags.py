@@ -59,3 +59,39 @@ def test_the_op_looks_up_with_the_calls_flags(monkeypatch):
     lowbit_op.config_for(lowbit_op.GEMV_ID, (1, 64, 64), torch.float32, torch.device("cpu"), "reference",
                          32, "int3", 32)
     assert asked[-1] == ("lowbit_linear.gemv", (1, 64, 64, ("fmt", "int3"), ("group", "32")))
+
+
+def test_launch_hooks_run_around_every_gated_and_timed_launch(tmp_path):
+    """A kernel whose op finishes with a second step (split-K's reduction) is gated and timed with that step:
+    here an after-hook doubles the matmul's output and the reference expects the doubled value."""
+    import dataclasses
+    from tilekit.autotune import protocol
+    calls = []
+    base = kernels()["matmul.main"]
+
+    def after(inputs, out, config, backend):
+        calls.append("after")
+        out.mul_(2)
+
+    doubled = dataclasses.replace(base, id="matmul.doubled_for_test", after_launch=after,
+                                  before_launch=lambda *a: calls.append("before"),
+                                  reference=lambda *inputs: 2 * base.reference(*inputs))
+    protocol.register(doubled)
+    try:
+        shape = (13, 7, 9)
+        req = {"kernel": doubled.id, "shape": list(shape), "flags": {}, "dtype": "float32",
+               "backend": "reference", "device": "cpu", "seed": 1, "timing_lock": str(tmp_path / "lock"),
+               "config": base.default_config(shape, torch.float32, torch.device("cpu")), "warmup": 1,
+               "repeats": 2}
+        answer = run_request(req)
+        assert answer["status"] == "ok", answer
+        runs = 4 + (3 if answer["retimed"] else 0)   # first run, 1 warm-up, 2 timed (and a quieter retime)
+        assert calls == ["before", "after"] * runs
+        plain = run_request({**req, "kernel": "matmul.main", "gate_only": True})
+        assert plain["status"] == "ok"
+        wrong = dataclasses.replace(doubled, id="matmul.unfinished_for_test", after_launch=None)
+        protocol.register(wrong)
+        assert run_request({**req, "kernel": wrong.id, "gate_only": True})["status"] == "wrong"
+    finally:
+        protocol._REGISTRY.pop("matmul.doubled_for_test", None)
+        protocol._REGISTRY.pop("matmul.unfinished_for_test", None)

@@ -128,7 +128,7 @@ class Kernel(KernelObject):
         self.last_launch_stats = None  # the reference executor's LaunchStats of the latest launch, else None
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
         self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
-        self._positional_keys = {}  # number of positional arguments -> its generated key function
+        self._launch_keys = {}  # (number of positional arguments, keyword names) -> its generated key function
         self._hash = None
 
     # -- source --
@@ -308,8 +308,11 @@ class Kernel(KernelObject):
         positional = [(i, n) for i, n in enumerate(self.param_names[:len(args)]) if n not in self.constexpr_names]
         if len(positional) != len(self.runtime_names):
             positional = None
-        entry = (ck, {**cx, **options}, positional, self._outputs(spec, runtime), _lazy_inputs(self, runtime, spec),
-                 _BoundsFlags(self._bounds[spec.key], device, spec.backend) if self._bounds.get(spec.key) else None)
+        meta, outputs, lazy = {**cx, **options}, self._outputs(spec, runtime), _lazy_inputs(self, runtime, spec)
+        bounds = _BoundsFlags(self._bounds[spec.key], device, spec.backend) if self._bounds.get(spec.key) else None
+        go = (_straight_line_launcher(self, ck, meta, positional, outputs)
+              if positional is not None and not lazy and bounds is None else None)
+        entry = (ck, meta, positional, outputs, lazy, bounds, go)
         try:
             self._fast[key] = entry
         except TypeError:
@@ -320,25 +323,26 @@ class Kernel(KernelObject):
         """((name, is packed), ...) of the tensors this variant writes: each launch checks them for overlap."""
         return tuple((n, isinstance(runtime[n], PackedTensor)) for n in self._writes.get(spec.key, ()))
 
-    def positional_key(self, n):
-        """The function from ``n`` positional arguments to their part of the launch key: generated as
-        straight-line code per arity (a loop calling ``_arg_key`` per argument costs ~1 us a tensor)."""
-        fn = self._positional_keys.get(n)
+    def launch_key(self, n, names=()):
+        """The function ``(args, kwargs) -> launch key`` for ``n`` positional arguments and the keyword
+        arguments ``names``: generated as straight-line code per (arity, names), since it runs on every
+        warm launch (a loop calling ``_arg_key`` per argument costs ~1 us a tensor)."""
+        fn = self._launch_keys.get((n, names))
         if fn is None:
-            items = []
-            for i in range(n):
-                a = f"a{i}"
-                if i in self._constexpr_positions:
-                    items.append(f"((int, {a}) if type({a}) is int else value_key({a}))")
-                else:
-                    items.append(f"(({a}.dtype, {a}.dim(), {a}.device, {a}.untyped_storage().nbytes() >= LARGE, "
-                                 f"{a}.is_neg()) if type({a}) is Tensor else arg_key({a}))")
-            unpack = "".join(f"a{i}, " for i in range(n))
-            src = (f"def key(args):\n    {unpack or '_'} = args\n" if n else "def key(args):\n") + \
+            tensor = ("(({a}.dtype, {a}.dim(), {a}.device, {a}.untyped_storage().nbytes() >= LARGE, {a}.is_neg()) "
+                      "if type({a}) is Tensor else arg_key({a}))")
+            static = "((int, {a}) if type({a}) is int else value_key({a}))"
+            items = [(static if i in self._constexpr_positions else tensor).format(a=f"a{i}") for i in range(n)]
+            lines = [f"    {''.join(f'a{i}, ' for i in range(n))}= args"] if n else []
+            for j, name in enumerate(names):
+                lines.append(f"    k{j} = kwargs[{name!r}]")
+                item = (static if name in self._static_names else tensor).format(a=f"k{j}")
+                items.append(f"({name!r}, {item})")
+            src = "def key(args, kwargs):\n" + "".join(l + "\n" for l in lines) + \
                   f"    return ({''.join(it + ', ' for it in items)})\n"
             ns = {"Tensor": torch.Tensor, "LARGE": LARGE_STORAGE_BYTES, "arg_key": _arg_key, "value_key": value_key}
-            exec(compile(src, f"<tilekit launch key {self.__name__}/{n}>", "exec"), ns)
-            fn = self._positional_keys[n] = ns["key"]
+            exec(compile(src, f"<tilekit launch key {self.__name__}/{n}/{','.join(names)}>", "exec"), ns)
+            fn = self._launch_keys[(n, names)] = ns["key"]
         return fn
 
     def __call__(self, *args, **kwargs):
@@ -481,11 +485,7 @@ class Launcher(KernelObject):
         k = self.kernel
         if k._probes:
             k._check_helpers()
-        key = k.positional_key(len(args))(args)
-        if kwargs:
-            static = k._static_names
-            key += tuple([(n, _arg_key(v) if n not in static else (int, v) if type(v) is int else value_key(v))
-                          for n, v in kwargs.items()])
+        key = k.launch_key(len(args), tuple(kwargs))(args, kwargs)
         if CHECK_BOUNDS:  # the process-wide default decides the variant too
             key += (_CHECK_BOUNDS_ON,)
         try:
@@ -494,7 +494,9 @@ class Launcher(KernelObject):
             entry = None
         if entry is None:
             entry = k._first_launch(args, kwargs, key)
-        ck, grid_meta, positional_names, outputs, lazy, bounds = entry
+        if entry[6] is not None:  # this specialization's straight-line launcher
+            return entry[6](args, self.grid)
+        ck, grid_meta, positional_names, outputs, lazy, bounds, _ = entry
         if positional_names is not None:  # every runtime argument came positionally (the key says so)
             runtime = {n: args[i] for i, n in positional_names}
         else:
@@ -508,19 +510,7 @@ class Launcher(KernelObject):
         if lazy:  # the key says which arguments carry a lazy bit (only read-only ones get this far)
             for n in lazy:
                 runtime[n] = runtime[n].resolve_conj().resolve_neg()
-        grid = self.grid
-        if callable(grid):
-            grid = grid(grid_meta)
-        if type(grid) is not tuple:
-            grid = _as_grid_tuple(k, grid)
-        n = len(grid)
-        if n == 0 or n > 3:
-            raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}")
-        for g in grid:
-            if type(g) is not int or g < 0:
-                _check_grid(k, grid)
-                grid = tuple(int(x) for x in grid)
-                break
+        grid = _launch_grid(k, self.grid, grid_meta)
         if 0 in grid:
             k.last_launch_stats = None
             return
@@ -529,6 +519,54 @@ class Launcher(KernelObject):
             bounds.launch(ck, runtime, grid)
             return
         k.last_launch_stats = ck.launch(runtime, grid)  # LaunchStats from the reference backend, else None
+
+
+def _launch_grid(k, grid, grid_meta):
+    """The launch's grid as a tuple of 1 to 3 non-negative ints (a callable grid gets the constexprs)."""
+    if callable(grid):
+        grid = grid(grid_meta)
+    if type(grid) is not tuple:
+        grid = _as_grid_tuple(k, grid)
+    n = len(grid)
+    if n == 0 or n > 3:
+        raise ValueError(f"{k.__name__}: grid must be 1 to 3 non-negative ints, got {grid}")
+    for g in grid:
+        if type(g) is not int or g < 0:
+            _check_grid(k, grid)
+            return tuple(int(x) for x in grid)
+    return grid
+
+
+def _straight_line_launcher(k, ck, grid_meta, positional_names, outputs):
+    """``go(args, grid)`` for one specialization whose runtime arguments all come positionally, with no lazy
+    inputs and no bounds flags: the warm launch as generated straight-line code (pick the arguments, check
+    the written ones for overlap, evaluate the grid, launch). A backend's ``positional_launch(names)`` gives
+    a launch taking the arguments directly; otherwise it gets the usual name -> value dict."""
+    names = [n for _, n in positional_names]
+    local = {n: f"v{j}" for j, n in enumerate(names)}
+    pick = [f"    {local[n]} = args[{i}]" for i, n in positional_names]
+    checks = []
+    for n, packed in outputs:
+        t = f"{local[n]}.words" if packed else local[n]
+        checks.append(f"    if not {t}.is_contiguous():\n        check_overlap(k, {n!r}, {t})")
+    run = getattr(ck, "positional_launch", None)
+    run = run(names) if run is not None else None
+    values = ", ".join(local[n] for n in names)
+    call = (f"run({values}{', ' if names else ''}grid=grid)" if run is not None
+            else f"ck.launch({{{', '.join(f'{n!r}: {local[n]}' for n in names)}}}, grid)")
+    src = ("def go(args, grid):\n" + "\n".join(pick + checks) + "\n"
+           "    if type(grid) is not tuple:\n        grid = launch_grid(k, grid, meta)\n"
+           "    else:\n"
+           "        for g in grid:\n"
+           "            if type(g) is not int or g < 0:\n                grid = launch_grid(k, grid, meta)\n"
+           "                break\n"
+           "        if not 0 < len(grid) <= 3:\n            grid = launch_grid(k, grid, meta)\n"
+           "    if 0 in grid:\n        k.last_launch_stats = None\n        return\n"
+           f"    k.last_launch_stats = {call}\n")
+    ns = {"k": k, "ck": ck, "run": run, "meta": grid_meta, "check_overlap": _check_no_internal_overlap,
+          "launch_grid": _launch_grid}
+    exec(compile(src, f"<tilekit launcher {k.__name__}>", "exec"), ns)
+    return ns["go"]
 
 
 # ---- check_bounds: the launch side of passes/bounds.py ---------------------------------------------------

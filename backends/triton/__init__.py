@@ -138,6 +138,28 @@ class CompiledTriton:
         if why:
             raise BackendUnavailable(f"cannot launch {self.name} on the triton backend: {why}")
 
+    def positional_launch(self, names):
+        """``run(*values, grid)`` for arguments given in the order ``names``: the flattening and the Triton
+        launch as one generated function (the warm path of ``Kernel``'s straight-line launcher)."""
+        where = {n: f"v{i}" for i, n in enumerate(names)}
+        if any(p.name not in where for p in self.fn.params):
+            return None
+        items = []
+        for p in self.fn.params:
+            a = where[p.name]
+            if p.kind == "scalar":
+                items.append(a)
+            elif p.value.type.packed:
+                items += [f"{a}.words", f"*{a}.shape", f"*{a}.words.stride()[:-1]"]
+            else:
+                items += [a, f"*{a}.shape", f"*{a}.stride()"]
+        src = (f"def run({''.join(v + ', ' for v in where.values())}grid):\n"
+               f"    try:\n        (ck._jit or ck.jit_fn)[grid]({', '.join(items)}, **options)\n"
+               f"    except Exception as e:\n        reraise(e, ck.kernel, 'triton')\n")
+        ns = {"ck": self, "options": self.options, "reraise": toolchain.reraise_located}
+        exec(compile(src, f"<tilekit triton launch {self.name}>", "exec"), ns)
+        return ns["run"]
+
     def launch(self, args, grid):
         try:  # on a GPU, Triton compiles at the first launch
             (self._jit or self.jit_fn)[grid](*self.flatten(args), **self.options)
