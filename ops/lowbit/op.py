@@ -166,6 +166,14 @@ def gemv_launch(tensors, flags, y, config):
     return grid, (*tensors, y, blocks_per_split), kwargs
 
 
+def finish_launch(acc, bias, y, config):
+    """(grid, args, kwargs) of a split-K GEMV's finish kernel: ``y`` = the fp32 sums ``acc`` (+ ``bias``, a
+    1-element placeholder when there is none), in y's dtype."""
+    has_bias = bias is not None
+    b = bias if has_bias else torch.zeros(1, dtype=y.dtype, device=y.device)
+    return (tk.cdiv(y.shape[1], 128),), (acc, b, y), dict(HAS_BIAS=has_bias, BM=config["BM"], BN=128)
+
+
 def gemm_launch(tensors, flags, y, config):
     m, n = y.shape
     grid = (tk.cdiv(m, config["BM"]), tk.cdiv(n, config["BN"]))
@@ -225,8 +233,8 @@ def _forward(x, qweight, scales, zeros, global_scale, perm, bias, fmt, group_siz
         grid, args, kwargs = gemv_launch(tensors, flags, target, config)
         K_.lowbit_gemv_kernel[grid](*args, backend=backend, **kwargs)
         if config["SPLIT_K"] > 1:
-            K_.lowbit_finish_kernel[(tk.cdiv(n, 128),)](target, tensors[6], y2, HAS_BIAS=bias is not None,
-                                                        BM=config["BM"], BN=128, backend=backend)
+            grid, args, kwargs = finish_launch(target, bias, y2, config)
+            K_.lowbit_finish_kernel[grid](*args, backend=backend, **kwargs)
     else:
         config = config_for(GEMM_ID, (m, n, k), x.dtype, x.device, backend, group, fmt, group_size)
         grid, args, kwargs = gemm_launch(tensors, flags, y2, config)
