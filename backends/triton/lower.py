@@ -411,6 +411,20 @@ class TritonEmitter:
                 wmask.append(f"({pfx}j{p} < {win.needed - first})")
             ptr = f"{t}_ptr + " + (f"{row} + " if row else "") + f"{pfx}w{p}"
             lines.append(f"{pfx}words{p} = tl.load({ptr}, mask={' & '.join(wmask + row_ok)}, other=0)")
+        per_word = 32 // bits
+        if bits in (4, 8) and win.word_aligned and len(pieces) == 1 and shape[-1] == win.padded * per_word:
+            # 4 or 8 codes per word, window on a word boundary: each thread shifts its own words' codes out,
+            # (rows..., words, codes per word) -> (rows..., cols), with no gather between threads (256 shuffles
+            # and 224 selects fewer in the W4 GEMV). Not for 1 and 2 bits: 16-32 codes per word then spill on
+            # AMD. The row's last word keeps only its codes' bits, so codes past the row's end read as 0 whatever
+            # its padding holds, and no per-element mask is needed (rows and words outside are masked above).
+            lines.append(f"{pfx}nb = (({t}_shape{last} & 31) * {bits}) & 31")
+            lines.append(f"{pfx}tail = tl.where({pfx}nb == 0, -1, (1 << {pfx}nb) - 1)")
+            lines.append(f"{pfx}words0 = tl.where({pfx}w0 == {wpr} - 1, {pfx}words0 & {pfx}tail, {pfx}words0)")
+            shifts = f"(tl.arange(0, {per_word}) * {bits}).to(tl.uint32)[{', '.join(['None'] * rank + [':'])}]"
+            lines.append(f"{pfx}code = (tl.expand_dims({pfx}words0.to(tl.uint32), {rank}) >> {shifts}) & {(1 << bits) - 1}")
+            lines.append(f"{pfx}code = tl.reshape({pfx}code, {shape}).to(tl.int32)")
+            return lines + self.decode_code(dt, pfx, res)
         lines.append(f"{pfx}rel = {along(f'({o0} + tl.arange(0, {shape[-1]}) * {bits})')}")
         full = lambda e: f"tl.broadcast_to({e}, {shape})" if rank > 1 else e
 

@@ -100,8 +100,10 @@ def gemm_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=Non
                   "num_warps": 8, "num_stages": 1}
     else:
         amd_odd = _straddling_on_amd(arch, fmt)
+        # fp8's GEMM decode spills 29-33 SGPRs on gfx90a/gfx942 at BK = 64 too, none at 32
+        amd_fp8 = bool(arch) and arch.startswith("gfx") and fmt.startswith("fp8")
         config = {"BM": clamp_pow2(m, 16, 64), "BN": clamp_pow2(n, 16, 32 if amd_odd else 64),
-                  "BK": _bk_for(group, k, 16, 32 if amd_odd else 64), "num_warps": 4, "num_stages": 3}
+                  "BK": _bk_for(group, k, 16, 32 if amd_odd or amd_fp8 else 64), "num_warps": 4, "num_stages": 3}
     size = elem_bytes(dtype)
     while not K_.GEMM_TUNABLES.is_valid({**config, "elem_bytes": size}):
         if config["num_stages"] > 1:

@@ -13,7 +13,7 @@ from tilekit.ops.lowbit import op  # noqa: E402
 NVIDIA, AMD = ["sm_80", "sm_90"], ["gfx90a", "gfx942"]
 MATRIX = {"sm_80": "mma.sync", "sm_90": "wgmma", "gfx90a": "mfma", "gfx942": "mfma"}
 CASES = [("int4", 1), ("int3", 1), ("int4", 512), ("int3", 512)]
-AMD_CASES = CASES + [("int5", 1), ("int7", 512)]      # the other straddling widths take the same AMD tiles
+AMD_CASES = CASES + [("int5", 1), ("int7", 512), ("fp8_e4m3", 512)]   # the other formats with AMD-specific tiles
 
 
 @functools.lru_cache(maxsize=None)

@@ -80,3 +80,22 @@ def test_split_window_values(backend, dtype, rows, r, c):
     align = 128 if c % 128 == 0 else 1
     window_at[(1,)](tk.pack(v, dtype), y, r, c // align, BN=rows, BK=128, ALIGN=align, backend=backend)
     assert torch.equal(y.double(), want)
+
+
+@pytest.mark.parametrize("backend", EXEC)
+@pytest.mark.parametrize("dtype", [tk.int4, tk.float8_e4m3, tk.int3], ids=lambda d: d.name)
+def test_codes_past_the_row_end_read_as_zero_whatever_the_padding_holds(backend, dtype):
+    """A row of 41 codes ends inside a word; its padding bits are set. The tile over the edge reads 0 there
+    (the thread-local decode masks the row's last word instead of every element)."""
+    n, k = 5, 41
+    v = _values(dtype, (n, k), 3).double()
+    packed = tk.pack(v, dtype)
+    used = (k * dtype.bits) % 32
+    garbage = torch.tensor(((0xFFFFFFFF << used) & 0xFFFFFFFF) - (1 << 32), dtype=torch.int64).to(torch.int32)
+    packed.words[:, -1] |= garbage
+    assert torch.equal(tk.unpack(packed).double(), v)         # the padding is not part of the tensor
+    want = torch.zeros(32, 128, dtype=torch.float64)
+    want[:n, :k - 32] = v[:, 32:]
+    y = torch.full((32, 128), float("nan"))
+    window_at[(1,)](packed, y, 0, 1, BN=32, BK=128, ALIGN=32, backend=backend)
+    assert torch.equal(y.double(), want)
