@@ -2,6 +2,8 @@
 
 M <= 16 rows take the GEMV / split-K kernel, larger M the tiled GEMM (kernels.py). Autograd: x and bias
 (the weights are frozen)."""
+import functools
+
 import torch
 
 import tilekit as tk
@@ -57,7 +59,12 @@ def device_arch(device):
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
-    props = torch.cuda.get_device_properties(device)
+    return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_arch(index):
+    props = torch.cuda.get_device_properties(index)
     if torch.version.hip:
         return props.gcnArchName.split(":")[0]
     return f"sm_{props.major}{props.minor}"
