@@ -8,7 +8,7 @@ from ... import __version__
 from ... import dtypes as D
 from ...analysis import is_nonnegative, known_multiple, loop_owners
 from ...packing import WordWindow
-from ...ir import offsets_and_mask
+from ...ir import offsets_and_mask, walk
 from .. import naming, toolchain
 from ..templating import render
 from ...optable import ATOMIC_RMW, BINARY, COMPARE, REDUCE, UNARY, Trait, has
@@ -412,12 +412,15 @@ class TritonEmitter:
             ptr = f"{t}_ptr + " + (f"{row} + " if row else "") + f"{pfx}w{p}"
             lines.append(f"{pfx}words{p} = tl.load({ptr}, mask={' & '.join(wmask + row_ok)}, other=0)")
         per_word = 32 // bits
-        if bits in (4, 8) and win.word_aligned and len(pieces) == 1 and shape[-1] == win.padded * per_word:
+        if (bits in (4, 8) and win.word_aligned and len(pieces) == 1 and shape[-1] == win.padded * per_word
+                and not self.feeds_mma(op.results[0])):
             # 4 or 8 codes per word, window on a word boundary: each thread shifts its own words' codes out,
-            # (rows..., words, codes per word) -> (rows..., cols), with no gather between threads (256 shuffles
-            # and 224 selects fewer in the W4 GEMV). Not for 1 and 2 bits: 16-32 codes per word then spill on
-            # AMD. The row's last word keeps only its codes' bits, so codes past the row's end read as 0 whatever
-            # its padding holds, and no per-element mask is needed (rows and words outside are masked above).
+            # (rows..., words, codes per word) -> (rows..., cols), with no gather between threads (the W4 GEMV's
+            # K loop: 855 instead of 1219 PTX instructions, 224 instead of 480 shuffles). Not for 1 and 2 bits
+            # (16-32 codes per word spill on AMD), nor for a tile that feeds tk.mma: there the gather's layout
+            # reaches the MMA operand for less (W4 GEMM's K loop: 328 instead of 463, x loaded as 4 vectors
+            # instead of 32 scalars; Triton 3.9). The row's last word keeps only its codes' bits, so codes past
+            # the row's end read as 0 whatever its padding holds, and no per-element mask is needed.
             lines.append(f"{pfx}nb = (({t}_shape{last} & 31) * {bits}) & 31")
             lines.append(f"{pfx}tail = tl.where({pfx}nb == 0, -1, (1 << {pfx}nb) - 1)")
             lines.append(f"{pfx}words0 = tl.where({pfx}w0 == {wpr} - 1, {pfx}words0 & {pfx}tail, {pfx}words0)")
@@ -463,6 +466,27 @@ class TritonEmitter:
         if mask is not None:  # edge elements read as code 0, as the per-element path's other=0
             lines.append(f"{pfx}code = tl.where({mask}, {pfx}code, 0)")
         return lines + self.decode_code(dt, pfx, res)
+
+    def feeds_mma(self, value, depth=8):
+        """Whether ``value`` reaches a tk.mma operand through at most ``depth`` ops (casts, arithmetic,
+        transposes; not through a reduction)."""
+        users = self.__dict__.get("_users")
+        if users is None:
+            users = self._users = {}
+            for o in walk(self.fn.body):
+                for v in o.operands:
+                    users.setdefault(v, []).append(o)
+        frontier = [value]
+        for _ in range(depth):
+            nxt = []
+            for v in frontier:
+                for o in users.get(v, ()):
+                    if o.name == "mma":
+                        return True
+                    if o.name not in ("reduce", "store", "atomic", "yield", "for", "if"):
+                        nxt += o.results
+            frontier = nxt
+        return False
 
     def packed_load(self, op, t, idx, mask, res):
         dt = op.results[0].dtype

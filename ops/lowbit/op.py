@@ -85,7 +85,9 @@ def gemv_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=Non
         bn = clamp_pow2(n, 8, 128)
         warps, split, stages = 8, 1, 1
     else:
-        bk = _bk_for(group, k, 16, 32 if _straddling_on_amd(arch, fmt) else 128)
+        amd = bool(arch) and arch.startswith("gfx")
+        # on AMD BK = 64 at most: zero-point formats (uint4) spill 6-10 SGPRs at 128
+        bk = _bk_for(group, k, 16, 32 if _straddling_on_amd(arch, fmt) else 64 if amd else 128)
         bn = 32 if bm <= 2 else 16
         warps, stages = 4, 2
         blocks = -(-n // bn)
