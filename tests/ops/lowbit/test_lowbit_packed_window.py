@@ -99,3 +99,14 @@ def test_codes_past_the_row_end_read_as_zero_whatever_the_padding_holds(backend,
     y = torch.full((32, 128), float("nan"))
     window_at[(1,)](packed, y, 0, 1, BN=32, BK=128, ALIGN=32, backend=backend)
     assert torch.equal(y.double(), want)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_whole_word_codes_decode_without_cross_thread_traffic(bits):
+    """4 and 8 codes per word on a word boundary are shifted out of each thread's own words: no warp shuffles
+    (the gather of the other widths needs them)."""
+    pytest.importorskip("triton")
+    ptx = _ptx(f"int{bits}") if bits < 8 else aligned_rows.compile("sm_90", "float8_e4m3[4096,4096]",
+                                                                   "fp16[4096,4096]").asm["ptx"]
+    assert "shfl.sync" not in ptx
+    assert "shfl.sync" in _ptx("int3")
