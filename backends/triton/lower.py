@@ -412,15 +412,18 @@ class TritonEmitter:
             ptr = f"{t}_ptr + " + (f"{row} + " if row else "") + f"{pfx}w{p}"
             lines.append(f"{pfx}words{p} = tl.load({ptr}, mask={' & '.join(wmask + row_ok)}, other=0)")
         per_word = 32 // bits
-        if (bits in (4, 8) and win.word_aligned and len(pieces) == 1 and shape[-1] == win.padded * per_word
-                and not self.feeds_mma(op.results[0])):
-            # 4 or 8 codes per word, window on a word boundary: each thread shifts its own words' codes out,
+        if (bits in (4, 8) and dt.kind == "int" and win.word_aligned and len(pieces) == 1
+                and shape[-1] == win.padded * per_word and not self.feeds_mma(op.results[0])):
+            # Signed 4- or 8-bit codes, window on a word boundary: each thread shifts its own words' codes out,
             # (rows..., words, codes per word) -> (rows..., cols), with no gather between threads (the W4 GEMV's
-            # K loop: 855 instead of 1219 PTX instructions, 224 instead of 480 shuffles). Not for 1 and 2 bits
-            # (16-32 codes per word spill on AMD), nor for a tile that feeds tk.mma: there the gather's layout
-            # reaches the MMA operand for less (W4 GEMM's K loop: 328 instead of 463, x loaded as 4 vectors
-            # instead of 32 scalars; Triton 3.9). The row's last word keeps only its codes' bits, so codes past
-            # the row's end read as 0 whatever its padding holds, and no per-element mask is needed.
+            # K loop: 855 instead of 1219 PTX instructions, 224 instead of 480 shuffles). Measured on Triton 3.9,
+            # sm_90, and kept where it wins: not for 1 and 2 bits (16-32 codes per word spill on AMD), unsigned
+            # codes (the zero-point formats: uint4's GEMV 230 registers instead of 101 for 6% fewer instructions)
+            # or small floats (fp4/mxfp4: +60% registers, no fewer instructions), nor for a tile that feeds
+            # tk.mma, where the gather's layout reaches the MMA operand for less (W4 GEMM's K loop: 328 instead of
+            # 463 instructions, x loaded as 4 vectors instead of 32 scalars). The row's last word keeps only its
+            # codes' bits, so codes past the row's end read as 0 whatever its padding holds, and no per-element
+            # mask is needed.
             lines.append(f"{pfx}nb = (({t}_shape{last} & 31) * {bits}) & 31")
             lines.append(f"{pfx}tail = tl.where({pfx}nb == 0, -1, (1 << {pfx}nb) - 1)")
             lines.append(f"{pfx}words0 = tl.where({pfx}w0 == {wpr} - 1, {pfx}words0 & {pfx}tail, {pfx}words0)")

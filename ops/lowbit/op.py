@@ -85,9 +85,7 @@ def gemv_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=Non
         bn = clamp_pow2(n, 8, 128)
         warps, split, stages = 8, 1, 1
     else:
-        amd = bool(arch) and arch.startswith("gfx")
-        # on AMD BK = 64 at most: zero-point formats (uint4) spill 6-10 SGPRs at 128
-        bk = _bk_for(group, k, 16, 32 if _straddling_on_amd(arch, fmt) else 64 if amd else 128)
+        bk = _bk_for(group, k, 16, 32 if _straddling_on_amd(arch, fmt) else 128)
         bn = 32 if bm <= 2 else 16
         warps, stages = 4, 2
         blocks = -(-n // bn)
@@ -109,7 +107,7 @@ def gemm_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=Non
                   "num_warps": 8, "num_stages": 1}
     else:
         amd_odd = _straddling_on_amd(arch, fmt)
-        # fp8's GEMM decode spills 29-33 SGPRs on gfx90a/gfx942 at BK = 64 too, none at 32
+        # fp8's GEMM decode spills 3-7 SGPRs on gfx90a/gfx942 at BK = 64 too, none at 32
         amd_fp8 = bool(arch) and arch.startswith("gfx") and fmt.startswith("fp8")
         config = {"BM": clamp_pow2(m, 16, 64), "BN": clamp_pow2(n, 16, 32 if amd_odd else 64),
                   "BK": _bk_for(group, k, 16, 32 if amd_odd or amd_fp8 else 64), "num_warps": 4, "num_stages": 3}

@@ -86,7 +86,7 @@ def test_split_window_values(backend, dtype, rows, r, c):
 @pytest.mark.parametrize("dtype", [tk.int4, tk.float8_e4m3, tk.int3], ids=lambda d: d.name)
 def test_codes_past_the_row_end_read_as_zero_whatever_the_padding_holds(backend, dtype):
     """A row of 41 codes ends inside a word; its padding bits are set. The tile over the edge reads 0 there
-    (the thread-local decode masks the row's last word instead of every element)."""
+    (int4's thread-local decode masks the row's last word, the gather path every element)."""
     n, k = 5, 41
     v = _values(dtype, (n, k), 3).double()
     packed = tk.pack(v, dtype)
@@ -101,12 +101,9 @@ def test_codes_past_the_row_end_read_as_zero_whatever_the_padding_holds(backend,
     assert torch.equal(y.double(), want)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_whole_word_codes_decode_without_cross_thread_traffic(bits):
-    """4 and 8 codes per word on a word boundary are shifted out of each thread's own words: no warp shuffles
-    (the gather of the other widths needs them)."""
+def test_signed_4_bit_codes_decode_without_cross_thread_traffic():
+    """Signed 4-bit codes on a word boundary are shifted out of each thread's own words: no warp shuffles (the
+    gather of the other widths needs them)."""
     pytest.importorskip("triton")
-    ptx = _ptx(f"int{bits}") if bits < 8 else aligned_rows.compile("sm_90", "float8_e4m3[4096,4096]",
-                                                                   "fp16[4096,4096]").asm["ptx"]
-    assert "shfl.sync" not in ptx
-    assert "shfl.sync" in _ptx("int3")
+    assert "shfl.sync" not in _ptx("int4")
+    assert "shfl.sync" in _ptx("int3") and "shfl.sync" in _ptx("uint4")

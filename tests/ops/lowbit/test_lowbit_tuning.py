@@ -45,7 +45,7 @@ def test_default_configs_know_the_target():
     """AMD takes BK = 32 for widths whose codes cross words (0 spills on gfx90a/gfx942; see test_lowbit_aot)."""
     from tilekit.ops.lowbit import op
     gpu = torch.device("cuda")
-    for fmt, amd_bk in (("int3", 32), ("uint5", 32), ("int4", 64)):
+    for fmt, amd_bk in (("int3", 32), ("uint5", 32), ("int4", 128)):
         assert op.gemv_default_config((1, 4096, 4096), torch.float16, gpu, 128, fmt=fmt, arch="gfx942")["BK"] == amd_bk
         assert op.gemv_default_config((1, 4096, 4096), torch.float16, gpu, 128, fmt=fmt, arch="sm_90")["BK"] == 128
     amd = op.gemm_default_config((512, 4096, 4096), torch.float16, gpu, 128, fmt="int7", arch="gfx90a")
