@@ -7,7 +7,7 @@
    the BN x BK weights of one iteration. Ideal: bits/8 + 2/group (fp16 scales). x's share (BM*BK*2 bytes per
    iteration) is listed apart.
 
-    python bench/abstraction/lowbit.py [--target sm_90]
+    python bench/abstraction/lowbit.py [--target sm_90] [--aot] [--cpu]
 """
 from __future__ import annotations
 
@@ -118,6 +118,30 @@ def bytes_per_weight_rows(target):
     return rows
 
 
+AOT_FORMATS = ("int1", "int2", "int3", "int4", "int5", "int6", "int7", "int8", "uint4", "uint8", "fp4_e2m1",
+               "fp6_e3m2", "fp8_e4m3", "fp8_e5m2", "mxfp4", "nvfp4")
+
+
+def aot_rows(formats=AOT_FORMATS, targets=("sm_80", "sm_90", "gfx90a", "gfx942")):
+    """(target, fmt, M, config, registers, spills, widest load, matrix instructions) of the GEMV (M = 1) and GEMM
+    (M = 512) at 4096 x 4096, group 128, each at the op's default config for that target."""
+    rows = []
+    for target in targets:
+        for fmt in formats:
+            for m in (1, 512):
+                kernel, args, kwargs = op.kernel_example((m, N, K), torch.float16, torch.device("cuda"), fmt=fmt,
+                                                         group_size=GROUP, target=target)
+                art = kernel.compile(target, *args, **kwargs)
+                res, ins = art.resources, art.instructions
+                cfg = "x".join(str(kwargs[k]) for k in ("BM", "BN", "BK"))
+                if "SPLIT_K" in kwargs:
+                    cfg += f" split {kwargs['SPLIT_K']}"
+                matrix = sum(ins.get(k, 0) for k in ("wgmma", "mma.sync", "mfma"))
+                rows.append((target, fmt, m, cfg, res.get("registers") or res.get("vgprs"), res["spills"],
+                             ins["widest_global_load_bits"], matrix))
+    return rows
+
+
 def cpu_rows(n=1024, k=1024, repeats=5):
     """OpenCL (PoCL) lowbit_linear vs eager dequantize-then-matmul (the problem's reference style) and fp16
     torch.matmul, wall time per call (median), at M = 1 and M = 64, int4 group 128."""
@@ -152,7 +176,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="sm_90", choices=[t for t in sorted(TARGETS) if t.startswith("sm_")])
     ap.add_argument("--cpu", action="store_true", help="also time OpenCL (PoCL) against the eager baselines")
+    ap.add_argument("--aot", action="store_true", help="also the AOT table: every format's GEMV and GEMM on "
+                    "sm_80, sm_90, gfx90a and gfx942 (registers, spills, widest load, matrix instructions)")
     args = ap.parse_args(argv)
+    if args.aot:
+        print(f"AOT at the default configs, {N}x{K}, group {GROUP} (M = 1: GEMV, M = 512: GEMM)")
+        print(f"{'target':<7} {'fmt':<9} {'M':>4} {'config':<16} {'regs':>5} {'spills':>6} {'widest':>6} {'matrix':>6}")
+        for target, fmt, m, cfg, regs, spills, widest, matrix in aot_rows():
+            print(f"{target:<7} {fmt:<9} {m:>4} {cfg:<16} {regs:>5} {spills:>6} {widest:>6} {matrix:>6}")
+        print()
     if args.cpu:
         print("CPU, int4 group 128, N = K = 1024, ms per call (median of 5)")
         print(f"{'M':>4} {'tilekit opencl':>14} {'dequant+matmul':>15} {'fp16 matmul':>12}")
