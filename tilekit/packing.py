@@ -65,10 +65,14 @@ def words_per_row(n: int, bits: int) -> int:
     return (n * bits + 31) // 32
 
 
+# threads of a default launch (4 warps): the width under which a vector load has threads loading the same words
+LANES = 128
+
+
 class WordWindow:
     """The contiguous words of one row that a tile of ``cols`` consecutive codes covers, as the backends
-    load them: one vectorisable load of ``padded`` (a power of two) words per row, of which ``needed`` are
-    read, then the codes are shifted out in registers.
+    load them: ``needed`` words per row, as one vectorisable load of ``padded`` (a power of two) words or as
+    ``pieces`` (power-of-two runs, one load each), then the codes are shifted out in registers.
 
     ``start_multiple`` is a power of two known to divide the tile's first column (``analysis.known_multiple``):
     when ``start * bits`` is then a multiple of 32 the window starts exactly on the tile's first bit."""
@@ -84,6 +88,28 @@ class WordWindow:
         self.padded = 1 << (self.needed - 1).bit_length()
         # a code never straddles two words when bits divides 32 and the window starts on a code boundary
         self.straddles = not (32 % bits == 0 and self.word_aligned)
+
+    def pieces(self, rows: int, lanes: int = LANES):
+        """How to load ``rows`` rows of the window: (first word, word count) runs, each a power of two and its
+        own vector load, the last one masked to ``needed``. ``needed`` as its binary digits (12 words as
+        8 + 4) issues only the words it needs, but a run of fewer than ``lanes`` words over all rows is
+        loaded by several threads at once, so the cheapest split (in words issued, ``lanes`` at least per
+        run) wins, fewer runs on a tie: ``[(0, padded)]`` is the single load."""
+        digits = [1 << b for b in reversed(range(self.needed.bit_length())) if self.needed >> b & 1]
+        best, best_cost = None, None
+        for keep in range(len(digits)):
+            head = digits[:keep]
+            rest = self.needed - sum(head)
+            sizes = head + [1 << (rest - 1).bit_length()]
+            cost = sum(max(rows * s, lanes) for s in sizes)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = sizes, cost
+        firsts = [sum(best[:i]) for i in range(len(best))]
+        return list(zip(firsts, best))
+
+    def piece_multiple(self, first):
+        """A power of two dividing the first word index of the run starting ``first`` words in."""
+        return min(self.word_multiple, first & -first) if first else self.word_multiple
 
 
 def _codes_from_values(values: torch.Tensor, dtype: D.DType) -> np.ndarray:

@@ -7,7 +7,7 @@
    the BN x BK weights of one iteration. Ideal: bits/8 + 2/group (fp16 scales). x's share (BM*BK*2 bytes per
    iteration) is listed apart.
 
-    python bench/abstraction/lowbit.py [--target sm_90]
+    python bench/abstraction/lowbit.py [--target sm_90] [--aot] [--cpu]
 """
 from __future__ import annotations
 
@@ -110,9 +110,35 @@ def bytes_per_weight_rows(target):
         threads = 32 * kw["num_warps"]
         weights = kw["BN"] * kw["BK"]
         issued = sum(v * b // 8 for v, b in loads) * threads / weights
+        # the packed words are the only 32-bit loads (x and the scales are fp16 and load as b16 here)
+        w_only = sum(v * b // 8 for v, b in loads if b == 32) * threads / weights
         x_share = kw["BM"] * kw["BK"] * 2 / weights
         ideal = bits / 8 + 2 / GROUP
-        rows.append((bits, issued, x_share, issued - x_share, ideal, art.instructions["widest_global_load_bits"]))
+        rows.append((bits, issued, x_share, issued - x_share, ideal, w_only, art.instructions["widest_global_load_bits"]))
+    return rows
+
+
+AOT_FORMATS = ("int1", "int2", "int3", "int4", "int5", "int6", "int7", "int8", "uint4", "uint8", "fp4_e2m1",
+               "fp6_e3m2", "fp8_e4m3", "fp8_e5m2", "mxfp4", "nvfp4")
+
+
+def aot_rows(formats=AOT_FORMATS, targets=("sm_80", "sm_90", "gfx90a", "gfx942")):
+    """(target, fmt, M, config, registers, spills, widest load, matrix instructions) of the GEMV (M = 1) and GEMM
+    (M = 512) at 4096 x 4096, group 128, each at the op's default config for that target."""
+    rows = []
+    for target in targets:
+        for fmt in formats:
+            for m in (1, 512):
+                kernel, args, kwargs = op.kernel_example((m, N, K), torch.float16, torch.device("cuda"), fmt=fmt,
+                                                         group_size=GROUP, target=target)
+                art = kernel.compile(target, *args, **kwargs)
+                res, ins = art.resources, art.instructions
+                cfg = "x".join(str(kwargs[k]) for k in ("BM", "BN", "BK"))
+                if "SPLIT_K" in kwargs:
+                    cfg += f" split {kwargs['SPLIT_K']}"
+                matrix = sum(ins.get(k, 0) for k in ("wgmma", "mma.sync", "mfma"))
+                rows.append((target, fmt, m, cfg, res.get("registers") or res.get("vgprs"), res["spills"],
+                             ins["widest_global_load_bits"], matrix))
     return rows
 
 
@@ -150,7 +176,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="sm_90", choices=[t for t in sorted(TARGETS) if t.startswith("sm_")])
     ap.add_argument("--cpu", action="store_true", help="also time OpenCL (PoCL) against the eager baselines")
+    ap.add_argument("--aot", action="store_true", help="also the AOT table: every format's GEMV and GEMM on "
+                    "sm_80, sm_90, gfx90a and gfx942 (registers, spills, widest load, matrix instructions)")
     args = ap.parse_args(argv)
+    if args.aot:
+        print(f"AOT at the default configs, {N}x{K}, group {GROUP} (M = 1: GEMV, M = 512: GEMM)")
+        print(f"{'target':<7} {'fmt':<9} {'M':>4} {'config':<16} {'regs':>5} {'spills':>6} {'widest':>6} {'matrix':>6}")
+        for target, fmt, m, cfg, regs, spills, widest, matrix in aot_rows():
+            print(f"{target:<7} {fmt:<9} {m:>4} {cfg:<16} {regs:>5} {spills:>6} {widest:>6} {matrix:>6}")
+        print()
     if args.cpu:
         print("CPU, int4 group 128, N = K = 1024, ms per call (median of 5)")
         print(f"{'M':>4} {'tilekit opencl':>14} {'dequant+matmul':>15} {'fp16 matmul':>12}")
@@ -163,9 +197,13 @@ def main(argv=None):
         for metric in ("instructions", "registers"):
             print(f"{name:<30} {metric:<13} {t[metric]:>9} {h[metric]:>9} {t[metric] / h[metric]:>7.3f}")
     print(f"\nBytes per weight, GEMV M=1 on {args.target} (static ld.global x threads / weights per K iteration)")
-    print(f"{'bits':>4} {'issued':>8} {'x share':>8} {'w+scale':>8} {'ideal':>7} {'ratio':>6} {'widest':>7}")
-    for bits, issued, xs, ws, ideal, widest in bytes_per_weight_rows(args.target):
-        print(f"{bits:>4} {issued:>8.4f} {xs:>8.4f} {ws:>8.4f} {ideal:>7.4f} {ws / ideal:>6.3f} {widest:>7}")
+    print("(issued: every ld.global; w+scale: issued less x's ideal share, so x and scale loads that several threads")
+    print(" issue at once count here; weights: the 32-bit loads alone, the packed words, against bits / 8)")
+    print(f"{'bits':>4} {'issued':>8} {'x share':>8} {'w+scale':>8} {'ideal':>7} {'ratio':>6} {'weights':>8} "
+          f"{'bits/8':>7} {'ratio':>6} {'widest':>7}")
+    for bits, issued, xs, ws, ideal, w_only, widest in bytes_per_weight_rows(args.target):
+        print(f"{bits:>4} {issued:>8.4f} {xs:>8.4f} {ws:>8.4f} {ideal:>7.4f} {ws / ideal:>6.3f} {w_only:>8.4f} "
+              f"{bits / 8:>7.4f} {w_only / (bits / 8):>6.3f} {widest:>7}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 M <= 16 rows take the GEMV / split-K kernel, larger M the tiled GEMM (kernels.py). Autograd: x and bias
 (the weights are frozen)."""
+import functools
+
 import torch
 
 import tilekit as tk
@@ -52,7 +54,30 @@ def _bk_for(group, k, lo=16, hi=128):
     return max(lo, min(bk, clamp_pow2(k, lo, hi)))
 
 
-def gemv_default_config(shape, dtype, device, group=128):
+def device_arch(device):
+    """The GPU architecture of ``device`` as a compile target names it ("gfx942", "sm_90"), or None on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_arch(index):
+    props = torch.cuda.get_device_properties(index)
+    if torch.version.hip:
+        return props.gcnArchName.split(":")[0]
+    return f"sm_{props.major}{props.minor}"
+
+
+def _straddling_on_amd(arch, fmt):
+    """Codes that cross word boundaries (3, 5, 6, 7 bits) on an AMD target: their decode at BK >= 64 runs out of
+    SGPRs (the per-lane masks and gather selects are kept live there, ~175-215 spilled to VGPR lanes on gfx90a and
+    gfx942); at BK = 32 (and BN = 32 on the GEMM) it compiles with none."""
+    return bool(arch) and arch.startswith("gfx") and 32 % weight_dtype(fmt).bits != 0
+
+
+def gemv_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=None):
     m, n, k = shape
     bm = clamp_pow2(m, 1, GEMV_MAX_M)
     if device.type == "cpu":
@@ -60,7 +85,7 @@ def gemv_default_config(shape, dtype, device, group=128):
         bn = clamp_pow2(n, 8, 128)
         warps, split, stages = 8, 1, 1
     else:
-        bk = _bk_for(group, k, 16, 128)
+        bk = _bk_for(group, k, 16, 32 if _straddling_on_amd(arch, fmt) else 128)
         bn = 32 if bm <= 2 else 16
         warps, stages = 4, 2
         blocks = -(-n // bn)
@@ -75,14 +100,17 @@ def gemv_default_config(shape, dtype, device, group=128):
     return checked_config(OP_NAME, config, K_.GEMV_TUNABLES, elem_bytes(dtype))
 
 
-def gemm_default_config(shape, dtype, device, group=128):
+def gemm_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=None):
     m, n, k = shape
     if device.type == "cpu":
         config = {"BM": clamp_pow2(m, 16, 128), "BN": clamp_pow2(n, 16, 128), "BK": _bk_for(group, k, 16, 128),
                   "num_warps": 8, "num_stages": 1}
     else:
-        config = {"BM": clamp_pow2(m, 16, 64), "BN": clamp_pow2(n, 16, 64), "BK": _bk_for(group, k, 16, 64),
-                  "num_warps": 4, "num_stages": 3}
+        amd_odd = _straddling_on_amd(arch, fmt)
+        # fp8's GEMM decode spills 3-7 SGPRs on gfx90a/gfx942 at BK = 64 too, none at 32
+        amd_fp8 = bool(arch) and arch.startswith("gfx") and fmt.startswith("fp8")
+        config = {"BM": clamp_pow2(m, 16, 64), "BN": clamp_pow2(n, 16, 32 if amd_odd else 64),
+                  "BK": _bk_for(group, k, 16, 32 if amd_odd or amd_fp8 else 64), "num_warps": 4, "num_stages": 3}
     size = elem_bytes(dtype)
     while not K_.GEMM_TUNABLES.is_valid({**config, "elem_bytes": size}):
         if config["num_stages"] > 1:
@@ -94,9 +122,10 @@ def gemm_default_config(shape, dtype, device, group=128):
     return checked_config(OP_NAME, config, K_.GEMM_TUNABLES, size)
 
 
-def config_for(kernel_id, shape, dtype, device, backend=None, group=128, fmt="int4", group_size=128):
+def config_for(kernel_id, shape, dtype, device, backend=None, group=128, fmt="int4", group_size=128, arch=None):
     """The tuned config for this call (looked up with its ``fmt`` and ``group`` flags), else the default.
-    ``group`` is the kernels' GROUP constexpr; ``group_size`` the weight's (-1: per row)."""
+    ``group`` is the kernels' GROUP constexpr; ``group_size`` the weight's (-1: per row). ``arch`` (a compile
+    target; by default the device's) picks the default's tiles."""
     backend = backend or default_backend(device)
     tunables, default = ((K_.GEMV_TUNABLES, gemv_default_config) if kernel_id == GEMV_ID
                          else (K_.GEMM_TUNABLES, gemm_default_config))
@@ -104,7 +133,7 @@ def config_for(kernel_id, shape, dtype, device, backend=None, group=128, fmt="in
     provided = provided_config(kernel_id, key, dtype, device, backend, tunables, elem_bytes(dtype))
     if provided is not None and kernel_id == GEMV_ID and provided["BM"] < shape[0]:
         provided = None     # a GEMV program covers all M rows at once: an entry tuned at a smaller M cannot serve
-    return provided or default(shape, dtype, device, group)
+    return provided or default(shape, dtype, device, group, fmt=fmt, arch=arch or device_arch(device))
 
 
 def _accumulator(dtype):
@@ -144,6 +173,14 @@ def gemv_launch(tensors, flags, y, config):
     kwargs = dict(BM=config["BM"], BN=config["BN"], BK=bk, SPLIT_K=split, ACC=_accumulator(x2.dtype),
                   num_warps=config["num_warps"], num_stages=config["num_stages"], **flags)
     return grid, (*tensors, y, blocks_per_split), kwargs
+
+
+def finish_launch(acc, bias, y, config):
+    """(grid, args, kwargs) of a split-K GEMV's finish kernel: ``y`` = the fp32 sums ``acc`` (+ ``bias``, a
+    1-element placeholder when there is none), in y's dtype."""
+    has_bias = bias is not None
+    b = bias if has_bias else torch.zeros(1, dtype=y.dtype, device=y.device)
+    return (tk.cdiv(y.shape[1], 128),), (acc, b, y), dict(HAS_BIAS=has_bias, BM=config["BM"], BN=128)
 
 
 def gemm_launch(tensors, flags, y, config):
@@ -205,8 +242,8 @@ def _forward(x, qweight, scales, zeros, global_scale, perm, bias, fmt, group_siz
         grid, args, kwargs = gemv_launch(tensors, flags, target, config)
         K_.lowbit_gemv_kernel[grid](*args, backend=backend, **kwargs)
         if config["SPLIT_K"] > 1:
-            K_.lowbit_finish_kernel[(tk.cdiv(n, 128),)](target, tensors[6], y2, HAS_BIAS=bias is not None,
-                                                        BM=config["BM"], BN=128, backend=backend)
+            grid, args, kwargs = finish_launch(target, bias, y2, config)
+            K_.lowbit_finish_kernel[grid](*args, backend=backend, **kwargs)
     else:
         config = config_for(GEMM_ID, (m, n, k), x.dtype, x.device, backend, group, fmt, group_size)
         grid, args, kwargs = gemm_launch(tensors, flags, y2, config)
@@ -295,8 +332,9 @@ def lowbit_linear_reference(x, qw, *, bias=None):
 
 
 def kernel_example(shape=(1, 4096, 4096), dtype=torch.float16, device=torch.device("cuda"), fmt="int4",
-                   group_size=128, kernel_id=None):
-    """(kernel, example args, launch kwargs) at (M, N, K): the GEMV for M <= 16, else the GEMM. Meta tensors."""
+                   group_size=128, kernel_id=None, target=None):
+    """(kernel, example args, launch kwargs) at (M, N, K): the GEMV for M <= 16, else the GEMM, at the default
+    config for compile target ``target`` (else the device's). Meta tensors."""
     m, n, k = shape
     device = torch.device(device)
     kernel_id = kernel_id or (GEMV_ID if m <= GEMV_MAX_M else GEMM_ID)
@@ -313,11 +351,11 @@ def kernel_example(shape=(1, 4096, 4096), dtype=torch.float16, device=torch.devi
     backend = "reference" if device.type == "cpu" else "triton"
     group = flags["GROUP"]
     if kernel_id == GEMV_ID:
-        config = config_for(GEMV_ID, (m, n, k), dtype, device, backend, group, fmt, group_size)
+        config = config_for(GEMV_ID, (m, n, k), dtype, device, backend, group, fmt, group_size, target)
         y = torch.empty(m, n, dtype=dtype if config["SPLIT_K"] == 1 else torch.float32, device="meta")
         _, args, kwargs = gemv_launch(tensors, flags, y, config)
         return K_.lowbit_gemv_kernel, args, kwargs
-    config = config_for(GEMM_ID, (m, n, k), dtype, device, backend, group, fmt, group_size)
+    config = config_for(GEMM_ID, (m, n, k), dtype, device, backend, group, fmt, group_size, target)
     y = torch.empty(m, n, dtype=dtype, device="meta")
     _, args, kwargs = gemm_launch(tensors, flags, y, config)
     return K_.lowbit_gemm_kernel, args, kwargs

@@ -2,9 +2,11 @@
 ``M,N,K`` with flags ``fmt`` and ``group``.
 
 A job's ``fmt`` and ``group`` (default int4, 128) reach its inputs, launch and reference: the weights tuned on
-are that format and group, symmetric. The op looks its config up with the call's format and group. The tuner launches
-the kernel alone into a NaN-filled output, so GEMV trials with SPLIT_K > 1 (which accumulate with atomics into
-a zeroed fp32 buffer, then run the finish kernel) fail its correctness gate and are never picked."""
+are that format and group, symmetric. The op looks its config up with the call's format and group.
+
+A GEMV trial runs as the op runs it: with SPLIT_K > 1 the kernel accumulates with atomics into an fp32 buffer (the
+last of the GEMV's inputs) that ``before_launch`` zeroes, and ``after_launch`` runs the finish kernel into the
+output. The tuner times GEMV trials by the wall clock, hooks included, so split-K pays for its two extra steps."""
 import torch
 
 from ...autotune.protocol import TuneKernel, register
@@ -12,7 +14,7 @@ from ...tolerances import op_table
 from ...packing import PackedTensor
 from ...quant import BLOCK_FORMATS, FORMATS, quantize
 from . import op
-from .kernels import lowbit_gemm_kernel, lowbit_gemv_kernel
+from .kernels import lowbit_finish_kernel, lowbit_gemm_kernel, lowbit_gemv_kernel
 
 FLAGS = ("fmt", "group")
 FLAG_DEFAULTS = {"fmt": "int4", "group": "128"}
@@ -47,13 +49,18 @@ def make_inputs(shape, dtype, generator, *, flags):
     return x, qw.qweight.words, scales, global_scale, qw.dequantize(torch.float64)
 
 
+def make_gemv_inputs(shape, dtype, generator, *, flags):
+    """make_inputs plus the split-K accumulator: fp32 (M, N)."""
+    return (*make_inputs(shape, dtype, generator, flags=flags), torch.empty(shape[0], shape[1], dtype=torch.float32))
+
+
 def make_output(inputs):
     x, qweight = inputs[:2]
     return torch.empty(x.shape[0], qweight.shape[0], dtype=x.dtype)
 
 
 def _tensors(inputs, n, flags):
-    x, qweight, scales, global_scale, _ = inputs
+    x, qweight, scales, global_scale = inputs[:4]
     fmt, group = _format(flags)
     group = BLOCK_FORMATS.get(fmt, group)
     return op.operands(x, qweight, scales, None, global_scale if global_scale.numel() else None, None, None,
@@ -61,8 +68,20 @@ def _tensors(inputs, n, flags):
 
 
 def gemv_launch_args(inputs, out, config, *, flags):
+    """Into ``out`` with SPLIT_K = 1, else into the fp32 accumulator (the hooks zero it and finish)."""
     tensors, constexprs = _tensors(inputs, out.shape[1], flags)
-    return op.gemv_launch(tensors, constexprs, out, config)
+    return op.gemv_launch(tensors, constexprs, out if config["SPLIT_K"] == 1 else inputs[-1], config)
+
+
+def gemv_before_launch(inputs, out, config, backend, *, flags):
+    if config["SPLIT_K"] > 1:
+        inputs[-1].zero_()
+
+
+def gemv_after_launch(inputs, out, config, backend, *, flags):
+    if config["SPLIT_K"] > 1:
+        grid, args, kwargs = op.finish_launch(inputs[-1], None, out, config)
+        lowbit_finish_kernel[grid](*args, backend=backend, **kwargs)
 
 
 def gemm_launch_args(inputs, out, config, *, flags):
@@ -70,7 +89,7 @@ def gemm_launch_args(inputs, out, config, *, flags):
     return op.gemm_launch(tensors, constexprs, out, config)
 
 
-def reference(x, qweight, scales, global_scale, dequantized, *, flags):
+def reference(x, qweight, scales, global_scale, dequantized, *accumulator, flags):
     return (x.double() @ dequantized.double().T).to(x.dtype)
 
 
@@ -89,16 +108,19 @@ def _group(flags):
 
 
 def _gemv_default(shape, dtype, device, *, flags):
-    return {**op.gemv_default_config(shape, dtype, device, _group(flags)), "SPLIT_K": 1}
+    fmt, _ = _format(flags)
+    return op.gemv_default_config(shape, dtype, device, _group(flags), fmt=fmt, arch=op.device_arch(device))
 
 
 def _gemm_default(shape, dtype, device, *, flags):
-    return op.gemm_default_config(shape, dtype, device, _group(flags))
+    fmt, _ = _format(flags)
+    return op.gemm_default_config(shape, dtype, device, _group(flags), fmt=fmt, arch=op.device_arch(device))
 
 
 GEMV = register(TuneKernel(
-    id=op.GEMV_ID, kernel=lowbit_gemv_kernel, shape_names=("M", "N", "K"), make_inputs=make_inputs,
+    id=op.GEMV_ID, kernel=lowbit_gemv_kernel, shape_names=("M", "N", "K"), make_inputs=make_gemv_inputs,
     make_output=make_output, launch_args=gemv_launch_args, reference=reference, default_config=_gemv_default,
+    before_launch=gemv_before_launch, after_launch=gemv_after_launch,
     default_shapes=GEMV_SHAPES, flags=FLAGS, flag_defaults=FLAG_DEFAULTS, normalize_flags=normalize_flags, tolerances=op_table("lowbit"),
 ))
 

@@ -13,12 +13,13 @@ from tilekit.ops.lowbit import op  # noqa: E402
 NVIDIA, AMD = ["sm_80", "sm_90"], ["gfx90a", "gfx942"]
 MATRIX = {"sm_80": "mma.sync", "sm_90": "wgmma", "gfx90a": "mfma", "gfx942": "mfma"}
 CASES = [("int4", 1), ("int3", 1), ("int4", 512), ("int3", 512)]
+AMD_CASES = CASES + [("int5", 1), ("int7", 512), ("fp8_e4m3", 512)]   # the other formats with AMD-specific tiles
 
 
 @functools.lru_cache(maxsize=None)
 def artifact(target, fmt, m):
     kernel, args, kwargs = op.kernel_example((m, 4096, 4096), torch.float16, torch.device("cuda"), fmt=fmt,
-                                             group_size=128)
+                                             group_size=128, target=target)
     return kernel.compile(target, *args, **kwargs)
 
 
@@ -27,18 +28,21 @@ def artifact(target, fmt, m):
 def test_nvidia_no_spills_128_bit_weight_loads_and_mma(target, fmt, m):
     art = artifact(target, fmt, m)
     assert art.resources["spills"] == 0, art.report()
-    assert art.instructions["widest_global_load_bits"] == 128, art.report()
+    # W3's GEMV window (12 words per row) loads as 8 + 4-word pieces: at BN = 32 over 4 warps that is a 64-bit and
+    # a 32-bit load per thread, exactly the words needed (a 128-bit load of 16 words would waste a quarter)
+    widest = 64 if (fmt, m) == ("int3", 1) else 128
+    assert art.instructions["widest_global_load_bits"] == widest, art.report()
     if m > op.GEMV_MAX_M:
         assert art.instructions[MATRIX[target]] > 0, art.report()
 
 
-@pytest.mark.parametrize("fmt,m", CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("fmt,m", AMD_CASES, ids=lambda v: str(v))
 @pytest.mark.parametrize("target", AMD)
-def test_amd_compiles_with_mfma_on_the_gemm(target, fmt, m):
+def test_amd_no_spills_and_mfma_on_the_gemm(target, fmt, m):
+    """int3's AMD defaults take BK = 32 (op._straddling_on_amd): at the NVIDIA tiles its decode spilled 171-225
+    SGPRs."""
     art = artifact(target, fmt, m)
     assert art.binary[:4] == b"\x7fELF", art.report()
     if m > op.GEMV_MAX_M:
         assert art.instructions["mfma"] > 0, art.report()
-    if fmt == "int4":
-        assert art.resources["spills"] == 0, art.report()
-    # int3 (codes straddling words) spills on AMD at these tiles: reported in the issue note, not hidden
+    assert art.resources["spills"] == 0, art.report()
