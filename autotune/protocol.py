@@ -65,6 +65,9 @@ class TuneKernel:
     # finish kernel after). A kernel with hooks is timed by the wall clock, hooks included.
     before_launch: Callable = None
     after_launch: Callable = None
+    # ``shape_rule(shape, config[, flags=])``: why a config that passes the tunables' rule cannot serve this
+    # shape (e.g. a GEMV whose program covers BM rows, at M > BM), or None; such trials are pruned, not failed
+    shape_rule: Callable = None
     # maps a flags dict to the canonical one (e.g. a block format's fixed group), so equal jobs key equal entries
     normalize_flags: Callable = None
 
@@ -109,13 +112,17 @@ class TuneKernel:
     def tunables(self):
         return self.kernel.tunables
 
-    def why_invalid(self, config, dtype):
-        """None if ``config`` passes the kernel's validity rule for ``dtype``, else the reason."""
+    def why_invalid(self, config, dtype, shape=None, flags=()):
+        """None if ``config`` passes the kernel's validity rule for ``dtype`` (and, given ``shape``, its
+        ``shape_rule``), else the reason."""
         missing = [k for k in self.tunables.names if k not in config]
         if missing:
             return f"config {config} lacks tunable(s) {', '.join(missing)}"
         size = torch.empty((), dtype=dtype).element_size()
-        return self.tunables.why_invalid({**config, "elem_bytes": size})
+        why = self.tunables.why_invalid({**config, "elem_bytes": size})
+        if why is None and shape is not None and self.shape_rule is not None:
+            why = self._call(self.shape_rule, flags, tuple(shape), config)
+        return why
 
     def parse_shape(self, spec: str):
         """``"M,N,K"`` plus ``key=value`` flags -> (shape tuple, flags tuple of (key, value))."""

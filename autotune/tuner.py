@@ -215,7 +215,7 @@ def valid_size(job, space):
     import itertools
     keys = list(space)
     return sum(1 for combo in itertools.product(*space.values())
-               if job.kernel.why_invalid(dict(zip(keys, combo)), job.dtype) is None)
+               if job.kernel.why_invalid(dict(zip(keys, combo)), job.dtype, job.shape, job.flags) is None)
 
 
 def choose_sampler(job, space):
@@ -444,7 +444,7 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
         trial.set_user_attr("tuner", TUNER_ID)
         with state_lock:
             seen.add(_config_key(config))
-        why = tk_kernel.why_invalid(config, job.dtype)
+        why = tk_kernel.why_invalid(config, job.dtype, job.shape, job.flags)
         if why is None and target is not None:
             try:
                 why = aot_prune_reason(job, config, target)

@@ -69,7 +69,7 @@ def job_space(job, include_default=True):
 def valid_configs(job, space):
     keys = list(space)
     combos = (dict(zip(keys, values)) for values in itertools.product(*space.values()))
-    return [c for c in combos if job.kernel.why_invalid(c, job.dtype) is None]
+    return [c for c in combos if job.kernel.why_invalid(c, job.dtype, job.shape, job.flags) is None]
 
 
 def time_configs(job, configs, repeats=None, worker=None, progress=False):

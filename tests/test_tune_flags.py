@@ -95,3 +95,12 @@ def test_launch_hooks_run_around_every_gated_and_timed_launch(tmp_path):
     finally:
         protocol._REGISTRY.pop("matmul.doubled_for_test", None)
         protocol._REGISTRY.pop("matmul.unfinished_for_test", None)
+
+
+def test_a_shape_rule_prunes_what_the_tunables_rule_cannot_see():
+    gemv = kernels()["lowbit_linear.gemv"]
+    config = gemv.default_config_for((3, 64, 64), (), torch.float32, torch.device("cpu"))
+    assert gemv.why_invalid(config, torch.float32, (3, 64, 64)) is None
+    small = {**config, "BM": 1}
+    assert gemv.why_invalid(small, torch.float32) is None                   # no shape: the tunables' rule only
+    assert "BM = 1 < M = 3" in gemv.why_invalid(small, torch.float32, (3, 64, 64), gemv.canonical_flags(()))

@@ -117,11 +117,19 @@ def _gemm_default(shape, dtype, device, *, flags):
     return op.gemm_default_config(shape, dtype, device, _group(flags), fmt=fmt, arch=op.device_arch(device))
 
 
+def gemv_shape_rule(shape, config, *, flags):
+    """A GEMV program covers all M rows at once (the op uses an entry only where BM >= M)."""
+    if config["BM"] < shape[0]:
+        return f"BM = {config['BM']} < M = {shape[0]}: a GEMV program covers every row"
+    return None
+
+
 GEMV = register(TuneKernel(
     id=op.GEMV_ID, kernel=lowbit_gemv_kernel, shape_names=("M", "N", "K"), make_inputs=make_gemv_inputs,
     make_output=make_output, launch_args=gemv_launch_args, reference=reference, default_config=_gemv_default,
-    before_launch=gemv_before_launch, after_launch=gemv_after_launch,
-    default_shapes=GEMV_SHAPES, flags=FLAGS, flag_defaults=FLAG_DEFAULTS, normalize_flags=normalize_flags, tolerances=op_table("lowbit"),
+    before_launch=gemv_before_launch, after_launch=gemv_after_launch, shape_rule=gemv_shape_rule,
+    default_shapes=GEMV_SHAPES, flags=FLAGS, flag_defaults=FLAG_DEFAULTS, normalize_flags=normalize_flags,
+    tolerances=op_table("lowbit"),
 ))
 
 GEMM = register(TuneKernel(
