@@ -27,27 +27,34 @@ def _acc(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
 
 
-# GPU defaults per (architecture family, kernel, head-dim class), as (BM, BN, num_warps, num_stages). Each
-# compiles with 0 spills (and, on NVIDIA, an empty stack frame) at Llama-3-8B shapes for D = 64 and 128 and
+# GPU defaults per (architecture family, kernel, head-dim class 64 / 128 / 256), as (BM, BN, num_warps,
+# num_stages). Each compiles with 0 spills (and, on NVIDIA, an empty stack frame) at Llama-3-8B shapes for
+# D = 64, 96, 128 and 256 and
 # keeps the matrix instructions (mma.sync, wgmma, mfma): tests/ops/attention/test_attention_aot.py, table in
 # docs/ops/attention.md. Why they differ: on AMD the B operands of the dot products live in every wave's VGPRs
 # and the ~66 shape/stride scalars crowd the SGPRs, so the tiles are smaller there (BN=32 forward; dK/dV with
 # BN=16 keys and one stage); Hopper's wgmma wants a 64-row M per warp group (dK/dV BN=64, 8 warps), while
-# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=16/32 instead.
+# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=16/32 instead. D=256: the dK/dV
+# program carries two BN x 256 fp32 accumulators and its K, V tiles, so BM=16, BN=32 (16 on AMD) and one stage
+# (BN=64 for wgmma spilled 240+ bytes on sm_90); the sm_90 forward and dQ keep BM=64 for wgmma.
 _GPU_DEFAULTS = {
-    "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
-              "dkdv": {64: (16, 64, 4, 2), 128: (32, 64, 8, 2)}},
-    "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
-              "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1)}},
-    "amd": {"fwd": {64: (128, 32, 4, 2), 128: (128, 32, 8, 2)}, "dq": {64: (64, 32, 4, 2), 128: (64, 16, 4, 2)},
-            "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1)}},
+    "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
+              "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
+              "dkdv": {64: (16, 64, 4, 2), 128: (32, 64, 8, 2), 256: (16, 32, 8, 1)}},
+    "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
+              "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
+              "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1), 256: (16, 32, 8, 1)}},
+    "amd": {"fwd": {64: (128, 32, 4, 2), 128: (128, 32, 8, 2), 256: (64, 16, 8, 2)},
+            "dq": {64: (64, 32, 4, 2), 128: (64, 16, 4, 2), 256: (32, 16, 8, 2)},
+            "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1), 256: (16, 16, 8, 1)}},
 }
 
 # The varlen kernels (gathered rows, cu_seqlens scalars) where the dense entry spills: AMD forward 13-22 SGPR
-# spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes.
+# spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes; D=256
+# dK/dV: sm_90 16x32 had an 8-byte stack (16x16, two stages: 170 registers), sm_80 takes two stages.
 _VARLEN_OVERRIDES = {
-    "sm_80": {"dkdv": {64: (16, 32, 4, 2)}},
-    "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1)}},
+    "sm_80": {"dkdv": {64: (16, 32, 4, 2), 256: (16, 32, 8, 2)}},
+    "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1), 256: (16, 16, 8, 2)}},
     "amd": {"fwd": {64: (128, 16, 4, 2), 128: (128, 16, 8, 2)}},
 }
 
@@ -64,11 +71,9 @@ def _default_config(shape, dtype, device, kernel="fwd", target=None, varlen=Fals
                   "num_warps": 4, "num_stages": 1}
     else:
         family = gpu_arch_family(device, target)
-        dim = 64 if bd <= 64 else 128
+        dim = 64 if bd <= 64 else 128 if bd <= 128 else 256
         entry = _VARLEN_OVERRIDES[family].get(kernel, {}).get(dim) if varlen else None
         bm, bn, warps, stages = entry or _GPU_DEFAULTS[family][kernel][dim]
-        if bd > 128:  # D up to 256: half the tiles of D=128 (not in the AOT table)
-            bm, bn, warps = max(16, bm // 2), max(16, bn // 2), 8
         config = {"BM": bm, "BN": bn, "num_warps": warps, "num_stages": stages}
     return checked_config(OP_NAME, {**config, "BD": bd}, ATTENTION_TUNABLES, elem_bytes(dtype))
 
