@@ -34,13 +34,14 @@ def _acc(dtype):
 # docs/ops/attention.md. Why they differ: on AMD the B operands of the dot products live in every wave's VGPRs
 # and the ~66 shape/stride scalars crowd the SGPRs, so the tiles are smaller there (BN=32 forward; dK/dV with
 # BN=16 keys and one stage); Hopper's wgmma wants a 64-row M per warp group (dK/dV BN=64, 8 warps), while
-# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=16/32 instead. D=256: the dK/dV
+# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=32 instead (D=64: BN=32; 16x64
+# had a 16-byte stack once dS took the scalar scale). D=256: the dK/dV
 # program carries two BN x 256 fp32 accumulators and its K, V tiles, so BM=16, BN=32 (16 on AMD) and one stage
 # (BN=64 for wgmma spilled 240+ bytes on sm_90); the sm_90 forward and dQ keep BM=64 for wgmma.
 _GPU_DEFAULTS = {
     "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
               "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
-              "dkdv": {64: (16, 64, 4, 2), 128: (32, 64, 8, 2), 256: (16, 32, 8, 1)}},
+              "dkdv": {64: (32, 32, 4, 2), 128: (32, 64, 8, 2), 256: (16, 32, 8, 1)}},
     "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
               "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
               "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1), 256: (16, 32, 8, 1)}},
