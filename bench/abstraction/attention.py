@@ -27,7 +27,7 @@ from tilekit.ops.attention.op import kernel_example
 @triton.jit
 def hand_attention_fwd(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, O, L, l_s0, l_s1,
                        B, Hq, Hkv, Sq, Skv, D, scale, left, right,
-                       BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                       BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, LOAD4D: tl.constexpr = False):
     m0 = tl.program_id(0) * BM
     bh = tl.program_id(1)
     b = bh // Hq
@@ -38,8 +38,13 @@ def hand_attention_fwd(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, 
     hi = tl.minimum(m0 + BM + diag + right, Skv)
     rows = m0 + tl.arange(0, BM)
     d = tl.arange(0, BD)
-    q = tl.load(Q + b * q_s0 + h * q_s1 + rows[:, None] * q_s2 + d[None, :] * q_s3,
-                mask=(rows[:, None] < Sq) & (d[None, :] < D), other=0.0)
+    if LOAD4D:  # the form tilekit's Triton lowering emits: a (1, 1, BM, BD) block, reshaped
+        r4, d4 = rows[None, None, :, None], d[None, None, None, :]
+        q = tl.reshape(tl.load(Q + b * q_s0 + h * q_s1 + r4 * q_s2 + d4 * q_s3, mask=(r4 < Sq) & (d4 < D),
+                               other=0.0), [BM, BD])
+    else:
+        q = tl.load(Q + b * q_s0 + h * q_s1 + rows[:, None] * q_s2 + d[None, :] * q_s3,
+                    mask=(rows[:, None] < Sq) & (d[None, :] < D), other=0.0)
     m_i = tl.full([BM], -float("inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, BD], tl.float32)
@@ -72,7 +77,7 @@ def hand_attention_fwd(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, 
 @triton.jit
 def hand_attention_bwd_dkdv(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, DO, L, Delta, l_s0, l_s1,
                             DK, DV, B, Hq, Hkv, Sq, Skv, D, scale, left, right,
-                            BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                            BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, LOAD4D: tl.constexpr = False):
     """FA2 dK/dV: one program per (key block, batch x key head), a runtime loop over the GQA group's query
     heads and the query blocks that see the key block; DO has Q's strides, V/DK/DV have K's."""
     n0 = tl.program_id(0) * BN
@@ -98,8 +103,14 @@ def hand_attention_bwd_dkdv(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3
             rows = m0 + tl.arange(0, BM)
             q_mask = (rows[:, None] < Sq) & (d[None, :] < D)
             q_off = b * q_s0 + h * q_s1 + rows[:, None] * q_s2 + d[None, :] * q_s3
-            q = tl.load(Q + q_off, mask=q_mask, other=0.0)
-            do = tl.load(DO + q_off, mask=q_mask, other=0.0)
+            if LOAD4D:  # tilekit's form: (1, 1, BM, BD) blocks, reshaped
+                r4, d4 = rows[None, None, :, None], d[None, None, None, :]
+                off4 = b * q_s0 + h * q_s1 + r4 * q_s2 + d4 * q_s3
+                q = tl.reshape(tl.load(Q + off4, mask=(r4 < Sq) & (d4 < D), other=0.0), [BM, BD])
+                do = tl.reshape(tl.load(DO + off4, mask=(r4 < Sq) & (d4 < D), other=0.0), [BM, BD])
+            else:
+                q = tl.load(Q + q_off, mask=q_mask, other=0.0)
+                do = tl.load(DO + q_off, mask=q_mask, other=0.0)
             lse = tl.load(L + b * l_s0 + h * l_s1 + rows, mask=rows < Sq, other=0.0)
             delta = tl.load(Delta + b * l_s0 + h * l_s1 + rows, mask=rows < Sq, other=0.0)
             s2 = tl.dot(q, tl.trans(k)) * qk_scale
@@ -156,7 +167,7 @@ def hand_signature(kernel, tensors):
         if name in ptrs:
             sig[name] = ptrs[name]
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name in ("BM", "BN", "BD"):
+        elif name in ("BM", "BN", "BD", "LOAD4D"):
             sig[name] = "constexpr"
         elif name == "scale":
             sig[name] = "fp32"
@@ -169,9 +180,10 @@ def hand_signature(kernel, tensors):
     return sig, consts, attrs
 
 
-def compile_hand(target, D, config, kernel="fwd", tensors=None, specialize=True):
+def compile_hand(target, D, config, kernel="fwd", tensors=None, specialize=True, load4d=False):
     """The hand kernel at ``config``'s tiles. ``specialize``: the integer arguments get tilekit's
-    specialization of ``tensors`` (a like-with-like compile); without it only the pointers are marked."""
+    specialization of ``tensors`` (a like-with-like compile); without it only the pointers are marked.
+    ``load4d``: its Q (dK/dV: Q and dO) tiles loaded the way tilekit's lowering does (4-D block + reshape)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     _, backend, arch, warp = TARGETS[target]
@@ -181,11 +193,11 @@ def compile_hand(target, D, config, kernel="fwd", tensors=None, specialize=True)
     else:
         sig, consts, attrs = {}, {}, {}
         for i, name in enumerate(hand.arg_names):
-            sig[name] = (ptrs[name] if name in ptrs else "constexpr" if name in ("BM", "BN", "BD")
+            sig[name] = (ptrs[name] if name in ptrs else "constexpr" if name in ("BM", "BN", "BD", "LOAD4D")
                          else "fp32" if name == "scale" else "i32")
             if name in ptrs:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    consts.update({"BM": config["BM"], "BN": config["BN"], "BD": config["BD"]})
+    consts.update({"BM": config["BM"], "BN": config["BN"], "BD": config["BD"], "LOAD4D": load4d})
     c = triton.compile(ASTSource(hand, sig, consts, attrs), target=GPUTarget(backend, arch, warp),
                        options={"num_warps": config["num_warps"], "num_stages": config["num_stages"],
                                 "enable_fp_fusion": True})
@@ -314,13 +326,15 @@ def ratios(ours, hand):
     return {m: ours[m] / hand[m] if hand[m] else (1.0 if ours[m] == hand[m] else math.inf) for m in METRICS}
 
 
-def compare(target, D, kernel, specialize=True):
-    """Print and return {metric: tilekit / hand}; ``specialize=False`` gives the old pointer-only hand compile."""
+def compare(target, D, kernel, specialize=True, load4d=False):
+    """Print and return {metric: tilekit / hand}; ``specialize=False`` gives the old pointer-only hand compile,
+    ``load4d`` the hand kernel with tilekit's 4-D block loads (what is left is the rest of the lowering)."""
     config, ours, tensors = compile_tilekit(target, D, kernel)
-    hand = compile_hand(target, D, config, kernel, tensors, specialize=specialize)
+    hand = compile_hand(target, D, config, kernel, tensors, specialize=specialize, load4d=load4d)
+    form = ("with tilekit's shape/stride specialization" if specialize else "pointers only") + \
+        (", 4-D block loads + reshape" if load4d else "")
     print(f"attention {kernel} on {target}, D={D}, BM={config['BM']} BN={config['BN']} "
-          f"warps={config['num_warps']} stages={config['num_stages']} (tilekit / hand-written Triton, hand "
-          f"{'with tilekit' + chr(39) + 's shape/stride specialization' if specialize else 'pointers-only'})")
+          f"warps={config['num_warps']} stages={config['num_stages']} (tilekit / hand-written Triton, hand {form})")
     r = ratios(ours, hand)
     for metric in METRICS:
         print(f"{metric:<13} {ours[metric]!s:>9} {hand[metric]!s:>9} {r[metric]:>7.3f}")
@@ -337,6 +351,8 @@ def main(argv=None):
     ap.add_argument("--check", action="store_true", help="CPU: dK/dV tilekit vs hand-written on the interpreter")
     ap.add_argument("--pointers-only", action="store_true",
                     help="compile the hand kernels with only their pointers marked (the old, unfair comparison)")
+    ap.add_argument("--load4d", action="store_true",
+                    help="the hand kernels load Q (dK/dV: Q, dO) as tilekit's lowering does: a 4-D block + reshape")
     ap.add_argument("--time", action="store_true", help="time both on a local GPU (skipped without one)")
     ap.add_argument("--aot-table", action="store_true",
                     help="every kernel x sm_80/sm_90/gfx90a/gfx942 x D=64/128 at the per-target defaults")
@@ -350,7 +366,7 @@ def main(argv=None):
               f"max error vs float64 autograd = {vs64:.3g}")
         return 0 if same <= 1e-4 and vs64 <= 1e-3 else 1
     for kernel in (("fwd", "dkdv") if args.kernel == "both" else (args.kernel,)):
-        compare(args.target, args.head_dim, kernel, specialize=not args.pointers_only)
+        compare(args.target, args.head_dim, kernel, specialize=not args.pointers_only, load4d=args.load4d)
         if args.time:
             print(_time_on_gpu(args.target, args.head_dim, kernel))
     return 0

@@ -38,7 +38,7 @@ CASES = [("sm_80", "dkdv", 64), ("sm_80", "dkdv", 128), ("sm_80", "dq", 64), ("s
          ("gfx942", "varlen_fwd", 128), ("sm_80", "varlen_dkdv", 64), ("sm_90", "varlen_dkdv", 128),
          # D=256 (its own entries; dK/dV spilled 8-528 bytes at half the D=128 tiles) and a D=96 padded to 128
          ("sm_90", "fwd", 256), ("sm_90", "dkdv", 256), ("sm_80", "dkdv", 256), ("sm_90", "varlen_dkdv", 256),
-         ("gfx942", "dkdv", 256), ("gfx942", "fwd", 96)]
+         ("gfx942", "fwd", 96)]
 # sm_90 takes wgmma where a warp group has 64 rows; the D=256 dK/dV tiles (BN=16/32) use mma.sync
 MMA_SYNC_ON_SM90 = {("dkdv", 256), ("varlen_dkdv", 256)}
 
