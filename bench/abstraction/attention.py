@@ -353,12 +353,16 @@ def main(argv=None):
                     help="compile the hand kernels with only their pointers marked (the old, unfair comparison)")
     ap.add_argument("--load4d", action="store_true",
                     help="the hand kernels load Q (dK/dV: Q, dO) as tilekit's lowering does: a 4-D block + reshape")
+    ap.add_argument("--dims", default="64,128",
+                    help="--aot-table head dims (other than 64,128: the dense and varlen kernels only), e.g. 256,96")
     ap.add_argument("--time", action="store_true", help="time both on a local GPU (skipped without one)")
     ap.add_argument("--aot-table", action="store_true",
                     help="every kernel x sm_80/sm_90/gfx90a/gfx942 x D=64/128 at the per-target defaults")
     args = ap.parse_args(argv)
     if args.aot_table:
-        aot_table()
+        dims = tuple(int(d) for d in args.dims.split(","))
+        aot_table(dims=dims) if dims == (64, 128) else aot_table(
+            kernels=("fwd", "dkdv", "dq", "varlen_fwd", "varlen_dkdv", "varlen_dq"), dims=dims)
         return 0
     if args.check:
         same, vs64 = check_dkdv_on_interpreter()
