@@ -27,7 +27,7 @@ from tilekit.ops.attention.op import kernel_example
 @triton.jit
 def hand_attention_fwd(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, O, L, l_s0, l_s1,
                        B, Hq, Hkv, Sq, Skv, D, scale, left, right,
-                       BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                       BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, LOAD4D: tl.constexpr = False):
     m0 = tl.program_id(0) * BM
     bh = tl.program_id(1)
     b = bh // Hq
@@ -38,8 +38,13 @@ def hand_attention_fwd(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, 
     hi = tl.minimum(m0 + BM + diag + right, Skv)
     rows = m0 + tl.arange(0, BM)
     d = tl.arange(0, BD)
-    q = tl.load(Q + b * q_s0 + h * q_s1 + rows[:, None] * q_s2 + d[None, :] * q_s3,
-                mask=(rows[:, None] < Sq) & (d[None, :] < D), other=0.0)
+    if LOAD4D:  # the form tilekit's Triton lowering emits: a (1, 1, BM, BD) block, reshaped
+        r4, d4 = rows[None, None, :, None], d[None, None, None, :]
+        q = tl.reshape(tl.load(Q + b * q_s0 + h * q_s1 + r4 * q_s2 + d4 * q_s3, mask=(r4 < Sq) & (d4 < D),
+                               other=0.0), [BM, BD])
+    else:
+        q = tl.load(Q + b * q_s0 + h * q_s1 + rows[:, None] * q_s2 + d[None, :] * q_s3,
+                    mask=(rows[:, None] < Sq) & (d[None, :] < D), other=0.0)
     m_i = tl.full([BM], -float("inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, BD], tl.float32)
@@ -72,7 +77,7 @@ def hand_attention_fwd(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, 
 @triton.jit
 def hand_attention_bwd_dkdv(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3, V, DO, L, Delta, l_s0, l_s1,
                             DK, DV, B, Hq, Hkv, Sq, Skv, D, scale, left, right,
-                            BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+                            BM: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, LOAD4D: tl.constexpr = False):
     """FA2 dK/dV: one program per (key block, batch x key head), a runtime loop over the GQA group's query
     heads and the query blocks that see the key block; DO has Q's strides, V/DK/DV have K's."""
     n0 = tl.program_id(0) * BN
@@ -98,8 +103,14 @@ def hand_attention_bwd_dkdv(Q, q_s0, q_s1, q_s2, q_s3, K, k_s0, k_s1, k_s2, k_s3
             rows = m0 + tl.arange(0, BM)
             q_mask = (rows[:, None] < Sq) & (d[None, :] < D)
             q_off = b * q_s0 + h * q_s1 + rows[:, None] * q_s2 + d[None, :] * q_s3
-            q = tl.load(Q + q_off, mask=q_mask, other=0.0)
-            do = tl.load(DO + q_off, mask=q_mask, other=0.0)
+            if LOAD4D:  # tilekit's form: (1, 1, BM, BD) blocks, reshaped
+                r4, d4 = rows[None, None, :, None], d[None, None, None, :]
+                off4 = b * q_s0 + h * q_s1 + r4 * q_s2 + d4 * q_s3
+                q = tl.reshape(tl.load(Q + off4, mask=(r4 < Sq) & (d4 < D), other=0.0), [BM, BD])
+                do = tl.reshape(tl.load(DO + off4, mask=(r4 < Sq) & (d4 < D), other=0.0), [BM, BD])
+            else:
+                q = tl.load(Q + q_off, mask=q_mask, other=0.0)
+                do = tl.load(DO + q_off, mask=q_mask, other=0.0)
             lse = tl.load(L + b * l_s0 + h * l_s1 + rows, mask=rows < Sq, other=0.0)
             delta = tl.load(Delta + b * l_s0 + h * l_s1 + rows, mask=rows < Sq, other=0.0)
             s2 = tl.dot(q, tl.trans(k)) * qk_scale
@@ -119,40 +130,94 @@ HAND = {"fwd": (hand_attention_fwd, {"Q": "*fp16", "K": "*fp16", "V": "*fp16", "
         "dkdv": (hand_attention_bwd_dkdv, {"Q": "*fp16", "K": "*fp16", "V": "*fp16", "DO": "*fp16", "L": "*fp32",
                                            "Delta": "*fp32", "DK": "*fp16", "DV": "*fp16"})}
 
+# Which tilekit tensor dimension each integer argument of a hand kernel carries: (tensor, "shape"|"stride", dim).
+# The tensors are kernel_example's, by tilekit parameter name; the hand kernels reuse Q's strides for O / dO,
+# K's for V / dK / dV and LSE's for Delta. left and right are plain scalars in both (never marked).
+HAND_INT_ARGS = {
+    "fwd": {"q_s0": ("Q", "stride", 0), "q_s1": ("Q", "stride", 1), "q_s2": ("Q", "stride", 2),
+            "q_s3": ("Q", "stride", 3), "k_s0": ("K", "stride", 0), "k_s1": ("K", "stride", 1),
+            "k_s2": ("K", "stride", 2), "k_s3": ("K", "stride", 3), "l_s0": ("LSE", "stride", 0),
+            "l_s1": ("LSE", "stride", 1), "B": ("Q", "shape", 0), "Hq": ("Q", "shape", 1), "Hkv": ("K", "shape", 1),
+            "Sq": ("Q", "shape", 2), "Skv": ("K", "shape", 2), "D": ("Q", "shape", 3)},
+}
+HAND_INT_ARGS["dkdv"] = dict(HAND_INT_ARGS["fwd"])
+TILEKIT_PARAMS = {"fwd": ("Q", "K", "V", "O", "LSE"), "dkdv": ("Q", "K", "V", "DO", "LSE", "Delta", "DK", "DV")}
 
-def compile_hand(target, D, config, kernel="fwd"):
+
+def tilekit_specialization(tensors):
+    """What tilekit's AOT compile assumes of these example tensors (backends/triton/gpu_compile.py): every
+    pointer 16-aligned, the innermost stride the constant 1, and each other shape or stride that is a
+    multiple of 16 marked ``tt.divisibility=16``. Returns ({(tensor, kind, dim)} divisible, {(tensor, dim)}
+    constant-1 strides)."""
+    divisible, unit = set(), set()
+    for name, t in tensors.items():
+        divisible.update((name, "shape", d) for d, n in enumerate(t.shape) if n % 16 == 0)
+        divisible.update((name, "stride", d) for d, n in enumerate(t.stride()[:-1]) if n % 16 == 0)
+        unit.add((name, t.dim() - 1))
+    return divisible, unit
+
+
+def hand_signature(kernel, tensors):
+    """Triton signature, constexprs and attributes of a hand kernel under tilekit's specialization of the same
+    example tensors: the same argument gets the same divisibility (or constant-1) in both compiles."""
+    hand, ptrs = HAND[kernel]
+    divisible, unit = tilekit_specialization(tensors)
+    sig, consts, attrs = {}, {}, {}
+    for i, name in enumerate(hand.arg_names):
+        if name in ptrs:
+            sig[name] = ptrs[name]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name in ("BM", "BN", "BD", "LOAD4D"):
+            sig[name] = "constexpr"
+        elif name == "scale":
+            sig[name] = "fp32"
+        elif (entry := HAND_INT_ARGS[kernel].get(name)) and entry[1] == "stride" and (entry[0], entry[2]) in unit:
+            sig[name], consts[name] = "constexpr", 1
+        else:
+            sig[name] = "i32"
+            if HAND_INT_ARGS[kernel].get(name) in divisible:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return sig, consts, attrs
+
+
+def compile_hand(target, D, config, kernel="fwd", tensors=None, specialize=True, load4d=False):
+    """The hand kernel at ``config``'s tiles. ``specialize``: the integer arguments get tilekit's
+    specialization of ``tensors`` (a like-with-like compile); without it only the pointers are marked.
+    ``load4d``: its Q (dK/dV: Q and dO) tiles loaded the way tilekit's lowering does (4-D block + reshape)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     _, backend, arch, warp = TARGETS[target]
     hand, ptrs = HAND[kernel]
-    names = hand.arg_names
-    sig, attrs = {}, {}
-    for i, name in enumerate(names):
-        if name in ptrs:
-            sig[name] = ptrs[name]
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name in ("BM", "BN", "BD"):
-            sig[name] = "constexpr"
-        elif name == "scale":
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i32"
-    consts = {"BM": config["BM"], "BN": config["BN"], "BD": config["BD"]}
+    if specialize:
+        sig, consts, attrs = hand_signature(kernel, tensors)
+    else:
+        sig, consts, attrs = {}, {}, {}
+        for i, name in enumerate(hand.arg_names):
+            sig[name] = (ptrs[name] if name in ptrs else "constexpr" if name in ("BM", "BN", "BD", "LOAD4D")
+                         else "fp32" if name == "scale" else "i32")
+            if name in ptrs:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    consts.update({"BM": config["BM"], "BN": config["BN"], "BD": config["BD"], "LOAD4D": load4d})
     c = triton.compile(ASTSource(hand, sig, consts, attrs), target=GPUTarget(backend, arch, warp),
-                       options={"num_warps": config["num_warps"], "num_stages": config["num_stages"]})
+                       options={"num_warps": config["num_warps"], "num_stages": config["num_stages"],
+                                "enable_fp_fusion": True})
     summary = summarize_ptx(c.asm["ptx"])
     res = cubin_resources(c.asm["cubin"])
     return {"instructions": summary["ptx_instructions"], "registers": res["registers"],
             "stack_bytes": res["stack_bytes"], "shared_bytes": c.metadata.shared, "wgmma": summary.get("wgmma", 0),
-            "mma.sync": summary.get("mma.sync", 0)}
+            "mma.sync": summary.get("mma.sync", 0), "ptx": c.asm["ptx"]}
 
 
 def compile_tilekit(target, D, kernel="fwd"):
+    """tilekit's kernel at its target default (Llama-3-8B GQA, fp16, causal): (launch kwargs, metrics, the
+    example tensors by tilekit parameter name, for the hand kernel's matching specialization)."""
     tk_kernel, args, kwargs = kernel_example((1, 32, 8, 4096, 4096, D), torch.float16, "cuda", kernel, target=target)
     art = tk_kernel.compile(target, *args, **kwargs)
+    tensors = dict(zip(TILEKIT_PARAMS[kernel], args))
     return kwargs, {"instructions": art.instructions["ptx_instructions"], "registers": art.resources["registers"],
                     "stack_bytes": art.resources["stack_bytes"], "shared_bytes": art.resources["shared_bytes"],
-                    "wgmma": art.instructions["wgmma"], "mma.sync": art.instructions["mma.sync"]}
+                    "wgmma": art.instructions["wgmma"], "mma.sync": art.instructions["mma.sync"],
+                    "ptx": art.assembly}, tensors
 
 
 def check_dkdv_on_interpreter(shape=(1, 4, 2, 37, 45, 16), BM=16, BN=16, causal=True):
@@ -254,20 +319,28 @@ def decode_example(D, kernel, B=16, Hq=32, Hkv=8, context=4096, page=16, splits=
     return decode.attention_combine_kernel, args, kw
 
 
-def compare(target, D, kernel):
-    config, ours = compile_tilekit(target, D, kernel)
-    hand = compile_hand(target, D, config, kernel)
+METRICS = ("instructions", "registers", "stack_bytes", "shared_bytes", "wgmma", "mma.sync")
+
+
+def ratios(ours, hand):
+    return {m: ours[m] / hand[m] if hand[m] else (1.0 if ours[m] == hand[m] else math.inf) for m in METRICS}
+
+
+def compare(target, D, kernel, specialize=True, load4d=False):
+    """Print and return {metric: tilekit / hand}; ``specialize=False`` gives the old pointer-only hand compile,
+    ``load4d`` the hand kernel with tilekit's 4-D block loads (what is left is the rest of the lowering)."""
+    config, ours, tensors = compile_tilekit(target, D, kernel)
+    hand = compile_hand(target, D, config, kernel, tensors, specialize=specialize, load4d=load4d)
+    form = ("with tilekit's shape/stride specialization" if specialize else "pointers only") + \
+        (", 4-D block loads + reshape" if load4d else "")
     print(f"attention {kernel} on {target}, D={D}, BM={config['BM']} BN={config['BN']} "
-          f"warps={config['num_warps']} stages={config['num_stages']} (tilekit / hand-written Triton)")
-    worst = 0.0
-    for metric in ("instructions", "registers", "stack_bytes", "shared_bytes", "wgmma", "mma.sync"):
-        a, b = ours[metric], hand[metric]
-        ratio = a / b if b else (1.0 if a == b else math.inf)
-        if metric in ("instructions", "registers", "shared_bytes"):
-            worst = max(worst, ratio)
-        print(f"{metric:<13} {a!s:>9} {b!s:>9} {ratio:>7.3f}")
+          f"warps={config['num_warps']} stages={config['num_stages']} (tilekit / hand-written Triton, hand {form})")
+    r = ratios(ours, hand)
+    for metric in METRICS:
+        print(f"{metric:<13} {ours[metric]!s:>9} {hand[metric]!s:>9} {r[metric]:>7.3f}")
+    worst = max(r[m] for m in ("instructions", "registers", "shared_bytes"))
     print(f"worst ratio {worst:.3f} (goal <= 1.05): {'met' if worst <= 1.05 else 'NOT met'}")
-    return worst
+    return r
 
 
 def main(argv=None):
@@ -276,12 +349,20 @@ def main(argv=None):
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--kernel", choices=["fwd", "dkdv", "both"], default="both")
     ap.add_argument("--check", action="store_true", help="CPU: dK/dV tilekit vs hand-written on the interpreter")
+    ap.add_argument("--pointers-only", action="store_true",
+                    help="compile the hand kernels with only their pointers marked (the old, unfair comparison)")
+    ap.add_argument("--load4d", action="store_true",
+                    help="the hand kernels load Q (dK/dV: Q, dO) as tilekit's lowering does: a 4-D block + reshape")
+    ap.add_argument("--dims", default="64,128",
+                    help="--aot-table head dims (other than 64,128: the dense and varlen kernels only), e.g. 256,96")
     ap.add_argument("--time", action="store_true", help="time both on a local GPU (skipped without one)")
     ap.add_argument("--aot-table", action="store_true",
                     help="every kernel x sm_80/sm_90/gfx90a/gfx942 x D=64/128 at the per-target defaults")
     args = ap.parse_args(argv)
     if args.aot_table:
-        aot_table()
+        dims = tuple(int(d) for d in args.dims.split(","))
+        aot_table(dims=dims) if dims == (64, 128) else aot_table(
+            kernels=("fwd", "dkdv", "dq", "varlen_fwd", "varlen_dkdv", "varlen_dq"), dims=dims)
         return 0
     if args.check:
         same, vs64 = check_dkdv_on_interpreter()
@@ -289,7 +370,7 @@ def main(argv=None):
               f"max error vs float64 autograd = {vs64:.3g}")
         return 0 if same <= 1e-4 and vs64 <= 1e-3 else 1
     for kernel in (("fwd", "dkdv") if args.kernel == "both" else (args.kernel,)):
-        compare(args.target, args.head_dim, kernel)
+        compare(args.target, args.head_dim, kernel, specialize=not args.pointers_only, load4d=args.load4d)
         if args.time:
             print(_time_on_gpu(args.target, args.head_dim, kernel))
     return 0

@@ -39,7 +39,9 @@ def _scores2(qk, scale, softcap, SOFTCAP: tk.constexpr):
         t = tk.tanh(qk * (scale / softcap))
         return t * (softcap * LOG2E), (1.0 - t * t) * scale
     else:
-        return qk * (scale * LOG2E), qk * 0.0 + scale
+        # the scalar itself, not a tile: ``qk * 0.0 + scale`` cannot be folded (0 * inf is NaN) and cost an
+        # fma per score element in the backward
+        return qk * (scale * LOG2E), scale
 
 
 @tk.func

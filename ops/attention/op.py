@@ -16,33 +16,46 @@ from .kernels import (ATTENTION_TUNABLES, attention_bwd_delta_kernel, attention_
 OP_NAME = "attention"
 MAX_HEAD_DIM = 256
 KERNEL_IDS = {"fwd": "attention.fwd", "dkdv": "attention.bwd_dkdv", "dq": "attention.bwd_dq"}
+# The varlen kernels tune and look up on their own: a dense entry (tuned, say, on AMD) could spill in the varlen
+# kernel, whose gathered rows and cu_seqlens scalars need more registers. Their shape tuple is
+# B (sequences), Hq, Hkv, max_seqlen_q, max_seqlen_k, D, with the dense flags.
+VARLEN_KERNEL_IDS = {"fwd": "attention.varlen_fwd", "dkdv": "attention.varlen_bwd_dkdv",
+                     "dq": "attention.varlen_bwd_dq"}
 
 
 def _acc(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
 
 
-# GPU defaults per (architecture family, kernel, head-dim class), as (BM, BN, num_warps, num_stages). Each
-# compiles with 0 spills (and, on NVIDIA, an empty stack frame) at Llama-3-8B shapes for D = 64 and 128 and
+# GPU defaults per (architecture family, kernel, head-dim class 64 / 128 / 256), as (BM, BN, num_warps,
+# num_stages). Each compiles with 0 spills (and, on NVIDIA, an empty stack frame) at Llama-3-8B shapes for
+# D = 64, 96, 128 and 256 and
 # keeps the matrix instructions (mma.sync, wgmma, mfma): tests/ops/attention/test_attention_aot.py, table in
 # docs/ops/attention.md. Why they differ: on AMD the B operands of the dot products live in every wave's VGPRs
 # and the ~66 shape/stride scalars crowd the SGPRs, so the tiles are smaller there (BN=32 forward; dK/dV with
 # BN=16 keys and one stage); Hopper's wgmma wants a 64-row M per warp group (dK/dV BN=64, 8 warps), while
-# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=16/32 instead.
+# sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=32 instead (D=64: BN=32; 16x64
+# had a 16-byte stack once dS took the scalar scale). D=256: the dK/dV
+# program carries two BN x 256 fp32 accumulators and its K, V tiles, so BM=16, BN=32 (16 on AMD) and one stage
+# (BN=64 for wgmma spilled 240+ bytes on sm_90); the sm_90 forward and dQ keep BM=64 for wgmma.
 _GPU_DEFAULTS = {
-    "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
-              "dkdv": {64: (16, 64, 4, 2), 128: (32, 64, 8, 2)}},
-    "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2)}, "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2)},
-              "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1)}},
-    "amd": {"fwd": {64: (128, 32, 4, 2), 128: (128, 32, 8, 2)}, "dq": {64: (64, 32, 4, 2), 128: (64, 16, 4, 2)},
-            "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1)}},
+    "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
+              "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
+              "dkdv": {64: (32, 32, 4, 2), 128: (32, 64, 8, 2), 256: (16, 32, 8, 1)}},
+    "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
+              "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
+              "dkdv": {64: (64, 64, 8, 2), 128: (64, 64, 8, 1), 256: (16, 32, 8, 1)}},
+    "amd": {"fwd": {64: (128, 32, 4, 2), 128: (128, 32, 8, 2), 256: (64, 16, 8, 2)},
+            "dq": {64: (64, 32, 4, 2), 128: (64, 16, 4, 2), 256: (32, 16, 8, 2)},
+            "dkdv": {64: (32, 16, 4, 1), 128: (32, 16, 4, 1), 256: (16, 16, 8, 1)}},
 }
 
 # The varlen kernels (gathered rows, cu_seqlens scalars) where the dense entry spills: AMD forward 13-22 SGPR
-# spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes.
+# spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes; D=256
+# dK/dV: sm_90 16x32 had an 8-byte stack (16x16, two stages: 170 registers), sm_80 takes two stages.
 _VARLEN_OVERRIDES = {
-    "sm_80": {"dkdv": {64: (16, 32, 4, 2)}},
-    "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1)}},
+    "sm_80": {"dkdv": {64: (16, 32, 4, 2), 256: (16, 32, 8, 2)}},
+    "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1), 256: (16, 16, 8, 2)}},
     "amd": {"fwd": {64: (128, 16, 4, 2), 128: (128, 16, 8, 2)}},
 }
 
@@ -59,11 +72,9 @@ def _default_config(shape, dtype, device, kernel="fwd", target=None, varlen=Fals
                   "num_warps": 4, "num_stages": 1}
     else:
         family = gpu_arch_family(device, target)
-        dim = 64 if bd <= 64 else 128
+        dim = 64 if bd <= 64 else 128 if bd <= 128 else 256
         entry = _VARLEN_OVERRIDES[family].get(kernel, {}).get(dim) if varlen else None
         bm, bn, warps, stages = entry or _GPU_DEFAULTS[family][kernel][dim]
-        if bd > 128:  # D up to 256: half the tiles of D=128 (not in the AOT table)
-            bm, bn, warps = max(16, bm // 2), max(16, bn // 2), 8
         config = {"BM": bm, "BN": bn, "num_warps": warps, "num_stages": stages}
     return checked_config(OP_NAME, {**config, "BD": bd}, ATTENTION_TUNABLES, elem_bytes(dtype))
 
@@ -90,7 +101,7 @@ def parse_tuning_flags(flags):
     return causal, window
 
 
-_KERNEL_OF_ID = {v: k for k, v in KERNEL_IDS.items()}
+_KERNEL_OF_ID = {**{v: k for k, v in KERNEL_IDS.items()}, **{v: k for k, v in VARLEN_KERNEL_IDS.items()}}
 
 
 def _config_for(shape, dtype, device, backend, kernel_id, flags=(), target=None, varlen=False):
@@ -368,15 +379,41 @@ def _lse_dtype(dtype):
 
 
 def _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window, kernel):
-    """(backend, config, left, right) of a varlen launch; the config is looked up as the dense kernel's at
-    (batch, Hq, Hkv, max_seqlen_q, max_seqlen_k, D)."""
+    """(backend, config, left, right) of a varlen launch; the config is the varlen kernel's own entry
+    (VARLEN_KERNEL_IDS) at (batch, Hq, Hkv, max_seqlen_q, max_seqlen_k, D)."""
     backend = backend_for(q.device)
     batch = cu_seqlens_q.shape[0] - 1
     shape = (batch, q.shape[1], k.shape[1], int(max_seqlen_q), max(1, int(max_seqlen_k)), q.shape[2])
-    config = _config_for(shape, q.dtype, q.device, backend, KERNEL_IDS[kernel], tuning_flags(causal, window),
+    config = _config_for(shape, q.dtype, q.device, backend, VARLEN_KERNEL_IDS[kernel], tuning_flags(causal, window),
                          varlen=True)
     left, right = window_bounds(causal, window, int(max_seqlen_q), int(max_seqlen_k))
     return backend, config, left, right
+
+
+def _varlen_kwargs(q, config, softcap):
+    return dict(SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=_acc(q.dtype),
+                num_warps=config["num_warps"], num_stages=config["num_stages"])
+
+
+def varlen_fwd_launch_args(q, k, v, o, lse, cu_q, cu_k, max_seqlen_q, config, scale, softcap, left, right):
+    """(grid, args, kwargs) of the varlen forward; the op and its tuning (attention.varlen_fwd) launch this."""
+    grid = (tk.cdiv(int(max_seqlen_q), config["BM"]), (cu_q.shape[0] - 1) * q.shape[1])
+    return grid, (q, k, v, o, lse, cu_q, cu_k, scale, float(softcap or 1.0), left, right), \
+        _varlen_kwargs(q, config, softcap)
+
+
+def varlen_dq_launch_args(q, k, v, do, lse, delta, dq, cu_q, cu_k, max_seqlen_q, config, scale, softcap, left,
+                          right):
+    grid = (tk.cdiv(int(max_seqlen_q), config["BM"]), (cu_q.shape[0] - 1) * q.shape[1])
+    return grid, (q, k, v, do, lse, delta, dq, cu_q, cu_k, scale, float(softcap or 1.0), left, right), \
+        _varlen_kwargs(q, config, softcap)
+
+
+def varlen_dkdv_launch_args(q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, max_seqlen_k, config, scale, softcap,
+                            left, right):
+    grid = (tk.cdiv(int(max_seqlen_k), config["BN"]), (cu_q.shape[0] - 1) * k.shape[1])
+    return grid, (q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, scale, float(softcap or 1.0), left, right), \
+        _varlen_kwargs(q, config, softcap)
 
 
 @torch.library.custom_op("tilekit::attention_varlen", mutates_args=())
@@ -393,10 +430,9 @@ def attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_se
         return o, lse
     backend, config, left, right = _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window,
                                                  "fwd")
-    attention_varlen_fwd_kernel[(tk.cdiv(int(max_seqlen_q), config["BM"]), batch * Hq)](
-        q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, scale, float(softcap or 1.0), left, right,
-        SOFTCAP=softcap is not None, BM=config["BM"], BN=config["BN"], BD=config["BD"], ACC=_acc(q.dtype),
-        backend=backend, num_warps=config["num_warps"], num_stages=config["num_stages"])
+    grid, args, kwargs = varlen_fwd_launch_args(q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, config,
+                                                scale, softcap, left, right)
+    attention_varlen_fwd_kernel[grid](*args, backend=backend, **kwargs)
     return o, lse
 
 
@@ -415,29 +451,24 @@ def attention_varlen_backward_op(do: torch.Tensor, q: torch.Tensor, k: torch.Ten
                                  softcap: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_varlen_inputs(q, k, v, cu_seqlens_q, cu_seqlens_k, window)
     total_q, Hq, D = q.shape
-    Hkv = k.shape[1]
     batch = cu_seqlens_q.shape[0] - 1
     dq, dk, dv = (torch.zeros(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
     if dq.numel() == 0 or dk.numel() == 0 or batch == 0 or max_seqlen_q <= 0 or max_seqlen_k <= 0:
         return dq, dk, dv
     do = do.to(q.dtype)
     acc = _acc(q.dtype)
-    soft = float(softcap or 1.0)
-    common = dict(SOFTCAP=softcap is not None, ACC=acc)
     backend, cfg, left, right = _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window, "dq")
     delta = torch.empty((Hq, total_q), dtype=lse.dtype, device=q.device)
     attention_varlen_bwd_delta_kernel[(tk.cdiv(total_q, cfg["BM"]), Hq)](
         o, do, delta, BM=cfg["BM"], BD=cfg["BD"], ACC=acc, backend=backend, num_warps=cfg["num_warps"])
-    attention_varlen_bwd_dq_kernel[(tk.cdiv(int(max_seqlen_q), cfg["BM"]), batch * Hq)](
-        q, k, v, do, lse, delta, dq, cu_seqlens_q, cu_seqlens_k, scale, soft, left, right, BM=cfg["BM"],
-        BN=cfg["BN"], BD=cfg["BD"], backend=backend, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        **common)
+    grid, args, kwargs = varlen_dq_launch_args(q, k, v, do, lse, delta, dq, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                               cfg, scale, softcap, left, right)
+    attention_varlen_bwd_dq_kernel[grid](*args, backend=backend, **kwargs)
     backend, cfg, left, right = _varlen_setup(q, k, cu_seqlens_q, max_seqlen_q, max_seqlen_k, causal, window,
                                               "dkdv")
-    attention_varlen_bwd_dkdv_kernel[(tk.cdiv(int(max_seqlen_k), cfg["BN"]), batch * Hkv)](
-        q, k, v, do, lse, delta, dk, dv, cu_seqlens_q, cu_seqlens_k, scale, soft, left, right, BM=cfg["BM"],
-        BN=cfg["BN"], BD=cfg["BD"], backend=backend, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        **common)
+    grid, args, kwargs = varlen_dkdv_launch_args(q, k, v, do, lse, delta, dk, dv, cu_seqlens_q, cu_seqlens_k,
+                                                 max_seqlen_k, cfg, scale, softcap, left, right)
+    attention_varlen_bwd_dkdv_kernel[grid](*args, backend=backend, **kwargs)
     return dq, dk, dv
 
 

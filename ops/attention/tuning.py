@@ -8,7 +8,8 @@ import torch
 from ...autotune.protocol import TuneKernel, register
 from . import decode, op
 from .tolerances import PROPERTY as ATTENTION_PROPERTY
-from .kernels import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
+from .kernels import (attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel,
+                      attention_varlen_bwd_dkdv_kernel, attention_varlen_bwd_dq_kernel, attention_varlen_fwd_kernel)
 
 SHAPE_NAMES = ("B", "Hq", "Hkv", "Sq", "Skv", "D")
 # Llama-3-8B prefill (GQA 32/8, D=128), a D=64 model, and Llama-3-8B single-token decode shapes.
@@ -227,4 +228,138 @@ COMBINE = register(TuneKernel(
     launch_args=combine_launch_args, reference=combine_reference,
     default_config=lambda shape, dtype, device: {"num_warps": 4}, default_shapes=DECODE_SHAPES,
     tolerances=ATTENTION_PROPERTY,
+))
+
+
+# ---- varlen (packed sequences) ----------------------------------------------------------------------------
+# Their own entries (op.VARLEN_KERNEL_IDS): SPEC B,Hq,Hkv,Sq,Skv,D read as B sequences of at most Sq queries and
+# Skv keys (max_seqlen_q, max_seqlen_k), the dense flags. The inputs are ragged: the first sequence at the
+# maximum, the others between half of it and it (the keys as long as the queries when Sq == Skv, as in prefill).
+VARLEN_SHAPES = {"gpu": [(8, 32, 8, 4096, 4096, 128), (16, 16, 16, 2048, 2048, 64)],
+                 "cpu": [(3, 4, 2, 96, 96, 64)]}
+
+
+def _ragged_lengths(batch, longest, generator):
+    lens = torch.randint(max(1, longest // 2), longest + 1, (batch,), generator=generator)
+    lens[0] = longest
+    return lens
+
+
+def _cu(lens):
+    return torch.cat([torch.zeros(1, dtype=torch.int64), lens.cumsum(0)]).to(torch.int32)
+
+
+def make_varlen_inputs(shape, dtype, generator, *, flags):
+    """q (total_q, Hq, D), k, v (total_k, Hkv, D), cu_seqlens_q/k, and an empty (max_seqlen_q, max_seqlen_k, 0)
+    tensor that carries the two maxima by its shape (launch_args sees meta tensors when the tuner prunes)."""
+    B, Hq, Hkv, Sq, Skv, D = shape
+    q_lens = _ragged_lengths(B, Sq, generator)
+    k_lens = q_lens.clone() if Sq == Skv else _ragged_lengths(B, Skv, generator)
+    total_q, total_k = int(q_lens.sum()), int(k_lens.sum())
+    q = torch.randn(total_q, Hq, D, generator=generator).to(dtype)
+    k, v = (torch.randn(total_k, Hkv, D, generator=generator).to(dtype) for _ in range(2))
+    return q, k, v, _cu(q_lens), _cu(k_lens), torch.empty(Sq, Skv, 0)
+
+
+def _varlen_bounds(flags, maxima):
+    return op.window_bounds(*op.parse_tuning_flags(flags), maxima.shape[0], maxima.shape[1])
+
+
+def varlen_fwd_launch_args(inputs, out, config, *, flags):
+    q, k, v, cu_q, cu_k, maxima = inputs
+    lse = torch.empty(q.shape[1], q.shape[0], dtype=torch.float32, device=q.device)
+    left, right = _varlen_bounds(flags, maxima)
+    return op.varlen_fwd_launch_args(q, k, v, out, lse, cu_q, cu_k, maxima.shape[0], _with_bd(config, q.shape[2]),
+                                     1 / math.sqrt(q.shape[2]), None, left, right)
+
+
+def _per_sequence(cu_q, cu_k):
+    """(query slice, key slice) of each packed sequence."""
+    return [(slice(int(cu_q[i]), int(cu_q[i + 1])), slice(int(cu_k[i]), int(cu_k[i + 1])))
+            for i in range(cu_q.shape[0] - 1)]
+
+
+def _varlen_reference(q, k, v, cu_q, cu_k, flags, return_lse=False):
+    """Each sequence alone through the dense reference (B=1), packed back: o (total_q, Hq, D) and lse
+    (Hq, total_q)."""
+    causal, window = op.parse_tuning_flags(flags)
+    o = torch.zeros(q.shape, dtype=torch.float64 if q.dtype == torch.float64 else q.dtype)
+    lse = torch.full((q.shape[1], q.shape[0]), -float("inf"), dtype=torch.float64)
+    for rows, keys in _per_sequence(cu_q, cu_k):
+        if rows.stop == rows.start:
+            continue
+        dense = lambda t, s: t[s].permute(1, 0, 2)[None]
+        if keys.stop > keys.start:
+            oi, li = op.attention_reference(dense(q, rows), dense(k, keys), dense(v, keys), causal=causal, window=window,
+                                            return_lse=True)
+            o[rows] = oi[0].permute(1, 0, 2).to(o.dtype)
+            lse[:, rows] = li[0].double()
+    return (o, lse) if return_lse else o
+
+
+def varlen_fwd_reference(q, k, v, cu_q, cu_k, maxima, *, flags):
+    return _varlen_reference(q.double(), k.double(), v.double(), cu_q, cu_k, flags)
+
+
+def make_varlen_backward_inputs(shape, dtype, generator, *, flags):
+    q, k, v, cu_q, cu_k, maxima = make_varlen_inputs(shape, dtype, generator, flags=flags)
+    do = torch.randn(q.shape, generator=generator).to(dtype)
+    o, lse = _varlen_reference(q.double(), k.double(), v.double(), cu_q, cu_k, flags, return_lse=True)
+    delta = (o * do.double()).sum(-1).T.contiguous()
+    return q, k, v, do, lse.float(), delta.float(), cu_q, cu_k, maxima
+
+
+def varlen_dkdv_launch_args(inputs, out, config, *, flags):
+    q, k, v, do, lse, delta, cu_q, cu_k, maxima = inputs
+    left, right = _varlen_bounds(flags, maxima)
+    dv = torch.empty_like(v)
+    return op.varlen_dkdv_launch_args(q, k, v, do, lse, delta, out, dv, cu_q, cu_k, maxima.shape[1],
+                                      _with_bd(config, q.shape[2]), 1 / math.sqrt(q.shape[2]), None, left, right)
+
+
+def varlen_dq_launch_args(inputs, out, config, *, flags):
+    q, k, v, do, lse, delta, cu_q, cu_k, maxima = inputs
+    left, right = _varlen_bounds(flags, maxima)
+    return op.varlen_dq_launch_args(q, k, v, do, lse, delta, out, cu_q, cu_k, maxima.shape[0],
+                                    _with_bd(config, q.shape[2]), 1 / math.sqrt(q.shape[2]), None, left, right)
+
+
+def _varlen_reference_grads(q, k, v, do, cu_q, cu_k, flags):
+    wide = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out = _varlen_reference(*wide, cu_q, cu_k, flags)
+    return torch.autograd.grad(out, wide, do.double(), allow_unused=True)
+
+
+def varlen_dkdv_reference(q, k, v, do, lse, delta, cu_q, cu_k, maxima, *, flags):
+    return _varlen_reference_grads(q, k, v, do, cu_q, cu_k, flags)[1].to(k.dtype)
+
+
+def varlen_dq_reference(q, k, v, do, lse, delta, cu_q, cu_k, maxima, *, flags):
+    return _varlen_reference_grads(q, k, v, do, cu_q, cu_k, flags)[0].to(q.dtype)
+
+
+def _varlen_default_for(kernel):
+    def default(shape, dtype, device, *, flags):
+        config = op._default_config(shape, dtype, device, kernel, varlen=True)
+        return {k: v for k, v in config.items() if k != "BD"}
+    return default
+
+
+VARLEN_FORWARD = register(TuneKernel(
+    id=op.VARLEN_KERNEL_IDS["fwd"], kernel=attention_varlen_fwd_kernel, shape_names=SHAPE_NAMES,
+    flags=("causal", "window"), make_inputs=make_varlen_inputs, make_output=lambda inputs: torch.empty_like(inputs[0]),
+    launch_args=varlen_fwd_launch_args, reference=varlen_fwd_reference, default_config=_varlen_default_for("fwd"),
+    default_shapes=VARLEN_SHAPES,
+))
+VARLEN_BACKWARD_DKDV = register(TuneKernel(
+    id=op.VARLEN_KERNEL_IDS["dkdv"], kernel=attention_varlen_bwd_dkdv_kernel, shape_names=SHAPE_NAMES,
+    flags=("causal", "window"), make_inputs=make_varlen_backward_inputs,
+    make_output=lambda inputs: torch.empty_like(inputs[1]), launch_args=varlen_dkdv_launch_args,
+    reference=varlen_dkdv_reference, default_config=_varlen_default_for("dkdv"), default_shapes=VARLEN_SHAPES,
+))
+VARLEN_BACKWARD_DQ = register(TuneKernel(
+    id=op.VARLEN_KERNEL_IDS["dq"], kernel=attention_varlen_bwd_dq_kernel, shape_names=SHAPE_NAMES,
+    flags=("causal", "window"), make_inputs=make_varlen_backward_inputs,
+    make_output=lambda inputs: torch.empty_like(inputs[0]), launch_args=varlen_dq_launch_args,
+    reference=varlen_dq_reference, default_config=_varlen_default_for("dq"), default_shapes=VARLEN_SHAPES,
 ))

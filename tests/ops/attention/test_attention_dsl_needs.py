@@ -1,5 +1,6 @@
 """Regressions of what the attention family needed from tilekit's compile report: the cubin report counts the
-stack frame ptxas spills into (it read only LOCAL, which hid the dK/dV kernel's 7960-byte frame at sm_80)."""
+stack frame ptxas spills into (it read only LOCAL, which hid the dK/dV kernel's 7960-byte frame at sm_80); and
+(xfail, for the lead) a unit-axis block load of a 4-D tensor that should feed wgmma from shared memory."""
 import warnings
 
 import pytest
@@ -26,3 +27,28 @@ def test_cubin_report_counts_stack_spills():
     art = _big_live_tile.compile("sm_80", x, y, BR=64, BC=128, num_warps=1, num_stages=1)
     assert art.resources["stack_bytes"] > 0, art.report()  # ptxas did spill: the frame holds the tile
     assert art.resources["spills"] > 0, art.report()
+
+
+@tk.kernel
+def _qk_from_4d(Q, K, O, BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr):
+    # attention's loop-invariant Q tile: a (1, 1, BM, BD) block of a 4-D tensor, reshaped to 2-D for the dot
+    q = tk.load(Q, (0, tk.program_id(1), tk.program_id(0) * BM, 0), (1, 1, BM, BD)).reshape((BM, BD))
+    acc = tk.zeros((BM, BN), tk.float32)
+    for n0 in tk.range(0, K.shape[0], BN):
+        acc = acc + tk.dot(q, tk.load(K, (n0, 0), (BN, BD)).T)
+    tk.store(O, (tk.program_id(0) * BM, 0), acc)
+
+
+@pytest.mark.xfail(strict=True, reason="the Triton lowering emits a unit-axis block load of a 4-D tensor as a 4-D "
+                   "tl.load + tl.reshape; the reshape breaks Triton's load -> shared -> wgmma chain, so the Q operand "
+                   "goes through registers (st.shared + ldmatrix, wgmma with a register A) instead of a shared-memory "
+                   "descriptor. The same tile of a 2-D tensor has no ldmatrix. It costs the attention forward 35 "
+                   "registers at D=128 on sm_90 (bench/abstraction/attention.py)")
+def test_unit_axis_load_keeps_the_dot_operand_in_shared_memory():
+    pytest.importorskip("triton")
+    meta = dict(dtype=torch.float16, device="meta")
+    q, k = torch.empty(1, 4, 4096, 128, **meta), torch.empty(4096, 128, **meta)
+    o = torch.empty(4096, 64, dtype=torch.float32, device="meta")
+    art = _qk_from_4d.compile("sm_90", q, k, o, BM=64, BN=64, BD=128, num_warps=4, num_stages=2)
+    assert art.instructions["wgmma"] > 0, art.report()
+    assert "ldmatrix" not in art.assembly, art.report()
