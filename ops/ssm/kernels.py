@@ -521,15 +521,15 @@ def ssd_bwd_gate_kernel(X, Z, YPre, DY, Dskip, DYGated, DZ, DD, chunks,
 
 
 @tk.kernel(tunables=SSD_BWD_TUNABLES)
-def ssd_bwd_dstate_kernel(Dt, A, C, DtBias, SeqIdx, DYGated, ChunkStates, DFinal, DStates, DC, DCum, DInit,
+def ssd_bwd_dstate_kernel(Dt, A, C, DtBias, SeqIdx, DYGated, ChunkStates, DFinal, DStates, DCum, DInit,
                           heads_per_group, dt_min, dt_max,
                           Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr,
                           HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
                           HAS_SEQ: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
     """The state-gradient scan for head h, head dims p0 .. of batch row b, chunks in reverse. dS (the
     gradient of the state leaving the chunk, DFinal for the last) is saved per chunk (DStates), then
-    dS_in = exp(total) dS + (e ∘ dy)^T C with e = exp(cum). With the state entering the chunk (ChunkStates) it
-    also adds dC += (e ∘ dy) S_in, d(cum) += e ∘ (dy · (C S_in^T)) and d(total) = exp(total) <dS, S_in>."""
+    dS_in = exp(total) dS + (e ∘ dy)^T C with e = exp(cum); with the state entering the chunk (ChunkStates),
+    d(total) = exp(total) <dS, S_in> (atomic, at the chunk's last d(cum) slot)."""
     length = DYGated.shape[1]
     b = tk.program_id(0)
     h = tk.program_id(1)
@@ -554,7 +554,6 @@ def ssd_bwd_dstate_kernel(Dt, A, C, DtBias, SeqIdx, DYGated, ChunkStates, DFinal
         carry_state = tk.exp(tk.sum(a_full, 0)) * passes
         d_total = carry_state * tk.sum(tk.sum(d_state * state, axis=1)[None, :], axis=1)
         tk.atomic_add(DCum, (b, h, t0 + Q - 1), d_total.reshape((1, 1, 1)))
-        state_dot = state.to(DOT)
         d_state = carry_state * d_state
         for t in tk.range(0, Q, S):
             dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
@@ -564,12 +563,7 @@ def ssd_bwd_dstate_kernel(Dt, A, C, DtBias, SeqIdx, DYGated, ChunkStates, DFinal
                 enter = tk.where(seq_t == prev_seq, enter, 0.0)
             dy_t = tk.load(DYGated, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
             c_t = tk.load(C, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
-            dy_enter = (dy_t * enter[:, None]).to(DOT)
-            d_c = tk.dot(dy_enter, state_dot)
-            tk.atomic_add(DC, (b, t0 + t, g, 0), d_c.reshape((1, S, 1, BN)))
-            # e ∘ (dy · (C S_in^T)) = rowsum(C ∘ ((e ∘ dy) S_in))
-            tk.atomic_add(DCum, (b, h, t0 + t), tk.sum(c_t.to(ACC) * d_c, axis=1).reshape((1, 1, S)))
-            d_state = tk.mma(dy_enter.T, c_t, d_state)
+            d_state = tk.mma((dy_t * enter[:, None]).to(DOT).T, c_t, d_state)
     tk.store(DInit, (b, h, p0, 0), d_state.reshape((1, 1, BP, BN)))
 
 
@@ -650,13 +644,15 @@ def ssd_bwd_dx_kernel(X, Dt, A, B, C, Dskip, DtBias, SeqIdx, DYGated, DStates, D
 
 
 @tk.kernel(tunables=SSD_BWD_TUNABLES)
-def ssd_bwd_dc_kernel(X, Dt, A, B, C, DtBias, SeqIdx, DYGated, DC, DCum, heads_per_group, dt_min, dt_max,
+def ssd_bwd_dc_kernel(X, Dt, A, B, C, DtBias, SeqIdx, DYGated, ChunkStates, DC, DCum, heads_per_group, dt_min,
+                      dt_max,
                       Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr,
                       HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
                       HAS_SEQ: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
-    """Row sub-chunk t (program 0: batch row x chunk x sub-chunk) of head h, head dims p0 ..: the intra-chunk
-    dC_t = sum_{j <= t} (dW_tj ∘ L ∘ dt_j) B_j with dW = dy x^T, and its rows' d(cum)
-    sum_j (dW ∘ L ∘ dt)_tj (C_t · B_j) = rowsum(C_t ∘ dC_t), so C B^T is never formed (both atomic)."""
+    """Row sub-chunk t (program 0: batch row x chunk x sub-chunk) of head h, head dims p0 ..:
+    dC_t = (e ∘ dy_t) S_in + sum_{j <= t} (dW_tj ∘ L ∘ dt_j) B_j with dW = dy x^T and e = exp(cum), and its rows'
+    d(cum) e ∘ (dy · C S_in^T) + sum_j (dW ∘ L ∘ dt)_tj (C_t · B_j) = rowsum(C_t ∘ dC_t), so C B^T is never
+    formed (both atomic)."""
     batch, length, heads, hdim = X.shape
     chunks = tk.cdiv(length, Q)
     per_chunk = Q // S
@@ -677,8 +673,14 @@ def ssd_bwd_dc_kernel(X, Dt, A, B, C, DtBias, SeqIdx, DYGated, DC, DCum, heads_p
     a_full = dt_full * a_h
     dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
                                                 dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
-    dy_dot = tk.load(DYGated, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
-    d_c = tk.zeros((S, BN), ACC)
+    dy_t = tk.load(DYGated, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+    enter = tk.exp(cum_t)
+    if HAS_SEQ:
+        prev_seq, last_seq, passes = ssd_chunk_seq(SeqIdx, b, t0, length, Q, HAS_SEQ)
+        enter = tk.where(seq_t == prev_seq, enter, 0.0)
+    state_dot = tk.load(ChunkStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(DOT)
+    d_c = tk.dot((dy_t * enter[:, None]).to(DOT), state_dot)  # from the state entering the chunk
+    dy_dot = dy_t.to(DOT)
     for j0 in tk.range(0, t + S, S):
         dt_j, slope_j, cum_j, seq_j = ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias,
                                                     dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)

@@ -194,14 +194,14 @@ def backward_plan(inputs, dx, configs, *, D=None, z=None, dt_bias=None, seq_idx=
                  dict(Q=chunk_size, ACC=_acc(x.dtype), HAS_D=flags["HAS_D"], D_PER_P=flags["D_PER_P"],
                       HAS_Z=flags["HAS_Z"], **launch("gate"))),
         "dstate": (ssd_bwd_dstate_kernel, (bt, heads, p_blocks("dstate")),
-                   (dt, A, C, bias, seq, dy_gated, states, d_final, d_states, d_c, d_cum, d_init, *scalars),
+                   (dt, A, C, bias, seq, dy_gated, states, d_final, d_states, d_cum, d_init, *scalars),
                    dict(**common, **step, **launch("dstate"))),
         "dx": (ssd_bwd_dx_kernel, (sub_chunks("dx"), heads, p_blocks("dx")),
                (x, dt, A, B, C, D if D is not None else A, bias, seq, dy_gated, d_states, dx, d_b, d_cum,
                 d_dt_direct, *scalars),
                dict(**common, HAS_D=flags["HAS_D"], D_PER_P=flags["D_PER_P"], **step, **launch("dx"))),
         "dc": (ssd_bwd_dc_kernel, (sub_chunks("dc"), heads, p_blocks("dc")),
-               (x, dt, A, B, C, bias, seq, dy_gated, d_c, d_cum, *scalars),
+               (x, dt, A, B, C, bias, seq, dy_gated, states, d_c, d_cum, *scalars),
                dict(**common, **step, **launch("dc"))),
         "dt": (ssd_bwd_dt_kernel, (bt, heads),
                (dt, A, bias, d_cum, d_dt_direct, d_dt, d_a, d_bias, scalars[1], scalars[2]),
@@ -245,14 +245,16 @@ def _fake(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_stat
 
 
 # GPU backward defaults per architecture family and kernel, from the AOT sweep at Mamba-2-2.7B (chunk 256, fp16):
-# the widest tiles with no spill (README, "Compiled for GPUs")
+# the widest tiles with no spill (README, "Compiled for GPUs"). dx spills at BQ 64 or BP 64 everywhere (sm_90
+# 552 / 168 B stack, gfx942 33 / 4 SGPR spills); dc at BQ 64 spills 96 B on sm_80 with 4 warps, and at BQ 32
+# spills 36 SGPRs on gfx942 (0 at BQ 16 or 64).
 _GPU_BACKWARD = {
-    "sm_90": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 32, "num_warps": 4},
-              "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 32, "num_warps": 4}},
-    "sm_80": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 32, "num_warps": 4},
-              "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 32, "num_warps": 4}},
-    "amd": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 32, "num_warps": 4},
-            "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 32, "num_warps": 4}},
+    "sm_90": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 64, "num_warps": 4},
+              "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 64, "num_warps": 4}},
+    "sm_80": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 64, "num_warps": 4},
+              "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 64, "num_warps": 8}},
+    "amd": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 64, "num_warps": 4},
+            "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 64, "num_warps": 4}},
 }
 # the kernels a tuned ``ssd_scan.KERNEL`` entry configures
 TUNED_BACKWARD = {"dx": "ssd_scan.bwd", "dc": "ssd_scan.bwd_dc", "dstate": "ssd_scan.bwd_dstate"}

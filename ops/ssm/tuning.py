@@ -144,11 +144,10 @@ SSD_FORWARD = register(TuneKernel(
 
 
 def make_ssd_backward_inputs(shape, dtype, generator):
-    """The forward's inputs, its chunk states and pre-gate output, upstream gradients, and what the kernels
-    before the tuned one produce (the state gradients, dC's state term; the gate and dstate kernels on the
-    reference backend), then the buffers the tuned kernels add into atomically (re-zeroed before each launch
-    by ``_zero_backward_buffers``): (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states,
-    dc_state_term, dB, dC, d_cum, ddt_direct)."""
+    """The forward's inputs, its chunk states and pre-gate output, upstream gradients, the state gradients
+    (the dstate kernel on the reference backend), then the buffers the tuned kernels add into atomically
+    (re-zeroed before each launch by ``_zero_backward_buffers``): (x, dt, A, B, C, chunk_marker, states, y_pre,
+    dy, d_final, d_states, dB, dC, d_cum, ddt_direct)."""
     x, dt, A, B, C, chunk_marker = make_ssd_inputs(shape, dtype, generator)
     chunk = chunk_marker.shape[1]
     from ..dispatch import use_backend
@@ -162,8 +161,7 @@ def make_ssd_backward_inputs(shape, dtype, generator):
                                                  dt_softplus=True)
         ssd.run_backward_plan(plan, "reference", ("gate", "dstate"))
     d_states, d_cum = scratch[1], scratch[2]
-    return (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states, grads[3].clone(),
-            torch.zeros(B.shape), torch.zeros(C.shape), torch.zeros_like(d_cum), torch.zeros_like(d_cum))
+    return (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states, torch.zeros(B.shape), torch.zeros(C.shape), torch.zeros_like(d_cum), torch.zeros_like(d_cum))
 
 
 def _ssd_backward_autograd(x, dt, A, B, C, dy, d_final):
@@ -198,8 +196,7 @@ def ssd_backward_dinit_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy
 
 
 def _ssd_backward_plan(inputs, out, config, name):
-    (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states, dc_state_term, d_b, d_c, d_cum,
-     d_dt_direct) = inputs
+    x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states, d_b, d_c, d_cum, d_dt_direct = inputs
     bt, length, heads, hdim = x.shape
     chunk = chunk_marker.shape[1]
     configs = {**ssd._default_bwd_configs(tuple(x.shape) + (B.shape[3], chunk), x.dtype, x.device), name: config}
@@ -216,13 +213,12 @@ def _ssd_backward_plan(inputs, out, config, name):
 
 
 def _zero_backward_buffers(name):
-    """before_launch: each timed launch adds into freshly zeroed buffers (dC into its state term), as the op's."""
+    """before_launch: each gated or timed launch adds into freshly zeroed buffers, as the op's do."""
     def before(inputs, out, config, backend):
-        dc_state_term, d_b, d_c, d_cum, d_dt_direct = inputs[11:]
-        for buffer in (d_b, d_c, d_cum, d_dt_direct):
+        for buffer in inputs[11:]:
             buffer.zero_()
         if name == "dc":
-            out.copy_(dc_state_term)
+            out.zero_()
     return before
 
 
@@ -241,7 +237,8 @@ SSD_BACKWARD = _backward_kernel("ssd_scan.bwd", "dx", ssd_bwd_dx_kernel,
                                 lambda inputs: torch.empty(inputs[0].shape, device=inputs[0].device),
                                 ssd_backward_reference)
 SSD_BACKWARD_DC = _backward_kernel("ssd_scan.bwd_dc", "dc", ssd_bwd_dc_kernel,
-                                   lambda inputs: inputs[11].clone(), ssd_backward_dc_reference)
+                                   lambda inputs: torch.zeros(inputs[4].shape, device=inputs[0].device),
+                                   ssd_backward_dc_reference)
 SSD_BACKWARD_DSTATE = _backward_kernel("ssd_scan.bwd_dstate", "dstate", ssd_bwd_dstate_kernel,
                                        lambda inputs: torch.empty(inputs[6][:, :, 0].shape, device=inputs[0].device),
                                        ssd_backward_dinit_reference)
