@@ -328,6 +328,27 @@ def test_bf16_on_opencl():
     check_gradients(p, 16, "opencl", torch.bfloat16, 19)
 
 
+def test_tuned_backward_configs_reach_each_kernel():
+    # a tuned entry per backward kernel id, each with its own tiles: the op asks for all three and the
+    # gradients stay right with mixed sub-chunk sizes
+    configs = {"ssd_scan.bwd": {"BP": 8, "BQ": 32, "num_warps": 2, "num_stages": 1},
+               "ssd_scan.bwd_dc": {"BP": 16, "BQ": 16, "num_warps": 1, "num_stages": 1},
+               "ssd_scan.bwd_dstate": {"BP": 8, "BQ": 64, "num_warps": 4, "num_stages": 1}}
+    asked = set()
+
+    def provider(kernel_id, shape, dtype, device, backend):
+        asked.add(kernel_id)
+        return configs.get(kernel_id)
+
+    previous = tk_ops.set_config_provider(provider)
+    try:
+        p = make(1, 70, 2, 9, 1, 5, torch.float32, 18)
+        check_gradients(p, 64, "reference", torch.float32, 18)
+    finally:
+        tk_ops.set_config_provider(previous)
+    assert set(configs) <= asked
+
+
 def test_gradcheck_tiny():
     p = make(1, 5, 1, 2, 1, 2, torch.float64, 14)
     p = {k: v.double() for k, v in p.items()}
