@@ -575,7 +575,8 @@ def ssd_bwd_dx_kernel(X, Dt, A, B, C, Dskip, DtBias, SeqIdx, DYGated, DStates, D
                       CLAMP: tk.constexpr, HAS_SEQ: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
     """Column sub-chunk t (program 0: batch row x chunk x sub-chunk) of head h, head dims p0 ..: with
     W = (C B^T) ∘ L ∘ dt_j and w = dt exp(total - cum) (the state-out weights),
-    dx_t = sum_{i >= t} W_it^T dy_i + w ∘ (B_t dS^T) + D dy_t, dB_t = sum_i (dW_it ∘ L ∘ dt)^T C_i + w ∘ (x_t dS),
+    dx_t = sum_{i >= t} W_it^T dy_i + w ∘ (B_t dS^T) + D dy_t,
+    dB_t = sum_i (dW_it ∘ L ∘ dt)^T C_i + w ∘ (x_t dS),
     the direct d(dt)_t and the columns' d(cum) (atomic, summed over head-dim blocks), d(total) at the chunk's end."""
     batch, length, heads, hdim = X.shape
     chunks = tk.cdiv(length, Q)

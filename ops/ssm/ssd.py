@@ -189,8 +189,8 @@ def backward_plan(inputs, dx, configs, *, D=None, z=None, dt_bias=None, seq_idx=
 
     plan = {
         "gate": (ssd_bwd_gate_kernel, (bt * chunks, heads, p_blocks("gate")),
-                 (x, z if z is not None else x, y_pre, dy, D if D is not None else A, dy_gated, dz if z is not None else x,
-                  d_d, chunks),
+                 (x, z if z is not None else x, y_pre, dy, D if D is not None else A, dy_gated,
+                  dz if z is not None else x, d_d, chunks),
                  dict(Q=chunk_size, ACC=_acc(x.dtype), HAS_D=flags["HAS_D"], D_PER_P=flags["D_PER_P"],
                       HAS_Z=flags["HAS_Z"], **launch("gate"))),
         "dstate": (ssd_bwd_dstate_kernel, (bt, heads, p_blocks("dstate")),
