@@ -145,8 +145,8 @@ BACKWARD_KERNELS = ("gate", "dstate", "dx", "dc", "dt")
 
 def backward_plan(inputs, dx, configs, *, D=None, z=None, dt_bias=None, seq_idx=None, dt_softplus=False,
                   dt_min=0.0, dt_max=3.0e38, grads=None, scratch=None):
-    """{name: (kernel, grid, args, kwargs)} of the five backward kernels, to be launched in BACKWARD_KERNELS
-    order (the op and the tuner both launch through this). ``inputs`` = (x, dt, A, B, C, chunk_size, states,
+    """{name: (kernel, grid, args, kwargs)} of the backward kernels (all five; no "gate" without z and D), to be
+    launched in BACKWARD_KERNELS order (the op and the tuner both launch through this). ``inputs`` = (x, dt, A, B, C, chunk_size, states,
     y_pre, dy, d_final) (states and y_pre from ``chunk_states``); ``dx`` (Bt, L, H, P) in the state dtype;
     ``configs`` {name: config} (BP, BQ, num_warps, num_stages) for "gate", "dstate", "dx" and "dc".
     ``grads`` = (ddt, dA, dB, dC, dD, dz, ddt_bias, dinit) and ``scratch`` = (dy_gated, d_states, d_cum,
@@ -208,13 +208,16 @@ def backward_plan(inputs, dx, configs, *, D=None, z=None, dt_bias=None, seq_idx=
                dict(Q=chunk_size, ACC=_acc(x.dtype), HAS_BIAS=flags["HAS_BIAS"], SOFTPLUS=flags["SOFTPLUS"],
                     CLAMP=flags["CLAMP"], num_warps=4, num_stages=1)),
     }
+    if z is None and D is None:
+        del plan["gate"]  # nothing to do: dy is the gradient before the (absent) gate
     return plan, grads, scratch
 
 
 def run_backward_plan(plan, backend, names=BACKWARD_KERNELS):
     for name in names:
-        kernel, grid, args, kwargs = plan[name]
-        kernel[grid](*args, backend=backend, **kwargs)
+        if name in plan:
+            kernel, grid, args, kwargs = plan[name]
+            kernel[grid](*args, backend=backend, **kwargs)
 
 
 def dot_dtype(dtype):
