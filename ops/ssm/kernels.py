@@ -10,9 +10,9 @@ shape with stride-0 dims), and channel ``d`` reads group ``d // group_size``: on
 variable and grouped B/C.
 
 ``selective_scan_bwd_kernel``: its backward from per-chunk checkpoints. ``selective_state_update_kernel`` and
-``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel`` and
-``ssd_scan_bwd_kernel``: Mamba-2's SSD chunked scan and its backward, each chunk walked in (BQ, BQ) sub-chunk
-blocks (README.md).
+``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel``: Mamba-2's SSD
+chunked scan, each chunk walked in (BQ, BQ) sub-chunk blocks; its backward is five kernels, ``ssd_bwd_gate_kernel``,
+``ssd_bwd_dstate_kernel``, ``ssd_bwd_dx_kernel``, ``ssd_bwd_dc_kernel`` and ``ssd_bwd_dt_kernel`` (README.md).
 """
 import tilekit as tk
 
@@ -447,6 +447,19 @@ SSD_BWD_TUNABLES = tk.Tunables(
     default={"BP": 32, "BQ": 32, "num_warps": 4, "num_stages": 1},
 )
 
+# The SSD backward is five kernels, each holding at most one (BP, BN) state-sized tile, so none spills at
+# Mamba-2-2.7B (one fused kernel held the state, its gradient in and out and both as matmul operands):
+#   ssd_bwd_gate_kernel    dz, the gradient before the z gate, dD             (elementwise, per sub-chunk)
+#   ssd_bwd_dstate_kernel  the state-gradient scan across chunks (reverse): the gradient of the state leaving
+#                          every chunk, d(initial_states), and the terms of dC and d(cum) from the state in
+#   ssd_bwd_dx_kernel      per column sub-chunk: dx, dB, the direct d(dt), its columns' d(cum)
+#   ssd_bwd_dc_kernel      per row sub-chunk: the intra-chunk dC and its rows' d(cum)
+#   ssd_bwd_dt_kernel      per (batch row, head): d(dt A) = the reverse cumsum of d(cum) in each chunk, then
+#                          ddt, dA and d(dt_bias)
+# d(cum) and the direct d(dt) are summed over head-dim blocks by atomic adds into (Bt, H, chunks * Q) buffers;
+# d(total) (the cum of the chunk's last step) is added at the chunk's last slot, so the reverse cumsum gives
+# it to every step of the chunk.
+
 
 @tk.func
 def ssd_gated_grad(DY, Z, YPre, b, r0, h, p0, S: tk.constexpr, BP: tk.constexpr, HAS_Z: tk.constexpr,
@@ -464,30 +477,60 @@ def ssd_gated_grad(DY, Z, YPre, b, r0, h, p0, S: tk.constexpr, BP: tk.constexpr,
     return dy, dz
 
 
+@tk.func
+def ssd_chunk_seq(SeqIdx, b, t0, length, Q: tk.constexpr, HAS_SEQ: tk.constexpr):
+    """(seq id of the step before the chunk, seq id of its last step, 1.0 if the state passes through the
+    chunk, else 0.0); (0, 0, 1.0) without seq_idx."""
+    prev_seq = 0
+    last_seq = 0
+    passes = 1.0
+    if HAS_SEQ:
+        step = tk.arange(Q)
+        prev_seq = tk.load(SeqIdx, (b, tk.maximum(t0 - 1, 0)))
+        seq_full = tk.load(SeqIdx, (b, tk.minimum(t0 + step, length - 1)), (1, Q)).reshape((Q,))
+        last_seq = tk.sum(tk.where(step == Q - 1, seq_full, 0), 0)
+        passes = tk.sum(tk.where((step == Q - 1) & (seq_full == prev_seq), 1.0, 0.0), 0)
+    return prev_seq, last_seq, passes
+
+
 @tk.kernel(tunables=SSD_BWD_TUNABLES)
-def ssd_scan_bwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, SeqIdx, ChunkStates, YPre, DY, DFinal,
-                        DX, DDt, DA, DB, DC, DD, DZ, DDtBias, DInit,
-                        heads_per_group, dt_min, dt_max,
-                        Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
-                        D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
-                        SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr, HAS_SEQ: tk.constexpr, DOT: tk.constexpr,
-                        ACC: tk.constexpr):
-    """The SSD backward for head h, head dims p0 .. p0+BP-1 of batch row b, chunks in reverse order.
-
-    Each chunk restarts from the state the forward saved at its entry (ChunkStates), the pre-gate output
-    (YPre, for dz) and the state gradient dS carried back from the chunk after (DFinal for the last chunk).
-    With W = (C B^T) ∘ L ∘ dt_j, e = exp(cum) (the state-in decay) and w = dt exp(total - cum) (the
-    state-out weights): dx = W^T dy + w ∘ (B dS^T); dC = (dW ∘ L ∘ dt) B + (e ∘ dy) S;
-    dB = (dW ∘ L ∘ dt)^T C + w ∘ (x dS); dS_in = (e ∘ dy)^T C + exp(total) dS; the decays' gradients reach
-    dt and A through the reverse cumsum of d(cum).
-
-    The chunk is walked in sub-chunks of S rows, last first; each sub-chunk t visits the (S, S) blocks of
-    its row (columns j <= t, for dC and its rows' d(cum)) and of its column (rows i >= t, for dx, dB, dt and
-    its columns' d(cum)), so no tile is Q x Q and every sub-chunk's d(cum) is complete when it is reached;
-    its reverse cumsum adds the sum over the sub-chunks after it, carried. d(total) reaches every step of
-    the chunk alike and is added at the chunk's end. DX, DZ and DInit belong to this block alone; DDt, DB,
-    DC (summed over head dims and the heads of a group), DA, DD and DDtBias take atomic adds."""
+def ssd_bwd_gate_kernel(X, Z, YPre, DY, Dskip, DYGated, DZ, DD, chunks,
+                        Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, HAS_D: tk.constexpr,
+                        D_PER_P: tk.constexpr, HAS_Z: tk.constexpr, ACC: tk.constexpr):
+    """Rows of one chunk (program 0: batch row x chunk), head h, head dims p0 ..: dz, the gradient before the
+    z gate (DYGated, what the other kernels read) and dD (atomic)."""
     batch, length, heads, hdim = X.shape
+    b = tk.program_id(0) // chunks
+    t0 = (tk.program_id(0) % chunks) * Q
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    d_skip = tk.zeros((1, BP), ACC)
+    for r in tk.range(0, Q, S):
+        dy, dz = ssd_gated_grad(DY, Z, YPre, b, t0 + r, h, p0, S, BP, HAS_Z, ACC)
+        if HAS_Z:
+            tk.store(DZ, (b, t0 + r, h, p0), dz.reshape((1, S, 1, BP)))
+            tk.store(DYGated, (b, t0 + r, h, p0), dy.reshape((1, S, 1, BP)))
+        if HAS_D:
+            x = tk.load(X, (b, t0 + r, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+            d_skip = d_skip + tk.sum(dy * x, axis=0)[None, :]
+    if HAS_D:
+        if D_PER_P:
+            tk.atomic_add(DD, (h, p0), d_skip)
+        else:
+            tk.atomic_add(DD, (h,), tk.sum(d_skip, axis=1))
+
+
+@tk.kernel(tunables=SSD_BWD_TUNABLES)
+def ssd_bwd_dstate_kernel(Dt, A, C, DtBias, SeqIdx, DYGated, ChunkStates, DFinal, DStates, DCum, DInit,
+                          heads_per_group, dt_min, dt_max,
+                          Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr,
+                          HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
+                          HAS_SEQ: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
+    """The state-gradient scan for head h, head dims p0 .. of batch row b, chunks in reverse. dS (the
+    gradient of the state leaving the chunk, DFinal for the last) is saved per chunk (DStates), then
+    dS_in = exp(total) dS + (e ∘ dy)^T C with e = exp(cum); with the state entering the chunk (ChunkStates),
+    d(total) = exp(total) <dS, S_in> (atomic, at the chunk's last d(cum) slot)."""
+    length = DYGated.shape[1]
     b = tk.program_id(0)
     h = tk.program_id(1)
     p0 = tk.program_id(2) * BP
@@ -496,128 +539,193 @@ def ssd_scan_bwd_kernel(X, Dt, A, B, C, Dskip, Z, DtBias, SeqIdx, ChunkStates, Y
     bias = 0.0
     if HAS_BIAS:
         bias = tk.load(DtBias, (h,)).to(ACC)
+    d_state = tk.load(DFinal, (b, h, p0, 0), (1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+    step = tk.arange(Q)
+    chunks = tk.cdiv(length, Q)
+    for i in tk.range(0, chunks):
+        chunk = chunks - 1 - i
+        t0 = chunk * Q
+        tk.store(DStates, (b, h, chunk, p0, 0), d_state.reshape((1, 1, 1, BP, BN)))
+        state = tk.load(ChunkStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+        dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + step < length, bias, dt_min, dt_max, Q, HAS_BIAS,
+                                           SOFTPLUS, CLAMP, ACC)
+        a_full = dt_full * a_h
+        prev_seq, last_seq, passes = ssd_chunk_seq(SeqIdx, b, t0, length, Q, HAS_SEQ)
+        carry_state = tk.exp(tk.sum(a_full, 0)) * passes
+        d_total = carry_state * tk.sum(tk.sum(d_state * state, axis=1)[None, :], axis=1)
+        tk.atomic_add(DCum, (b, h, t0 + Q - 1), d_total.reshape((1, 1, 1)))
+        d_state = carry_state * d_state
+        for t in tk.range(0, Q, S):
+            dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
+                                                        dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+            enter = tk.exp(cum_t)
+            if HAS_SEQ:
+                enter = tk.where(seq_t == prev_seq, enter, 0.0)
+            dy_t = tk.load(DYGated, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+            c_t = tk.load(C, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+            d_state = tk.mma((dy_t * enter[:, None]).to(DOT).T, c_t, d_state)
+    tk.store(DInit, (b, h, p0, 0), d_state.reshape((1, 1, BP, BN)))
+
+
+@tk.kernel(tunables=SSD_BWD_TUNABLES)
+def ssd_bwd_dx_kernel(X, Dt, A, B, C, Dskip, DtBias, SeqIdx, DYGated, DStates, DX, DB, DCum, DDtDirect,
+                      heads_per_group, dt_min, dt_max,
+                      Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr, HAS_D: tk.constexpr,
+                      D_PER_P: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr,
+                      CLAMP: tk.constexpr, HAS_SEQ: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
+    """Column sub-chunk t (program 0: batch row x chunk x sub-chunk) of head h, head dims p0 ..: with
+    W = (C B^T) ∘ L ∘ dt_j and w = dt exp(total - cum) (the state-out weights),
+    dx_t = sum_{i >= t} W_it^T dy_i + w ∘ (B_t dS^T) + D dy_t,
+    dB_t = sum_i (dW_it ∘ L ∘ dt)^T C_i + w ∘ (x_t dS),
+    the direct d(dt)_t and the columns' d(cum) (atomic, summed over head-dim blocks), d(total) at the chunk's end."""
+    batch, length, heads, hdim = X.shape
+    chunks = tk.cdiv(length, Q)
+    per_chunk = Q // S
+    b = tk.program_id(0) // (chunks * per_chunk)
+    chunk = (tk.program_id(0) // per_chunk) % chunks
+    t = (tk.program_id(0) % per_chunk) * S
+    t0 = chunk * Q
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    sub = tk.arange(S)
+    dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + tk.arange(Q) < length, bias, dt_min, dt_max, Q,
+                                       HAS_BIAS, SOFTPLUS, CLAMP, ACC)
+    a_full = dt_full * a_h
+    total = tk.sum(a_full, 0)
+    prev_seq, last_seq, passes = ssd_chunk_seq(SeqIdx, b, t0, length, Q, HAS_SEQ)
+    dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
+                                                dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+    x_t = tk.load(X, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+    b_t = tk.load(B, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+    dy_t = tk.load(DYGated, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
     skip = tk.zeros((BP,), ACC)
     if HAS_D:
         if D_PER_P:
             skip = tk.load(Dskip, (h, p0), (1, BP)).reshape((BP,)).to(ACC)
         else:
             skip = skip + tk.load(Dskip, (h,)).to(ACC)
-    d_state = tk.load(DFinal, (b, h, p0, 0), (1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
-    step = tk.arange(Q)
-    sub = tk.arange(S)
-    is_last = step == Q - 1
-    d_a = tk.zeros((1, S), ACC)
-    d_bias = tk.zeros((1, S), ACC)
-    d_skip = tk.zeros((1, BP), ACC)
+    decay_out = tk.exp(total - cum_t)
+    if HAS_SEQ:
+        decay_out = tk.where(seq_t == last_seq, decay_out, 0.0)
+    d_state_dot = tk.load(DStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(DOT)
+    w = dt_t * decay_out
+    x_dot = x_t.to(DOT)
+    b_dstate = tk.dot(b_t, d_state_dot.T)
+    dx = dy_t * skip[None, :] + w[:, None] * b_dstate
+    d_b = w[:, None] * tk.dot(x_dot, d_state_dot)
+    d_w = tk.sum(x_t * b_dstate, axis=1)
+    d_dt = d_w * decay_out
+    d_cum = -(d_w * w)
+    tk.atomic_add(DCum, (b, h, t0 + Q - 1), tk.sum((d_w * w)[None, :], axis=1).reshape((1, 1, 1)))
+    for i0 in tk.range(t, Q, S):
+        dt_i, slope_i, cum_i, seq_i = ssd_sub_chunk(Dt, SeqIdx, b, t0, i0, h, length, a_h, a_full, bias,
+                                                    dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+        c_i = tk.load(C, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+        dy_i = tk.load(DYGated, (b, t0 + i0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
+        keep = (i0 + sub)[:, None] >= (t + sub)[None, :]
+        if HAS_SEQ:
+            keep = keep & (seq_i[:, None] == seq_t[None, :])
+        decay = tk.exp(tk.where(keep, cum_i[:, None] - cum_t[None, :], -float("inf")))
+        masked_scores = tk.dot(c_i, b_t.T) * decay
+        d_weights = tk.dot(dy_i, x_dot.T)
+        dx = tk.mma((masked_scores * dt_t[None, :]).T.to(DOT), dy_i, dx)
+        d_b = tk.mma((d_weights * decay * dt_t[None, :]).T.to(DOT), c_i, d_b)
+        col = tk.sum(d_weights * masked_scores, axis=0)
+        d_dt = d_dt + col
+        d_cum = d_cum - col * dt_t
+    tk.store(DX, (b, t0 + t, h, p0), dx.reshape((1, S, 1, BP)))
+    tk.atomic_add(DB, (b, t0 + t, g, 0), d_b.reshape((1, S, 1, BN)))
+    tk.atomic_add(DCum, (b, h, t0 + t), d_cum.reshape((1, 1, S)))
+    tk.atomic_add(DDtDirect, (b, h, t0 + t), d_dt.reshape((1, 1, S)))
+
+
+@tk.kernel(tunables=SSD_BWD_TUNABLES)
+def ssd_bwd_dc_kernel(X, Dt, A, B, C, DtBias, SeqIdx, DYGated, ChunkStates, DC, DCum, heads_per_group, dt_min,
+                      dt_max,
+                      Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr, BN: tk.constexpr,
+                      HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
+                      HAS_SEQ: tk.constexpr, DOT: tk.constexpr, ACC: tk.constexpr):
+    """Row sub-chunk t (program 0: batch row x chunk x sub-chunk) of head h, head dims p0 ..:
+    dC_t = (e ∘ dy_t) S_in + sum_{j <= t} (dW_tj ∘ L ∘ dt_j) B_j with dW = dy x^T and e = exp(cum), and its rows'
+    d(cum) e ∘ (dy · C S_in^T) + sum_j (dW ∘ L ∘ dt)_tj (C_t · B_j) = rowsum(C_t ∘ dC_t), so C B^T is never
+    formed (both atomic)."""
+    batch, length, heads, hdim = X.shape
     chunks = tk.cdiv(length, Q)
-    for i in tk.range(0, chunks):
-        chunk = chunks - 1 - i
-        t0 = chunk * Q
-        state = tk.load(ChunkStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(ACC)
+    per_chunk = Q // S
+    b = tk.program_id(0) // (chunks * per_chunk)
+    chunk = (tk.program_id(0) // per_chunk) % chunks
+    t = (tk.program_id(0) % per_chunk) * S
+    t0 = chunk * Q
+    h = tk.program_id(1)
+    p0 = tk.program_id(2) * BP
+    g = h // heads_per_group
+    a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    sub = tk.arange(S)
+    dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + tk.arange(Q) < length, bias, dt_min, dt_max, Q,
+                                       HAS_BIAS, SOFTPLUS, CLAMP, ACC)
+    a_full = dt_full * a_h
+    dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
+                                                dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+    dy_t = tk.load(DYGated, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
+    enter = tk.exp(cum_t)
+    if HAS_SEQ:
+        prev_seq, last_seq, passes = ssd_chunk_seq(SeqIdx, b, t0, length, Q, HAS_SEQ)
+        enter = tk.where(seq_t == prev_seq, enter, 0.0)
+    state_dot = tk.load(ChunkStates, (b, h, chunk, p0, 0), (1, 1, 1, BP, BN)).reshape((BP, BN)).to(DOT)
+    d_c = tk.dot((dy_t * enter[:, None]).to(DOT), state_dot)  # from the state entering the chunk
+    dy_dot = dy_t.to(DOT)
+    for j0 in tk.range(0, t + S, S):
+        dt_j, slope_j, cum_j, seq_j = ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias,
+                                                    dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
+        b_j = tk.load(B, (b, t0 + j0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
+        x_j = tk.load(X, (b, t0 + j0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
+        keep = (t + sub)[:, None] >= (j0 + sub)[None, :]
+        if HAS_SEQ:
+            keep = keep & (seq_t[:, None] == seq_j[None, :])
+        decay = tk.exp(tk.where(keep, cum_t[:, None] - cum_j[None, :], -float("inf")))
+        d_scores = tk.dot(dy_dot, x_j.T) * decay * dt_j[None, :]
+        d_c = tk.mma(d_scores.to(DOT), b_j, d_c)
+    tk.atomic_add(DC, (b, t0 + t, g, 0), d_c.reshape((1, S, 1, BN)))
+    c_t = tk.load(C, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(ACC)
+    tk.atomic_add(DCum, (b, h, t0 + t), tk.sum(c_t * d_c, axis=1).reshape((1, 1, S)))
+@tk.kernel
+def ssd_bwd_dt_kernel(Dt, A, DtBias, DCum, DDtDirect, DDt, DA, DDtBias, dt_min, dt_max,
+                      Q: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr, CLAMP: tk.constexpr,
+                      ACC: tk.constexpr):
+    """Batch row b, head h, every chunk: d(dt A)_j = sum_{k >= j in the chunk} d(cum)_k (d(total) sits at the
+    chunk's last slot), then ddt = (direct + d(dt A) A) times the slope of softplus / clamp, dA and d(dt_bias)
+    (atomic over batch rows)."""
+    batch, length, heads = Dt.shape
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    a_h = tk.load(A, (h,)).to(ACC)
+    bias = 0.0
+    if HAS_BIAS:
+        bias = tk.load(DtBias, (h,)).to(ACC)
+    step = tk.arange(Q)
+    d_a = tk.zeros((1, Q), ACC)
+    d_bias = tk.zeros((1, Q), ACC)
+    for t0 in tk.range(0, length, Q):
         dt_full, slope_full = ssd_chunk_dt(Dt, b, t0, h, t0 + step < length, bias, dt_min, dt_max, Q, HAS_BIAS,
                                            SOFTPLUS, CLAMP, ACC)
-        a_full = dt_full * a_h
-        total = tk.sum(a_full, 0)
-        carry_state = tk.exp(total)
-        prev_seq = 0
-        last_seq = 0
-        if HAS_SEQ:
-            prev_seq = tk.load(SeqIdx, (b, tk.maximum(t0 - 1, 0)))
-            seq_full = tk.load(SeqIdx, (b, tk.minimum(t0 + step, length - 1)), (1, Q)).reshape((Q,))
-            last_seq = tk.sum(tk.where(is_last, seq_full, 0), 0)
-            carry_state = carry_state * tk.sum(tk.where(is_last & (seq_full == prev_seq), 1.0, 0.0), 0)
-        state_dot = state.to(DOT)
-        d_state_dot = d_state.to(DOT)
-        d_state_in = carry_state * d_state
-        d_total = carry_state * tk.sum(tk.sum(d_state * state, axis=1), 0)
-        later = tk.sum(tk.zeros((1,), ACC), 0)  # d(cum) summed over the sub-chunks after this one
-        for k in tk.range(0, Q // S):
-            t = Q - S - k * S
-            dt_t, slope_t, cum_t, seq_t = ssd_sub_chunk(Dt, SeqIdx, b, t0, t, h, length, a_h, a_full, bias, dt_min,
-                                                        dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ, ACC)
-            x_t = tk.load(X, (b, t0 + t, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(ACC)
-            b_t = tk.load(B, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
-            c_t = tk.load(C, (b, t0 + t, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
-            dy_t, dz_t = ssd_gated_grad(DY, Z, YPre, b, t0 + t, h, p0, S, BP, HAS_Z, ACC)
-            if HAS_Z:
-                tk.store(DZ, (b, t0 + t, h, p0), dz_t.reshape((1, S, 1, BP)))
-            d_skip = d_skip + tk.sum(dy_t * x_t, axis=0)[None, :]
-            enter = tk.exp(cum_t)
-            decay_out = tk.exp(total - cum_t)
-            if HAS_SEQ:
-                enter = tk.where(seq_t == prev_seq, enter, 0.0)
-                decay_out = tk.where(seq_t == last_seq, decay_out, 0.0)
-            dy_enter = (dy_t * enter[:, None]).to(DOT)
-            # t as a row block: the columns j <= t give dC_t and the rows' part of d(cum)_t
-            d_c = tk.dot(dy_enter, state_dot)
-            d_cum = enter * tk.sum(dy_t * tk.dot(c_t, state_dot.T), axis=1)
-            dy_dot = dy_t.to(DOT)
-            for j0 in tk.range(0, t + S, S):
-                dt_j, slope_j, cum_j, seq_j = ssd_sub_chunk(Dt, SeqIdx, b, t0, j0, h, length, a_h, a_full, bias,
-                                                            dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ,
-                                                            ACC)
-                b_j = tk.load(B, (b, t0 + j0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
-                x_j = tk.load(X, (b, t0 + j0, h, p0), (1, S, 1, BP)).reshape((S, BP)).to(DOT)
-                keep = (t + sub)[:, None] >= (j0 + sub)[None, :]
-                if HAS_SEQ:
-                    keep = keep & (seq_t[:, None] == seq_j[None, :])
-                decay = tk.exp(tk.where(keep, cum_t[:, None] - cum_j[None, :], -float("inf")))
-                d_weights = tk.dot(dy_dot, x_j.T)
-                d_scores = d_weights * decay * dt_j[None, :]
-                d_c = tk.mma(d_scores.to(DOT), b_j, d_c)
-                d_cum = d_cum + tk.sum(d_scores * tk.dot(c_t, b_j.T), axis=1)
-            tk.atomic_add(DC, (b, t0 + t, g, 0), d_c.reshape((1, S, 1, BN)))
-            # t as a column block: the rows i >= t give dx_t, dB_t, the direct dt_t and the columns' d(cum)_t
-            w = dt_t * decay_out
-            b_dstate = tk.dot(b_t, d_state_dot.T)
-            dx = dy_t * skip[None, :] + w[:, None] * b_dstate
-            d_b = w[:, None] * tk.dot(x_t.to(DOT), d_state_dot)
-            d_w = tk.sum(x_t * b_dstate, axis=1)
-            d_dt = d_w * decay_out
-            d_total = d_total + tk.sum(d_w * w, 0)
-            d_cum = d_cum - d_w * w
-            x_dot = x_t.to(DOT)
-            for i0 in tk.range(t, Q, S):
-                dt_i, slope_i, cum_i, seq_i = ssd_sub_chunk(Dt, SeqIdx, b, t0, i0, h, length, a_h, a_full, bias,
-                                                            dt_min, dt_max, Q, S, HAS_BIAS, SOFTPLUS, CLAMP, HAS_SEQ,
-                                                            ACC)
-                c_i = tk.load(C, (b, t0 + i0, g, 0), (1, S, 1, BN)).reshape((S, BN)).to(DOT)
-                dy_i, dz_i = ssd_gated_grad(DY, Z, YPre, b, t0 + i0, h, p0, S, BP, HAS_Z, ACC)
-                keep = (i0 + sub)[:, None] >= (t + sub)[None, :]
-                if HAS_SEQ:
-                    keep = keep & (seq_i[:, None] == seq_t[None, :])
-                decay = tk.exp(tk.where(keep, cum_i[:, None] - cum_t[None, :], -float("inf")))
-                masked_scores = tk.dot(c_i, b_t.T) * decay
-                d_weights = tk.dot(dy_i.to(DOT), x_dot.T)
-                dx = tk.mma((masked_scores * dt_t[None, :]).T.to(DOT), dy_i.to(DOT), dx)
-                d_b = tk.mma((d_weights * decay * dt_t[None, :]).T.to(DOT), c_i, d_b)
-                d_dt = d_dt + tk.sum(d_weights * masked_scores, axis=0)
-                d_cum = d_cum - tk.sum(d_weights * masked_scores, axis=0) * dt_t
-            tk.store(DX, (b, t0 + t, h, p0), dx.reshape((1, S, 1, BP)))
-            tk.atomic_add(DB, (b, t0 + t, g, 0), d_b.reshape((1, S, 1, BN)))
-            d_state_in = tk.mma(dy_enter.T, c_t, d_state_in)
-            # cum = cumsum(dt A): d(dt A)_j = sum over steps k >= j of d(cum)_k (this sub-chunk's, then later ones)
-            d_step = tk.cumsum(d_cum, 0, reverse=True) + later
-            later = later + tk.sum(d_cum, 0)
-            d_dt = (d_dt + d_step * a_h) * slope_t
-            d_a = d_a + (d_step * dt_t)[None, :]
-            d_bias = d_bias + d_dt[None, :]
-            tk.atomic_add(DDt, (b, t0 + t, h), d_dt.reshape((1, S, 1)))
-        # d(total) = d(cum) at the chunk's last step: every step's d(dt A) gets it
-        d_total_dt = d_total * a_h * slope_full
-        tk.atomic_add(DDt, (b, t0, h), d_total_dt.reshape((1, Q, 1)))
-        d_a = d_a + tk.sum(d_total * dt_full, 0) / S
-        d_bias = d_bias + tk.sum(d_total_dt, 0) / S
-        d_state = d_state_in
-    tk.store(DInit, (b, h, p0, 0), d_state.reshape((1, 1, BP, BN)))
+        d_cum = tk.load(DCum, (b, h, t0), (1, 1, Q)).reshape((Q,)).to(ACC)
+        direct = tk.load(DDtDirect, (b, h, t0), (1, 1, Q)).reshape((Q,)).to(ACC)
+        d_step = tk.cumsum(d_cum, 0, reverse=True)
+        d_dt = (direct + d_step * a_h) * slope_full
+        tk.store(DDt, (b, t0, h), d_dt.reshape((1, Q, 1)))
+        d_a = d_a + (d_step * dt_full)[None, :]
+        d_bias = d_bias + d_dt[None, :]
     tk.atomic_add(DA, (h,), tk.sum(d_a, axis=1))
     if HAS_BIAS:
         tk.atomic_add(DDtBias, (h,), tk.sum(d_bias, axis=1))
-    if HAS_D:
-        if D_PER_P:
-            tk.atomic_add(DD, (h, p0), d_skip)
-        else:
-            tk.atomic_add(DD, (h,), tk.sum(d_skip, axis=1))
 
 
 SSD_STATE_UPDATE_TUNABLES = tk.Tunables(

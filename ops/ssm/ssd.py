@@ -11,7 +11,8 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, gpu_arch_family, provided_config
-from .kernels import SSD_BWD_TUNABLES, SSD_TUNABLES, ssd_scan_bwd_kernel, ssd_scan_fwd_kernel
+from .kernels import (SSD_BWD_TUNABLES, SSD_TUNABLES, ssd_bwd_dc_kernel, ssd_bwd_dstate_kernel, ssd_bwd_dt_kernel,
+                      ssd_bwd_dx_kernel, ssd_bwd_gate_kernel, ssd_scan_fwd_kernel)
 
 OP_NAME = "ssd_scan"
 
@@ -139,31 +140,84 @@ def chunk_states(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, in
     return states, y_pre
 
 
-def bwd_launch_args(inputs, dx, config, *, D=None, z=None, dt_bias=None, seq_idx=None, dt_softplus=False,
-                    dt_min=0.0, dt_max=3.0e38, grads=None):
-    """(grid, args, kwargs) of the backward kernel; the op and the tuner both launch through this.
-    ``inputs`` = (x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final) (states and y_pre from
-    ``chunk_states``); ``dx`` (Bt, L, H, P) in the state dtype.
-    ``grads`` = (ddt, dA, dB, dC, dD, dz, ddt_bias, dinit) or None to allocate them here (zeroed where the
-    kernel adds atomically)."""
+BACKWARD_KERNELS = ("gate", "dstate", "dx", "dc", "dt")
+
+
+def backward_plan(inputs, dx, configs, *, D=None, z=None, dt_bias=None, seq_idx=None, dt_softplus=False,
+                  dt_min=0.0, dt_max=3.0e38, grads=None, scratch=None):
+    """{name: (kernel, grid, args, kwargs)} of the backward kernels (all five; no "gate" without z and D), to be
+    launched in BACKWARD_KERNELS order (the op and the tuner both launch through this). ``inputs`` = (x, dt, A, B, C, chunk_size, states,
+    y_pre, dy, d_final) (states and y_pre from ``chunk_states``); ``dx`` (Bt, L, H, P) in the state dtype;
+    ``configs`` {name: config} (BP, BQ, num_warps, num_stages) for "gate", "dstate", "dx" and "dc".
+    ``grads`` = (ddt, dA, dB, dC, dD, dz, ddt_bias, dinit) and ``scratch`` = (dy_gated, d_states, d_cum,
+    ddt_direct), or None to allocate them here (zeroed where a kernel adds atomically)."""
     x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final = inputs
     bt, length, heads, hdim = x.shape
     n = B.shape[3]
+    chunks = tk.cdiv(length, chunk_size)
+
+    def zeros(*shape):
+        return torch.zeros(*shape, dtype=dx.dtype, device=x.device)
+
     if grads is None:
-        def zeros(*shape):
-            return torch.zeros(*shape, dtype=dx.dtype, device=x.device)
-        grads = (zeros(bt, length, heads), zeros(heads), zeros(B.shape), zeros(C.shape),
-                 zeros(D.shape) if D is not None else zeros(heads), dx if z is None else torch.empty_like(dx),
-                 zeros(heads), torch.empty(bt, heads, hdim, n, dtype=dx.dtype, device=x.device))
+        grads = (torch.empty(bt, length, heads, dtype=dx.dtype, device=x.device), zeros(heads), zeros(B.shape),
+                 zeros(C.shape), zeros(D.shape) if D is not None else zeros(heads),
+                 torch.empty_like(dx) if z is not None else zeros(0), zeros(heads),
+                 torch.empty(bt, heads, hdim, n, dtype=dx.dtype, device=x.device))
+    if scratch is None:
+        scratch = (torch.empty_like(dx) if z is not None else dy,
+                   torch.empty(states.shape, dtype=dx.dtype, device=x.device),
+                   zeros(bt, heads, chunks * chunk_size), zeros(bt, heads, chunks * chunk_size))
     d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = grads
-    args = (x, dt, A, B, C, D if D is not None else A, z if z is not None else x, dt_bias if dt_bias is not None else A,
-            seq_idx if seq_idx is not None else A, states, y_pre, dy, d_final, dx, d_dt, d_a, d_b, d_c, d_d, dz,
-            d_bias, d_init, heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)))
-    kwargs = dict(Q=chunk_size, S=min(config["BQ"], chunk_size), BP=config["BP"], BN=clamp_pow2(n, 1, 256),
-                  DOT=dot_dtype(x.dtype), ACC=_acc(x.dtype),
-                  num_warps=config["num_warps"], num_stages=config["num_stages"],
-                  **_flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max))
-    return (bt, heads, tk.cdiv(hdim, config["BP"])), args, kwargs
+    dy_gated, d_states, d_cum, d_dt_direct = scratch
+    flags = _flags(D, z, dt_bias, seq_idx, dt_softplus, dt_min, dt_max)
+    scalars = (heads // B.shape[2], float(dt_min), float(min(dt_max, 3.0e38)))
+    bias = dt_bias if dt_bias is not None else A
+    seq = seq_idx if seq_idx is not None else A
+    common = dict(Q=chunk_size, BN=clamp_pow2(n, 1, 256), DOT=dot_dtype(x.dtype), ACC=_acc(x.dtype))
+    step = {k: flags[k] for k in ("HAS_BIAS", "SOFTPLUS", "CLAMP", "HAS_SEQ")}
+
+    def launch(name):
+        c = configs[name]
+        return dict(S=min(c["BQ"], chunk_size), BP=c["BP"], num_warps=c["num_warps"], num_stages=c["num_stages"])
+
+    def p_blocks(name):
+        return tk.cdiv(hdim, configs[name]["BP"])
+
+    def sub_chunks(name):
+        return bt * chunks * (chunk_size // min(configs[name]["BQ"], chunk_size))
+
+    plan = {
+        "gate": (ssd_bwd_gate_kernel, (bt * chunks, heads, p_blocks("gate")),
+                 (x, z if z is not None else x, y_pre, dy, D if D is not None else A, dy_gated,
+                  dz if z is not None else x, d_d, chunks),
+                 dict(Q=chunk_size, ACC=_acc(x.dtype), HAS_D=flags["HAS_D"], D_PER_P=flags["D_PER_P"],
+                      HAS_Z=flags["HAS_Z"], **launch("gate"))),
+        "dstate": (ssd_bwd_dstate_kernel, (bt, heads, p_blocks("dstate")),
+                   (dt, A, C, bias, seq, dy_gated, states, d_final, d_states, d_cum, d_init, *scalars),
+                   dict(**common, **step, **launch("dstate"))),
+        "dx": (ssd_bwd_dx_kernel, (sub_chunks("dx"), heads, p_blocks("dx")),
+               (x, dt, A, B, C, D if D is not None else A, bias, seq, dy_gated, d_states, dx, d_b, d_cum,
+                d_dt_direct, *scalars),
+               dict(**common, HAS_D=flags["HAS_D"], D_PER_P=flags["D_PER_P"], **step, **launch("dx"))),
+        "dc": (ssd_bwd_dc_kernel, (sub_chunks("dc"), heads, p_blocks("dc")),
+               (x, dt, A, B, C, bias, seq, dy_gated, states, d_c, d_cum, *scalars),
+               dict(**common, **step, **launch("dc"))),
+        "dt": (ssd_bwd_dt_kernel, (bt, heads),
+               (dt, A, bias, d_cum, d_dt_direct, d_dt, d_a, d_bias, scalars[1], scalars[2]),
+               dict(Q=chunk_size, ACC=_acc(x.dtype), HAS_BIAS=flags["HAS_BIAS"], SOFTPLUS=flags["SOFTPLUS"],
+                    CLAMP=flags["CLAMP"], num_warps=4, num_stages=1)),
+    }
+    if z is None and D is None:
+        del plan["gate"]  # nothing to do: dy is the gradient before the (absent) gate
+    return plan, grads, scratch
+
+
+def run_backward_plan(plan, backend, names=BACKWARD_KERNELS):
+    for name in names:
+        if name in plan:
+            kernel, grid, args, kwargs = plan[name]
+            kernel[grid](*args, backend=backend, **kwargs)
 
 
 def dot_dtype(dtype):
@@ -193,21 +247,48 @@ def _fake(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_stat
     return x.new_empty(bt, length, heads, hdim), x.new_empty(bt, heads, hdim, n, dtype=state_dtype)
 
 
-def _default_bwd_config(shape, dtype, device, backend=None, target=None):
-    """Backward config for (Bt, L, H, P, N, chunk); ``target`` (an AOT target name) picks the architecture. On
-    AMD 16-row sub-chunks: at Mamba-2-2.7B 32-row ones spill VGPRs on gfx90a/gfx942 (README, "Compiled for GPUs")."""
+# GPU backward defaults per architecture family and kernel, from the AOT sweep at Mamba-2-2.7B (chunk 256, fp16):
+# the widest tiles with no spill (README, "Compiled for GPUs"). dx spills at BQ 64 or BP 64 everywhere (sm_90
+# 552 / 168 B stack, gfx942 33 / 4 SGPR spills); dc at BQ 64 spills 96 B on sm_80 with 4 warps, and at BQ 32
+# spills 36 SGPRs on gfx942 (0 at BQ 16 or 64).
+_GPU_BACKWARD = {
+    "sm_90": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 64, "num_warps": 4},
+              "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 64, "num_warps": 4}},
+    "sm_80": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 64, "num_warps": 4},
+              "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 64, "num_warps": 8}},
+    "amd": {"gate": {"BP": 64, "BQ": 32, "num_warps": 4}, "dstate": {"BP": 32, "BQ": 64, "num_warps": 4},
+            "dx": {"BP": 32, "BQ": 32, "num_warps": 4}, "dc": {"BP": 32, "BQ": 64, "num_warps": 4}},
+}
+# the kernels a tuned ``ssd_scan.KERNEL`` entry configures
+TUNED_BACKWARD = {"dx": "ssd_scan.bwd", "dc": "ssd_scan.bwd_dc", "dstate": "ssd_scan.bwd_dstate"}
+
+
+def _default_bwd_configs(shape, dtype, device, backend=None, target=None):
+    """{kernel: config} of the backward kernels for (Bt, L, H, P, N, chunk); ``target`` (an AOT target name)
+    picks the architecture."""
     hdim = shape[3]
     if backend == "opencl":
-        return {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
+        small = {"BP": clamp_pow2(hdim, 8, 16), "BQ": 16, "num_warps": 1, "num_stages": 1}
+        return {name: dict(small) for name in ("gate", "dstate", "dx", "dc")}
     if device.type == "cpu" and target is None:
-        return {"BP": clamp_pow2(hdim, 8, 64), "BQ": 16, "num_warps": 4, "num_stages": 1}
-    amd = gpu_arch_family(device, target) == "amd"
-    return {"BP": 32, "BQ": 16 if amd else 32, "num_warps": 4, "num_stages": 1}
+        cpu = {"BP": clamp_pow2(hdim, 8, 64), "BQ": 16, "num_warps": 4, "num_stages": 1}
+        return {name: dict(cpu) for name in ("gate", "dstate", "dx", "dc")}
+    arch = _GPU_BACKWARD[gpu_arch_family(device, target)]
+    return {name: {**arch[name], "num_stages": 1} for name in ("gate", "dstate", "dx", "dc")}
 
 
-def _bwd_config_for(shape, dtype, device, backend):
-    return dict(provided_config("ssd_scan.bwd", shape, dtype, device, backend, SSD_BWD_TUNABLES,
-                                elem_bytes(dtype)) or _default_bwd_config(shape, dtype, device, backend))
+def _default_bwd_config(shape, dtype, device, backend=None, target=None, kernel="dx"):
+    """The default config of one backward kernel (the tuner's ``ssd_scan.bwd`` is the dx kernel)."""
+    return _default_bwd_configs(shape, dtype, device, backend, target)[kernel]
+
+
+def _bwd_configs_for(shape, dtype, device, backend):
+    configs = _default_bwd_configs(shape, dtype, device, backend)
+    for name, kernel_id in TUNED_BACKWARD.items():
+        tuned = provided_config(kernel_id, shape, dtype, device, backend, SSD_BWD_TUNABLES, elem_bytes(dtype))
+        if tuned:
+            configs[name] = dict(tuned)
+    return configs
 
 
 def _backward_empty(x, dt, A, B, C, D, z, dt_bias, initial_states):
@@ -239,11 +320,10 @@ def ssd_scan_backward_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: 
     states, y_pre = chunk_states(x, dt, A, B, C, chunk_size, initial_states=initial_states, **options)
     dx = torch.empty(bt, length, heads, hdim, dtype=state_dtype, device=x.device)
     backend = backend_for(x.device)
-    config = _bwd_config_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
-    grid, args, kwargs = bwd_launch_args((x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final), dx, config,
-                                         **options)
-    ssd_scan_bwd_kernel[grid](*args, backend=backend, **kwargs)
-    d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init = args[14:22]
+    configs = _bwd_configs_for((bt, length, heads, hdim, n, chunk_size), x.dtype, x.device, backend)
+    plan, (d_dt, d_a, d_b, d_c, d_d, dz, d_bias, d_init), _ = backward_plan(
+        (x, dt, A, B, C, chunk_size, states, y_pre, dy, d_final), dx, configs, **options)
+    run_backward_plan(plan, backend)
     for i, g in enumerate((dx, d_dt, d_a, d_b, d_c)):
         grads[i].copy_(g)
     if D is not None:
@@ -321,10 +401,11 @@ def ssd_scan(x, dt, A, B, C, chunk_size, *, D=None, z=None, dt_bias=None, initia
 
 
 def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, device=torch.device("cuda"),
-                   backward=False, target=None):
-    """(kernel, example args, launch kwargs) of the forward (or backward) at (Bt, L, H, P, N, chunk), one B/C
-    group, D per head, z, dt_bias and softplus (a Mamba-2 block's call), on meta tensors. ``target`` (``sm_90``,
-    ``gfx942``, ...) picks that architecture's defaults, for compiling to it from any machine."""
+                   backward=False, target=None, kernel="dx"):
+    """(kernel, example args, launch kwargs) of the forward (or the backward's ``kernel``, one of
+    BACKWARD_KERNELS) at (Bt, L, H, P, N, chunk), one B/C group, D per head, z, dt_bias and softplus (a Mamba-2
+    block's call), on meta tensors. ``target`` (``sm_90``, ``gfx942``, ...) picks that architecture's
+    defaults, for compiling to it from any machine."""
     bt, length, heads, hdim, n, chunk = shape
     meta = dict(device="meta")
     x = torch.empty(bt, length, heads, hdim, dtype=dtype, **meta)
@@ -337,12 +418,13 @@ def kernel_example(shape=(1, 2048, 80, 64, 128, 256), dtype=torch.float16, devic
     backend = "reference" if device.type == "cpu" else "triton"
     flags = _flags(D, x, A, None, True, 0.0, 3.0e38)
     if backward:
-        config = _default_bwd_config(shape, dtype, device, backend, target)
+        configs = _default_bwd_configs(shape, dtype, device, backend, target)
         states = torch.empty(bt, heads, tk.cdiv(length, chunk), hdim, n, dtype=torch.float32, **meta)
         dx = torch.empty(bt, length, heads, hdim, dtype=torch.float32, **meta)
-        _, args, kwargs = bwd_launch_args((x, dt, A, B, B, chunk, states, dx, x, final), dx, config, D=D, z=x,
-                                          dt_bias=A, dt_softplus=True)
-        return ssd_scan_bwd_kernel, args, kwargs
+        plan, _, _ = backward_plan((x, dt, A, B, B, chunk, states, dx, x, final), dx, configs, D=D, z=x,
+                                   dt_bias=A, dt_softplus=True)
+        k, _, args, kwargs = plan[kernel]
+        return k, args, kwargs
     config = _default_config(shape, dtype, device, backend, target)
     args = (x, dt, A, B, B, D, x, A, final, A, x, final, final, heads, 0.0, 3.0e38)
     kwargs = dict(Q=chunk, S=min(config["BQ"], chunk), BP=config["BP"], BN=clamp_pow2(n, 1, 256), HAS_INIT=False,

@@ -90,7 +90,7 @@ BACKWARD = register(TuneKernel(
 # ---- ssd_scan (shape tuple Bt,L,H,P,N,chunk; chunk_size is the caller's, never tuned) ----------------------
 
 from . import ssd  # noqa: E402
-from .kernels import ssd_scan_bwd_kernel, ssd_scan_fwd_kernel  # noqa: E402
+from .kernels import ssd_bwd_dc_kernel, ssd_bwd_dstate_kernel, ssd_bwd_dx_kernel, ssd_scan_fwd_kernel  # noqa: E402
 
 SSD_SHAPES = {"gpu": [(1, 2048, 80, 64, 128, 256), (4, 1024, 80, 64, 128, 256)],
               "cpu": [(1, 128, 4, 16, 16, 32), (2, 64, 2, 32, 32, 16)]}
@@ -144,45 +144,104 @@ SSD_FORWARD = register(TuneKernel(
 
 
 def make_ssd_backward_inputs(shape, dtype, generator):
-    """The forward's inputs, its chunk states (one forward on the reference backend) and upstream gradients."""
+    """The forward's inputs, its chunk states and pre-gate output, upstream gradients, the state gradients
+    (the dstate kernel on the reference backend), then the buffers the tuned kernels add into atomically
+    (re-zeroed before each launch by ``_zero_backward_buffers``): (x, dt, A, B, C, chunk_marker, states, y_pre,
+    dy, d_final, d_states, dB, dC, d_cum, ddt_direct)."""
     x, dt, A, B, C, chunk_marker = make_ssd_inputs(shape, dtype, generator)
+    chunk = chunk_marker.shape[1]
     from ..dispatch import use_backend
-    with torch.no_grad(), use_backend("reference"):
-        states, y_pre = ssd.chunk_states(x, dt, A, B, C, chunk_marker.shape[1], dt_softplus=True)
     dy = torch.randn(x.shape, generator=generator).to(dtype)
-    d_final = torch.randn(states[:, :, 0].shape, generator=generator)
-    return (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final)
+    with torch.no_grad(), use_backend("reference"):
+        states, y_pre = ssd.chunk_states(x, dt, A, B, C, chunk, dt_softplus=True)
+        d_final = torch.randn(states[:, :, 0].shape, generator=generator)
+        dx = torch.empty(x.shape)
+        plan, grads, scratch = ssd.backward_plan((x, dt, A, B, C, chunk, states, y_pre, dy, d_final), dx,
+                                                 ssd._default_bwd_configs(shape, dtype, torch.device("cpu")),
+                                                 dt_softplus=True)
+        ssd.run_backward_plan(plan, "reference", ("gate", "dstate"))
+    d_states, d_cum = scratch[1], scratch[2]
+    return (x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states, torch.zeros(B.shape), torch.zeros(C.shape), torch.zeros_like(d_cum), torch.zeros_like(d_cum))
 
 
-def ssd_backward_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final):
-    """dx from autograd of the float64 recurrence (through y and the final state)."""
-    x64 = x.double().requires_grad_()
+def _ssd_backward_autograd(x, dt, A, B, C, dy, d_final):
+    """(dx, dC, d initial state) from autograd of the float64 recurrence (softplus on dt, zero initial state),
+    through y and the final state."""
     f = torch.float64
+    x64, C64 = x.double().requires_grad_(), C.double().requires_grad_()
     dtp = torch.nn.functional.softplus(dt.to(f))
     heads = x.shape[2]
-    Bh, Ch = (t.to(f).repeat_interleave(heads // t.shape[2], 2) for t in (B, C))
-    state = x.new_zeros(x.shape[0], heads, x.shape[3], B.shape[3], dtype=f)
+    Bh, Ch = (t.to(f).repeat_interleave(heads // t.shape[2], 2) for t in (B, C64))
+    init = x.new_zeros(x.shape[0], heads, x.shape[3], B.shape[3], dtype=f).requires_grad_()
+    state = init
     ys = []
     for t in range(x.shape[1]):
         state = torch.exp(dtp[:, t] * A.to(f))[:, :, None, None] * state + \
             (dtp[:, t, :, None] * x64[:, t])[..., None] * Bh[:, t, :, None, :]
         ys.append(torch.einsum("bhpn,bhn->bhp", state, Ch[:, t]))
-    (dx,) = torch.autograd.grad((torch.stack(ys, 1), state), x64, (dy.double(), d_final.double()))
-    return dx.float()
+    return torch.autograd.grad((torch.stack(ys, 1), state), (x64, C64, init), (dy.double(), d_final.double()))
 
 
-def ssd_backward_launch_args(inputs, dx, config):
-    x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final = inputs
-    return ssd.bwd_launch_args((x, dt, A, B, C, chunk_marker.shape[1], states, y_pre, dy, d_final), dx, config,
-                               dt_softplus=True)
+def ssd_backward_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, *rest):
+    """dx (the dx kernel's gate)."""
+    return _ssd_backward_autograd(x, dt, A, B, C, dy, d_final)[0].float()
 
 
-SSD_BACKWARD = register(TuneKernel(
-    id="ssd_scan.bwd", kernel=ssd_scan_bwd_kernel, shape_names=("Bt", "L", "H", "P", "N", "chunk"),
-    make_inputs=make_ssd_backward_inputs, make_output=lambda inputs: torch.empty(inputs[0].shape),
-    launch_args=ssd_backward_launch_args, reference=ssd_backward_reference, default_config=ssd._default_bwd_config,
-    default_shapes=SSD_SHAPES, tolerances=op_table("ssm", "BACKWARD"),
-))
+def ssd_backward_dc_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, *rest):
+    return _ssd_backward_autograd(x, dt, A, B, C, dy, d_final)[1].float()
+
+
+def ssd_backward_dinit_reference(x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, *rest):
+    return _ssd_backward_autograd(x, dt, A, B, C, dy, d_final)[2].float()
+
+
+def _ssd_backward_plan(inputs, out, config, name):
+    x, dt, A, B, C, chunk_marker, states, y_pre, dy, d_final, d_states, d_b, d_c, d_cum, d_dt_direct = inputs
+    bt, length, heads, hdim = x.shape
+    chunk = chunk_marker.shape[1]
+    configs = {**ssd._default_bwd_configs(tuple(x.shape) + (B.shape[3], chunk), x.dtype, x.device), name: config}
+    dx = out if name == "dx" else torch.empty(x.shape, device=x.device)
+    if name == "dc":
+        d_c = out
+    d_init = out if name == "dstate" else torch.empty(states[:, :, 0].shape, device=x.device)
+    grads = (None, None, d_b, d_c, None, None, None, d_init)
+    scratch = (dy, d_states, d_cum, d_dt_direct)
+    plan, _, _ = ssd.backward_plan((x, dt, A, B, C, chunk, states, y_pre, dy, d_final), dx, configs,
+                                   dt_softplus=True, grads=grads, scratch=scratch)
+    _, grid, args, kwargs = plan[name]
+    return grid, args, kwargs
+
+
+def _zero_backward_buffers(name):
+    """before_launch: each gated or timed launch adds into freshly zeroed buffers, as the op's do."""
+    def before(inputs, out, config, backend):
+        for buffer in inputs[11:]:
+            buffer.zero_()
+        if name == "dc":
+            out.zero_()
+    return before
+
+
+def _backward_kernel(kernel_id, name, kernel, make_output, reference):
+    return register(TuneKernel(
+        id=kernel_id, kernel=kernel, shape_names=("Bt", "L", "H", "P", "N", "chunk"),
+        make_inputs=make_ssd_backward_inputs, make_output=make_output,
+        launch_args=lambda inputs, out, config: _ssd_backward_plan(inputs, out, config, name),
+        reference=reference, default_config=lambda shape, dtype, device: ssd._default_bwd_config(
+            shape, dtype, device, kernel=name),
+        default_shapes=SSD_SHAPES, tolerances=op_table("ssm", "BACKWARD"), before_launch=_zero_backward_buffers(name),
+    ))
+
+
+SSD_BACKWARD = _backward_kernel("ssd_scan.bwd", "dx", ssd_bwd_dx_kernel,
+                                lambda inputs: torch.empty(inputs[0].shape, device=inputs[0].device),
+                                ssd_backward_reference)
+SSD_BACKWARD_DC = _backward_kernel("ssd_scan.bwd_dc", "dc", ssd_bwd_dc_kernel,
+                                   lambda inputs: torch.zeros(inputs[4].shape, device=inputs[0].device),
+                                   ssd_backward_dc_reference)
+SSD_BACKWARD_DSTATE = _backward_kernel("ssd_scan.bwd_dstate", "dstate", ssd_bwd_dstate_kernel,
+                                       lambda inputs: torch.empty(inputs[6][:, :, 0].shape, device=inputs[0].device),
+                                       ssd_backward_dinit_reference)
 
 
 # ---- the decode steps: selective_state_update (Bt,Dm,N) and ssd_state_update (Bt,H,P,N) ---------------

@@ -3,7 +3,8 @@
 # L=2048, N=16, fp16) against the eager reference (bench/problems/selective_scan's chunked Model), with
 # errors against the float64 sequential recurrence; and ssd_scan (forward, and forward+backward) at
 # Mamba-2-2.7B prefill (Bt=1, L=2048, H=80, P=64, N=128, chunk 256, fp16) against the eager chunked SSD Model
-# of bench/problems/selective_scan/ssd_chunk_scan.py (errors against it run in fp32).
+# of bench/problems/selective_scan/ssd_chunk_scan.py (errors against it run in fp32; each gradient's max error
+# relative to its max against fp32 eager autograd).
 #   bash scripts/device_check.d/ssm.sh [--dry-run] --device cuda|cpu
 set -u
 DRY=0; DEVICE=cuda
@@ -111,9 +112,17 @@ def eager_ssd_train():
 
 
 t_ssd_train, t_ssd_eager_train = timed(tilekit_ssd_train), timed(eager_ssd_train)
+# gradient errors: the backward's five kernels against fp32 eager autograd, relative to each gradient's scale
+wide = [a.detach().float().requires_grad_() for a in ssd_leaves]
+want_grads = torch.autograd.grad(ssd_problem.Model(chunk)(*wide), wide, ssd_grad.float())
+got_grads = torch.autograd.grad(tk_ops.ssd_scan(*ssd_leaves[:5], chunk, D=ssd_leaves[5], dt_bias=ssd_leaves[6],
+                                                dt_softplus=True), ssd_leaves, ssd_grad)
+ssd_grad_err = {name: ((g.float() - w).abs().max() / w.abs().max().clamp_min(1e-30)).item()
+                for name, g, w in zip(("x", "dt", "A", "B", "C", "D", "dt_bias"), got_grads, want_grads)}
 flops = 2 * sb * sh * sl * (chunk * (sn + sp) + 2 * sp * sn)  # intra-chunk (CB^T, ·x) and state in/out matmuls
 report["ssd_scan"] = {"shape": [sb, sl, sh, sp, sn, chunk], "dtype": "float16",
                       "max_abs_err_vs_eager_fp32": ssd_err, "output_scale": ssd_scale,
+                      "grad_max_err_relative_to_scale_vs_eager_fp32": ssd_grad_err,
                       "fwd_ms": {"tilekit": t_ssd, "eager": t_ssd_eager},
                       "fwd_bwd_ms": {"tilekit": t_ssd_train, "eager": t_ssd_eager_train},
                       "speedup_vs_eager": {"fwd": t_ssd_eager / t_ssd, "fwd_bwd": t_ssd_eager_train / t_ssd_train},

@@ -13,6 +13,8 @@ CASES = {"selective_scan.fwd": ((1, 8, 40, 5), ("Bt", "Dm", "L", "N")),
          "selective_scan.bwd": ((1, 4, 70, 5), ("Bt", "Dm", "L", "N")),
          "ssd_scan.fwd": ((1, 40, 2, 8, 8, 16), ("Bt", "L", "H", "P", "N", "chunk")),
          "ssd_scan.bwd": ((1, 40, 2, 8, 8, 16), ("Bt", "L", "H", "P", "N", "chunk")),
+         "ssd_scan.bwd_dc": ((1, 40, 2, 8, 8, 16), ("Bt", "L", "H", "P", "N", "chunk")),
+         "ssd_scan.bwd_dstate": ((1, 40, 2, 8, 8, 16), ("Bt", "L", "H", "P", "N", "chunk")),
          "selective_state_update.main": ((3, 16, 8), ("Bt", "Dm", "N")),
          "ssd_state_update.main": ((3, 4, 8, 16), ("Bt", "H", "P", "N"))}
 
