@@ -321,18 +321,28 @@ class TritonEmitter:
         return f"{cn} + tl.reduce({an}[:, :, None].to({ct}) * {bn}[None, :, :].to({ct}), 1, {self.combiner('sum')})"
 
     # -- memory --
-    def address(self, op, tile_shape):
-        """(pointer expression lines, pointer name, mask name or None) for a load/store."""
+    def address(self, op, tile_shape, kept=None):
+        """(pointer expression lines, pointer name, mask name or None) for a load/store. ``kept``: the
+        dimensions the pointer tile spans (default all); the others are unit blocks, addressed by a scalar."""
         tensor, offs, _, mask = offsets_and_mask(op)
         tname = self.tensor(tensor)
         rank = tensor.type.rank
-        lines, masks = [], []
+        squeezed = kept is not None
+        kept = list(range(rank)) if kept is None else kept
+        lines, masks, scalar_masks = [], [], []
         idx_names = []
         for d, (o, s) in enumerate(zip(offs, tile_shape)):
             idx = self.fresh(f"{tensor.name}_i{d}")
-            expand = "[" + ", ".join(":" if e == d else "None" for e in range(rank)) + "]" if rank > 1 else ""
+            expand = ("[" + ", ".join(":" if e == d else "None" for e in kept) + "]"
+                      if len(kept) > 1 and d in kept else "")
             wide = ".to(tl.int64)" if tensor.type.large else ""
-            if o.shape == ():
+            if o.shape == () and d not in kept:  # a unit block: one scalar index, no tl.arange axis
+                lines.append(f"{idx} = {self.name(o)}{wide}")
+                cond = f"({idx} < {tname}_shape{d})"
+                if not is_nonnegative(o, self.owners):
+                    cond = f"({idx} >= 0) & {cond}"
+                scalar_masks.append(cond)
+            elif o.shape == ():
                 lines.append(f"{idx} = ({self.name(o)}{wide} + tl.arange(0, {s})){expand}")
                 cond = f"({idx} < {tname}_shape{d})"
                 if not is_nonnegative(o, self.owners):
@@ -341,18 +351,30 @@ class TritonEmitter:
             else:
                 lines.append(f"{idx} = {self.name(o)}{wide}{expand}")
             idx_names.append(idx)
-        if mask is not None:
-            masks.append(self.name(mask))
+        if mask is not None:  # the op's own mask= has the tile's full shape
+            squeezed_shape = [tile_shape[d] for d in kept]
+            masks.append(f"tl.reshape({self.name(mask)}, {squeezed_shape})" if squeezed else self.name(mask))
         mname = None
         if masks:
             mname = self.fresh(f"{tensor.name}_mask")
-            lines.append(f"{mname} = " + " & ".join(masks))
+            tile_mask = " & ".join(masks)
+            # a scalar condition selects the tile mask (the interpreter rejects a tile & a scalar bool)
+            lines.append(f"{mname} = " + (f"tl.where({' & '.join(scalar_masks)}, {tile_mask}, False)"
+                                          if scalar_masks else tile_mask))
         return lines, idx_names, mname
 
     def e_load(self, op):
-        tensor, _, other, _ = offsets_and_mask(op)
+        tensor, offs, other, _ = offsets_and_mask(op)
         shape = op.attrs["shape"]
-        lines, idx, mask = self.address(op, shape)
+        kept = None
+        if not tensor.type.packed and len(shape) > 1 and self.feeds_mma(op.results[0]):
+            # Unit blocks at scalar offsets (the (1, 1, BM, BD) tile of a 4-D tensor) of a dot operand are
+            # addressed by a scalar and the tile loaded at its squeezed shape, then reshaped: a reshape of the
+            # loaded tile breaks Triton's load -> shared memory -> wgmma chain (the operand goes through registers).
+            kept = [d for d, (o, n) in enumerate(zip(offs, shape)) if not (n == 1 and o.shape == ())]
+            if len(kept) == len(shape) or not any(offs[d].shape == () for d in kept):
+                kept = None  # nothing to squeeze, or no tile mask for the scalar conditions to select
+        lines, idx, mask = self.address(op, shape, kept)
         t = self.tensor(tensor)
         res = self.name(op.results[0])
         if tensor.type.packed:
@@ -360,13 +382,18 @@ class TritonEmitter:
                 return lines + self.packed_window_load(op, t, idx, mask, res)
             return lines + self.packed_load(op, t, idx, mask, res)
         ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
+        target = res if kept is None else f"{res}_squeezed"
         if mask is None:
-            return lines + [f"{res} = tl.load({ptr})"]
-        if other.owner is not None and other.owner.name == "const":
-            o = literal(other.owner.attrs["value"], other.dtype)
+            lines = lines + [f"{target} = tl.load({ptr})"]
         else:
-            o = self.name(other)  # a runtime scalar
-        return lines + [f"{res} = tl.load({ptr}, mask={mask}, other={o})"]
+            if other.owner is not None and other.owner.name == "const":
+                o = literal(other.owner.attrs["value"], other.dtype)
+            else:
+                o = self.name(other)  # a runtime scalar
+            lines = lines + [f"{target} = tl.load({ptr}, mask={mask}, other={o})"]
+        if kept is not None:
+            lines.append(f"{res} = tl.reshape({target}, {list(shape)})")
+        return lines
 
     @staticmethod
     def packed_window_ok(op):

@@ -1,6 +1,7 @@
 """Regressions of what the attention family needed from tilekit's compile report: the cubin report counts the
 stack frame ptxas spills into (it read only LOCAL, which hid the dK/dV kernel's 7960-byte frame at sm_80); and
-(xfail, for the lead) a unit-axis block load of a 4-D tensor that should feed wgmma from shared memory."""
+a unit-axis block load of a 4-D tensor feeds wgmma from shared memory (the Triton lowering loads it at its
+squeezed shape: a reshape of the loaded tile sent the operand through registers)."""
 import warnings
 
 import pytest
@@ -39,11 +40,6 @@ def _qk_from_4d(Q, K, O, BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr):
     tk.store(O, (tk.program_id(0) * BM, 0), acc)
 
 
-@pytest.mark.xfail(strict=True, reason="the Triton lowering emits a unit-axis block load of a 4-D tensor as a 4-D "
-                   "tl.load + tl.reshape; the reshape breaks Triton's load -> shared -> wgmma chain, so the Q operand "
-                   "goes through registers (st.shared + ldmatrix, wgmma with a register A) instead of a shared-memory "
-                   "descriptor. The same tile of a 2-D tensor has no ldmatrix. It costs the attention forward 35 "
-                   "registers at D=128 on sm_90 (bench/abstraction/attention.py)")
 def test_unit_axis_load_keeps_the_dot_operand_in_shared_memory():
     pytest.importorskip("triton")
     meta = dict(dtype=torch.float16, device="meta")
