@@ -3,7 +3,7 @@ import tilekit as tk
 
 
 def _route_config_rule(config):
-    """Valid if one BT x EP score block over the warps stays within a register budget per thread."""
+    """Valid if one BT x 256 score block over the warps stays within a register budget per thread."""
     per_thread = config["BT"] * 256 // (32 * config["num_warps"])
     if per_thread > 128:
         return f"a {config['BT']}x256 block over {config['num_warps']} warps is {per_thread} values per thread"
@@ -18,68 +18,89 @@ ROUTE_TUNABLES = tk.Tunables(
 
 
 @tk.kernel(tunables=ROUTE_TUNABLES)
-def moe_route_kernel(Logits, Bias, Weights, Ids, route_scale, BT: tk.constexpr, EP: tk.constexpr,
-                     KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr, HAS_BIAS: tk.constexpr,
-                     NUM_GROUPS: tk.constexpr, GROUP_SIZE: tk.constexpr, TOPK_GROUPS: tk.constexpr,
-                     RENORM: tk.constexpr):
+def moe_route_kernel(Logits, Bias, Weights, Ids, route_scale, BT: tk.constexpr, GP: tk.constexpr,
+                     SP: tk.constexpr, KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr,
+                     HAS_BIAS: tk.constexpr, NUM_GROUPS: tk.constexpr, GROUP_SIZE: tk.constexpr,
+                     TOPK_GROUPS: tk.constexpr, RENORM: tk.constexpr):
     """Per token: p = softmax|sigmoid(logits), sel = p + bias, optional grouped pre-selection, then the
     TOP_K experts by descending sel (equal sel to the lower id). Weights are p there, renormalised and
-    scaled. BT tokens per program, all E (padded to EP) experts in one tile."""
+    scaled. BT tokens per program. The experts sit in a grouped layout of GP x SP columns (group g's
+    expert g * GROUP_SIZE + s at column g * SP + s; GP, SP the powers of two covering NUM_GROUPS and
+    GROUP_SIZE; one group of SP >= E without groups), so a group's top-2 is a reduction over the last axis
+    of a (BT, GP, SP) view. The column order is the expert order, so the lowest column is the lowest id.
+    The group and top-k selections are runtime loops: the generated code does not grow with TOP_K or the
+    number of groups."""
     T, E = Logits.shape
+    W = GP * SP
     row = tk.program_id(0) * BT
-    col = tk.arange(EP)[None, :]
-    valid = col < E
-    x = tk.where(valid, tk.load(Logits, (row, 0), (BT, EP)).to(tk.float32), -float("inf"))
+    col = tk.arange(W)
+    expert = col // SP * GROUP_SIZE + col % SP
+    valid = ((col % SP) < GROUP_SIZE) & ((col // SP) < NUM_GROUPS)
+    if GROUP_SIZE == SP or NUM_GROUPS == 1:
+        # no padding inside a group: the layout is the plain expert order, a block load
+        x = tk.load(Logits, (row, 0), (BT, W))
+        if HAS_BIAS:
+            bias = tk.load(Bias, (0, 0), (1, W))
+    else:
+        safe_expert = tk.where(valid, expert, 0)
+        x = tk.load(Logits, (row, safe_expert), (BT, W), mask=valid[None, :])
+        if HAS_BIAS:
+            bias = tk.load(Bias, (0, safe_expert), (1, W), mask=valid[None, :])
+    x = tk.where(valid[None, :], x.to(tk.float32), -float("inf"))
     if SIGMOID:
-        p = tk.where(valid, tk.sigmoid(x), 0.0)
+        p = tk.where(valid[None, :], tk.sigmoid(x), 0.0)
     else:
         e = tk.exp(x - tk.max(x, axis=1)[:, None])
         p = e / tk.sum(e, axis=1)[:, None]
-    sel = p
     if HAS_BIAS:
-        sel = p + tk.load(Bias, (0, 0), (1, EP)).to(tk.float32)
-    remaining = tk.where(valid, sel, -float("inf"))
+        remaining = tk.where(valid[None, :], p + bias.to(tk.float32), -float("inf"))
+    else:
+        remaining = tk.where(valid[None, :], p, -float("inf"))
     if NUM_GROUPS > 1:
-        group = col // GROUP_SIZE
-        group_score = tk.full((BT, EP), -float("inf"), tk.float32)
-        for g in tk.static_range(NUM_GROUPS):
-            in_group = group == g
-            s = tk.where(in_group, remaining, -float("inf"))
-            first = tk.max(s, axis=1)
-            first_id = tk.min(tk.where(s == first[:, None], col, EP), axis=1)
-            second = tk.max(tk.where(col == first_id[:, None], -float("inf"), s), axis=1)
-            group_score = tk.where(in_group, (first + second)[:, None], group_score)
-        kept = tk.zeros((BT, EP), tk.int32)
-        for _ in tk.static_range(TOPK_GROUPS):
+        # a group's score: its two largest sel (the second is the largest of the rest)
+        grouped = remaining.reshape(BT, GP, SP)
+        member = tk.arange(SP)[None, None, :]
+        first = tk.max(grouped, axis=2)
+        first_at = tk.min(tk.where(grouped == first[:, :, None], member, SP), axis=2)
+        second = tk.max(tk.where(member == first_at[:, :, None], -float("inf"), grouped), axis=2)
+        group_score = first + second
+        group = tk.arange(GP)[None, :]
+        kept = tk.zeros((BT, GP), tk.int32)
+        for _ in tk.range(0, TOPK_GROUPS):
             best = tk.max(group_score, axis=1)
-            best_group = tk.min(tk.where(group_score == best[:, None], group, NUM_GROUPS), axis=1)
+            best_group = tk.min(tk.where(group_score == best[:, None], group, GP), axis=1)
             picked = group == best_group[:, None]
             kept = tk.where(picked, 1, kept)
             group_score = tk.where(picked, -float("inf"), group_score)
-        remaining = tk.where(kept > 0, remaining, -float("inf"))
+        kept_cols = tk.broadcast_to(kept[:, :, None], (BT, GP, SP)).reshape(BT, W)
+        remaining = tk.where(kept_cols > 0, remaining, -float("inf"))
     kcol = tk.arange(KP)[None, :]
     weights = tk.zeros((BT, KP), tk.float32)
     ids = tk.zeros((BT, KP), tk.int32)
-    for k in tk.static_range(TOP_K):
+    for k in tk.range(0, TOP_K):
         best = tk.max(remaining, axis=1)
-        best_id = tk.min(tk.where(remaining == best[:, None], col, EP), axis=1)
-        chosen = col == best_id[:, None]
-        weights = tk.where(kcol == k, tk.sum(tk.where(chosen, p, 0.0), axis=1)[:, None], weights)
-        ids = tk.where(kcol == k, best_id[:, None], ids)
+        best_col = tk.min(tk.where(remaining == best[:, None], col[None, :], W), axis=1)
+        chosen = col[None, :] == best_col[:, None]
+        in_k = kcol == k
+        weights = tk.where(in_k, tk.sum(tk.where(chosen, p, 0.0), axis=1)[:, None], weights)
+        ids = tk.where(in_k, (best_col // SP * GROUP_SIZE + best_col % SP)[:, None], ids)
         remaining = tk.where(chosen, -float("inf"), remaining)
     if RENORM:
         weights = weights / tk.sum(weights, axis=1)[:, None]
     weights = weights * route_scale
-    in_k = (kcol < TOP_K) & ((row + tk.arange(BT))[:, None] < T)
-    tk.store(Weights, (row, 0), weights, mask=in_k)
-    tk.store(Ids, (row, 0), ids, mask=in_k)
+    stored = (kcol < TOP_K) & ((row + tk.arange(BT))[:, None] < T)
+    tk.store(Weights, (row, 0), weights, mask=stored)
+    tk.store(Ids, (row, 0), ids, mask=stored)
 
 
 @tk.kernel(tunables=ROUTE_TUNABLES)
 def moe_route_backward_kernel(Logits, Ids, GradWeights, GradLogits, route_scale, BT: tk.constexpr,
                               EP: tk.constexpr, KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr,
                               RENORM: tk.constexpr):
-    """d(logits) of moe_route: through the chosen p only (the bias and the selection take no gradient)."""
+    """d(logits) of moe_route: through the chosen p only (the bias and the selection take no gradient).
+    One runtime loop over the TOP_K columns gathers p at each chosen expert and scatters d(weights) onto
+    the expert columns; with S = sum of the chosen p, dp = s (g - <g, p_chosen> / S) / S at the chosen
+    experts, which the chosen mask applies after the loop."""
     T, E = Logits.shape
     row = tk.program_id(0) * BT
     col = tk.arange(EP)[None, :]
@@ -91,26 +112,24 @@ def moe_route_backward_kernel(Logits, Ids, GradWeights, GradLogits, route_scale,
         e = tk.exp(x - tk.max(x, axis=1)[:, None])
         p = e / tk.sum(e, axis=1)[:, None]
     kcol = tk.arange(KP)[None, :]
-    in_k = kcol < TOP_K
-    ids = tk.load(Ids, (row, 0), (BT, KP), other=-1, mask=in_k)
-    grad_w = tk.load(GradWeights, (row, 0), (BT, KP), mask=in_k).to(tk.float32)
-    # p at each chosen column, gathered from the score tile
+    in_top_k = kcol < TOP_K
+    ids = tk.load(Ids, (row, 0), (BT, KP), other=-1, mask=in_top_k)
+    grad_w = tk.load(GradWeights, (row, 0), (BT, KP), mask=in_top_k).to(tk.float32)
     chosen_p = tk.zeros((BT, KP), tk.float32)
-    for k in tk.static_range(TOP_K):
-        id_k = tk.sum(tk.where(kcol == k, ids, 0), axis=1)
-        p_k = tk.sum(tk.where(col == id_k[:, None], p, 0.0), axis=1)
-        chosen_p = tk.where(kcol == k, p_k[:, None], chosen_p)
+    grad_at = tk.zeros((BT, EP), tk.float32)  # d(weights) of the chosen experts, at their columns
+    chosen = tk.zeros((BT, EP), tk.float32)
+    for k in tk.range(0, TOP_K):
+        in_k = kcol == k
+        hit = col == tk.sum(tk.where(in_k, ids, 0), axis=1)[:, None]
+        chosen_p = tk.where(in_k, tk.sum(tk.where(hit, p, 0.0), axis=1)[:, None], chosen_p)
+        grad_at = tk.where(hit, tk.sum(tk.where(in_k, grad_w, 0.0), axis=1)[:, None], grad_at)
+        chosen = tk.where(hit, 1.0, chosen)
     if RENORM:
         total = tk.sum(chosen_p, axis=1)
         inner = tk.sum(grad_w * chosen_p, axis=1) / total
-        grad_p_k = route_scale * (grad_w - inner[:, None]) / total[:, None]
+        grad_p = route_scale * (grad_at - inner[:, None] * chosen) / total[:, None]
     else:
-        grad_p_k = route_scale * grad_w
-    grad_p = tk.zeros((BT, EP), tk.float32)
-    for k in tk.static_range(TOP_K):
-        id_k = tk.sum(tk.where(kcol == k, ids, 0), axis=1)
-        g_k = tk.sum(tk.where(kcol == k, grad_p_k, 0.0), axis=1)
-        grad_p = grad_p + tk.where(col == id_k[:, None], g_k[:, None], 0.0)
+        grad_p = route_scale * grad_at
     if SIGMOID:
         grad_x = grad_p * p * (1.0 - p)
     else:

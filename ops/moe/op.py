@@ -73,9 +73,11 @@ def route_launch_args(logits, bias, weights, ids, top_k, scoring, renormalize, n
     tokens, num_experts = logits.shape
     groups = num_groups or 1
     grid = (tk.cdiv(tokens, config["BT"]),)
-    kwargs = dict(BT=config["BT"], EP=next_pow2(num_experts), KP=next_pow2(top_k), TOP_K=top_k,
-                  SIGMOID=scoring == "sigmoid", HAS_BIAS=bias is not None, NUM_GROUPS=groups,
-                  GROUP_SIZE=num_experts // groups, TOPK_GROUPS=topk_groups or 1, RENORM=bool(renormalize),
+    group_size = num_experts // groups
+    # the kernel's grouped layout: GP groups of SP columns (powers of two), one group without groups
+    kwargs = dict(BT=config["BT"], GP=next_pow2(groups), SP=next_pow2(group_size), KP=next_pow2(top_k),
+                  TOP_K=top_k, SIGMOID=scoring == "sigmoid", HAS_BIAS=bias is not None, NUM_GROUPS=groups,
+                  GROUP_SIZE=group_size, TOPK_GROUPS=topk_groups or 1, RENORM=bool(renormalize),
                   num_warps=config["num_warps"])
     bias_row = logits if bias is None else bias.view(1, num_experts)
     return grid, (logits, bias_row, weights, ids, float(route_scale)), kwargs
