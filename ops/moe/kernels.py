@@ -315,22 +315,39 @@ def _gelu_tanh_and_derivative(gate):
     return 0.5 * gate * (1.0 + th), d_act
 
 
+def _backward_gemm_rule(config):
+    """Valid if the three accumulators (gate, up, d h) and the five operand tiles fit a register budget."""
+    threads = 32 * config["num_warps"]
+    bm, bn, bk = config["BM"], config["BN"], config["BK"]
+    per_thread = (3 * bm * bn + 2 * bm * bk + 3 * bn * bk) // threads
+    if per_thread > 256:
+        return f"BM={bm} BN={bn} BK={bk} is {per_thread} values per thread"
+    return True
+
+
+# BM is the backward's alignment block: every backward kernel walks that one alignment
 BACKWARD_GEMM_TUNABLES = tk.Tunables(
-    {"BN": [16, 32, 64, 128], "BK": [16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
-    default={"BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
+    {"BM": [16, 32, 64, 128], "BN": [16, 32, 64, 128], "BK": [16, 32, 64], "num_warps": [1, 2, 4, 8],
+     "num_stages": [1, 2, 3]},
+    valid=_backward_gemm_rule,
+    default={"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
 )
 
 
 @tk.kernel(tunables=BACKWARD_GEMM_TUNABLES)
 def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, NumPadded, Weights, Inter,
                                 GradGateUp, GradWeightParts, top_k, BM: tk.constexpr, BN: tk.constexpr,
-                                BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr):
+                                BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr,
+                                NEED_GRAD_GATE_UP: tk.constexpr = True, NEED_H: tk.constexpr = True,
+                                NEED_WEIGHT_GRAD: tk.constexpr = True):
     """For the BM slots s of one M-block (expert e read from ExpertIds) and BN of the F columns, in
     one pass over H: the gate/up GEMM again (x[t] W_gate_up[e]^T) and the down GEMM's input gradient
     g = dy[t] W_down[e] (W_down not transposed: the forward's transposed operand). Then, in registers,
     h = act(gate) up (stored: dW_down reads it), the partial d(weight) <g, h> over these BN columns (one
     column of GradWeightParts per F block, summed later in a fixed order), and dh = weight g through the
-    activation's derivative into GradGateUp[p] = [d gate, d up] (2F wide)."""
+    activation's derivative into GradGateUp[p] = [d gate, d up] (2F wide). The NEED_* switches drop what
+    no requested gradient uses: d[gate, up] (for dx and dW_gate_up), h (for dW_down), the d(weights)
+    partials; without the first and the last, the down GEMM's input gradient is not formed at all."""
     T, H = X.shape
     _, F2, _ = WGateUp.shape
     F = F2 // 2
@@ -351,26 +368,31 @@ def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, 
         grad_h = tk.zeros((BM, BN), ACC)
         for k in tk.range(0, H, BK, stages=STAGES):
             x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
-            dy = tk.load(GradY, (tokens, k), (BM, BK), mask=real[:, None])
             w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
             w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
-            w_down = tk.load(WDown, (expert, k, n0), (1, BK, BN))[0, :, :]
             gate = tk.mma(x, w_gate.T, gate)
             up = tk.mma(x, w_up.T, up)
-            grad_h = tk.mma(dy, w_down, grad_h)
+            if NEED_GRAD_GATE_UP or NEED_WEIGHT_GRAD:
+                dy = tk.load(GradY, (tokens, k), (BM, BK), mask=real[:, None])
+                w_down = tk.load(WDown, (expert, k, n0), (1, BK, BN))[0, :, :]
+                grad_h = tk.mma(dy, w_down, grad_h)
         if GELU:
             act, d_act = _gelu_tanh_and_derivative(gate)
         else:
             act, d_act = _silu_and_derivative(gate)
         h = act * up
-        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
-        dh = grad_h * weight[:, None]
         stored = real[:, None] & in_f
-        tk.store(Inter, (safe_slots, n0), h.to(Inter.dtype), mask=stored)
-        tk.store(GradGateUp, (safe_slots, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
-        tk.store(GradGateUp, (safe_slots, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
-        part = tk.sum(tk.where(in_f, grad_h * h, 0.0), axis=1)
-        tk.store(GradWeightParts, (safe_slots, f_block), part[:, None].to(GradWeightParts.dtype), mask=real[:, None])
+        if NEED_H:
+            tk.store(Inter, (safe_slots, n0), h.to(Inter.dtype), mask=stored)
+        if NEED_GRAD_GATE_UP:
+            weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
+            dh = grad_h * weight[:, None]
+            tk.store(GradGateUp, (safe_slots, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
+            tk.store(GradGateUp, (safe_slots, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
+        if NEED_WEIGHT_GRAD:
+            part = tk.sum(tk.where(in_f, grad_h * h, 0.0), axis=1)
+            tk.store(GradWeightParts, (safe_slots, f_block), part[:, None].to(GradWeightParts.dtype),
+                     mask=real[:, None])
 
 
 @tk.kernel
