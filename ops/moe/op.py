@@ -396,9 +396,9 @@ def default_backward_configs(spec, dtype, device, target=None):
     """The backward kernels' defaults at SPEC (T, H, F, E, top_k): (fused_moe.bwd_gate_up, .bwd_dw_gate_up,
     .bwd_dw_down). bwd_gate_up's BM is the backward's alignment block, the forward gate_up default's BM
     (few tokens per expert: 16). The gate_up backward holds three BM x BN accumulators: at BM=64 on sm_80,
-    BN=64 BK=32 needs 255 registers and a 16-byte stack frame (8 warps: 255 registers, no frame), so sm_80
-    takes BN=32 BK=64 there (200 registers, no frame, the same mma.sync count). `target` names an AOT
-    architecture (`tilekit compile --target`); without it, the device's."""
+    BN=64 BK=32 needs 255 registers and an 8-byte stack frame (8 warps, or BN=32 BK=64: 255 registers, no
+    frame), so sm_80 takes BN=32 BK=32 there (154 registers, no frame). `target` names an AOT architecture
+    (`tilekit compile --target`); without it, the device's."""
     block_m = default_gemm_config(spec, dtype, device)["BM"]
     if torch.device(device).type == "cpu":
         return ({"BM": block_m, "BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1},
@@ -406,8 +406,8 @@ def default_backward_configs(spec, dtype, device, target=None):
                 {"BR": 32, "BC": 32, "num_warps": 4, "num_stages": 1})
     narrow = gpu_arch_family(device, target) == "sm_80" and block_m >= 64
     weight_grad = {"BR": 64, "BC": 64, "num_warps": 4, "num_stages": 2}
-    return ({"BM": block_m, "BN": 32 if narrow else 64, "BK": 64 if narrow else 32, "num_warps": 4,
-             "num_stages": 2}, weight_grad, dict(weight_grad))
+    return ({"BM": block_m, "BN": 32 if narrow else 64, "BK": 32, "num_warps": 4, "num_stages": 2}, weight_grad,
+            dict(weight_grad))
 
 
 def backward_configs(spec, dtype, device, backend):
