@@ -76,15 +76,16 @@ def test_fused_gpu_backends(backend, dtype):
 @st.composite
 def bf16_problems(draw):
     case = draw(problems())
-    return {**case, "dtype": torch.bfloat16}
+    return {**case, "dtype": torch.bfloat16, "activation": "silu"}
 
 
-# bf16 on PoCL: sizes are runtime arguments, so the examples share the compiled kernels (one per activation)
-@settings(max_examples=6, **SETTINGS)
+# bf16 on PoCL: sizes are runtime arguments, so every example runs the same compiled kernels (one SiLU set:
+# the CI budget; GELU runs on the reference and the Triton interpreter)
+@settings(max_examples=5, **SETTINGS)
 @given(bf16_problems())
 @example(dict(tokens=0, hidden=8, ffn=8, experts=4, top_k=2, skew=0.0, dtype=torch.bfloat16, activation="silu",
               seed=0))
-@example(dict(tokens=37, hidden=33, ffn=35, experts=8, top_k=1, skew=1e4, dtype=torch.bfloat16, activation="gelu",
+@example(dict(tokens=37, hidden=33, ffn=35, experts=8, top_k=1, skew=1e4, dtype=torch.bfloat16, activation="silu",
               seed=2))  # every token to expert 0
 def test_fused_opencl_bf16(case):
     from tilekit.backends.opencl import available
