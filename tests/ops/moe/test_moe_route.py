@@ -48,7 +48,7 @@ def _min_gap(values):
 
 @st.composite
 def route_cases(draw):
-    num_groups = draw(st.sampled_from([None, None, 2, 4, 8]))
+    num_groups = draw(st.sampled_from([None, None, 2, 3, 4, 6, 8]))  # 3 and 6: padded group axis (GP=4, 8)
     if num_groups:
         num_experts = num_groups * draw(st.integers(2, 9))
         topk_groups = draw(st.integers(1, num_groups))
