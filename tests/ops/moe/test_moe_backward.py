@@ -137,6 +137,10 @@ def test_backward_opcheck_and_compile():
     torch.library.opcheck(torch.ops.tilekit.fused_moe_backward.default,
                           (grad_y, x, w_gate_up, w_down, weights, ids, "gelu"),
                           test_utils=("test_schema", "test_faketensor"))
+    # gradients not asked for: empty (0,) tensors, from the fake too
+    torch.library.opcheck(torch.ops.tilekit.fused_moe_backward.default,
+                          (grad_y, x, w_gate_up, w_down, weights, ids, "silu", True, False, False, True),
+                          test_utils=("test_schema", "test_faketensor"))
 
     # aot_eager traces the backward too: the backward op's fake runs in the compiled graph
     compiled = torch.compile(lambda *a: ops.fused_moe(*a, ids), fullgraph=True, backend="aot_eager")
