@@ -238,7 +238,8 @@ def aot_rows(targets=("sm_80", "sm_90", "gfx90a", "gfx942"), token_counts=(16, 4
         for tokens in token_counts:
             shape = (tokens, *MIXTRAL)
             items = [("gate_up", gate_up_example(shape, torch.float16, torch.device("cuda")))]
-            items += [(f"backward.{k}", backward_example(k, shape)) for k in ("gate_up", "dw_gate_up", "dw_down")]
+            items += [(f"backward.{k}", backward_example(k, shape, target=target))
+                      for k in ("gate_up", "dw_gate_up", "dw_down")]
             for name, (kernel, args, kwargs) in items:
                 art = kernel.compile(target, *args, **kwargs)
                 res = art.resources

@@ -3,7 +3,7 @@ import tilekit as tk
 
 
 def _route_config_rule(config):
-    """Valid if one BT x EP score block over the warps stays within a register budget per thread."""
+    """Valid if one BT x 256 score block over the warps stays within a register budget per thread."""
     per_thread = config["BT"] * 256 // (32 * config["num_warps"])
     if per_thread > 128:
         return f"a {config['BT']}x256 block over {config['num_warps']} warps is {per_thread} values per thread"
@@ -18,68 +18,89 @@ ROUTE_TUNABLES = tk.Tunables(
 
 
 @tk.kernel(tunables=ROUTE_TUNABLES)
-def moe_route_kernel(Logits, Bias, Weights, Ids, route_scale, BT: tk.constexpr, EP: tk.constexpr,
-                     KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr, HAS_BIAS: tk.constexpr,
-                     NUM_GROUPS: tk.constexpr, GROUP_SIZE: tk.constexpr, TOPK_GROUPS: tk.constexpr,
-                     RENORM: tk.constexpr):
+def moe_route_kernel(Logits, Bias, Weights, Ids, route_scale, BT: tk.constexpr, GP: tk.constexpr,
+                     SP: tk.constexpr, KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr,
+                     HAS_BIAS: tk.constexpr, NUM_GROUPS: tk.constexpr, GROUP_SIZE: tk.constexpr,
+                     TOPK_GROUPS: tk.constexpr, RENORM: tk.constexpr):
     """Per token: p = softmax|sigmoid(logits), sel = p + bias, optional grouped pre-selection, then the
     TOP_K experts by descending sel (equal sel to the lower id). Weights are p there, renormalised and
-    scaled. BT tokens per program, all E (padded to EP) experts in one tile."""
+    scaled. BT tokens per program. The experts sit in a grouped layout of GP x SP columns (group g's
+    expert g * GROUP_SIZE + s at column g * SP + s; GP, SP the powers of two covering NUM_GROUPS and
+    GROUP_SIZE; one group of SP >= E without groups), so a group's top-2 is a reduction over the last axis
+    of a (BT, GP, SP) view. The column order is the expert order, so the lowest column is the lowest id.
+    The group and top-k selections are runtime loops: the generated code does not grow with TOP_K or the
+    number of groups."""
     T, E = Logits.shape
+    W = GP * SP
     row = tk.program_id(0) * BT
-    col = tk.arange(EP)[None, :]
-    valid = col < E
-    x = tk.where(valid, tk.load(Logits, (row, 0), (BT, EP)).to(tk.float32), -float("inf"))
+    col = tk.arange(W)
+    expert = col // SP * GROUP_SIZE + col % SP
+    valid = ((col % SP) < GROUP_SIZE) & ((col // SP) < NUM_GROUPS)
+    if GROUP_SIZE == SP or NUM_GROUPS == 1:
+        # no padding inside a group: the layout is the plain expert order, a block load
+        x = tk.load(Logits, (row, 0), (BT, W))
+        if HAS_BIAS:
+            bias = tk.load(Bias, (0, 0), (1, W))
+    else:
+        safe_expert = tk.where(valid, expert, 0)
+        x = tk.load(Logits, (row, safe_expert), (BT, W), mask=valid[None, :])
+        if HAS_BIAS:
+            bias = tk.load(Bias, (0, safe_expert), (1, W), mask=valid[None, :])
+    x = tk.where(valid[None, :], x.to(tk.float32), -float("inf"))
     if SIGMOID:
-        p = tk.where(valid, tk.sigmoid(x), 0.0)
+        p = tk.where(valid[None, :], tk.sigmoid(x), 0.0)
     else:
         e = tk.exp(x - tk.max(x, axis=1)[:, None])
         p = e / tk.sum(e, axis=1)[:, None]
-    sel = p
     if HAS_BIAS:
-        sel = p + tk.load(Bias, (0, 0), (1, EP)).to(tk.float32)
-    remaining = tk.where(valid, sel, -float("inf"))
+        remaining = tk.where(valid[None, :], p + bias.to(tk.float32), -float("inf"))
+    else:
+        remaining = tk.where(valid[None, :], p, -float("inf"))
     if NUM_GROUPS > 1:
-        group = col // GROUP_SIZE
-        group_score = tk.full((BT, EP), -float("inf"), tk.float32)
-        for g in tk.static_range(NUM_GROUPS):
-            in_group = group == g
-            s = tk.where(in_group, remaining, -float("inf"))
-            first = tk.max(s, axis=1)
-            first_id = tk.min(tk.where(s == first[:, None], col, EP), axis=1)
-            second = tk.max(tk.where(col == first_id[:, None], -float("inf"), s), axis=1)
-            group_score = tk.where(in_group, (first + second)[:, None], group_score)
-        kept = tk.zeros((BT, EP), tk.int32)
-        for _ in tk.static_range(TOPK_GROUPS):
+        # a group's score: its two largest sel (the second is the largest of the rest)
+        grouped = remaining.reshape(BT, GP, SP)
+        member = tk.arange(SP)[None, None, :]
+        first = tk.max(grouped, axis=2)
+        first_at = tk.min(tk.where(grouped == first[:, :, None], member, SP), axis=2)
+        second = tk.max(tk.where(member == first_at[:, :, None], -float("inf"), grouped), axis=2)
+        group_score = first + second
+        group = tk.arange(GP)[None, :]
+        kept = tk.zeros((BT, GP), tk.int32)
+        for _ in tk.range(0, TOPK_GROUPS):
             best = tk.max(group_score, axis=1)
-            best_group = tk.min(tk.where(group_score == best[:, None], group, NUM_GROUPS), axis=1)
+            best_group = tk.min(tk.where(group_score == best[:, None], group, GP), axis=1)
             picked = group == best_group[:, None]
             kept = tk.where(picked, 1, kept)
             group_score = tk.where(picked, -float("inf"), group_score)
-        remaining = tk.where(kept > 0, remaining, -float("inf"))
+        kept_cols = tk.broadcast_to(kept[:, :, None], (BT, GP, SP)).reshape(BT, W)
+        remaining = tk.where(kept_cols > 0, remaining, -float("inf"))
     kcol = tk.arange(KP)[None, :]
     weights = tk.zeros((BT, KP), tk.float32)
     ids = tk.zeros((BT, KP), tk.int32)
-    for k in tk.static_range(TOP_K):
+    for k in tk.range(0, TOP_K):
         best = tk.max(remaining, axis=1)
-        best_id = tk.min(tk.where(remaining == best[:, None], col, EP), axis=1)
-        chosen = col == best_id[:, None]
-        weights = tk.where(kcol == k, tk.sum(tk.where(chosen, p, 0.0), axis=1)[:, None], weights)
-        ids = tk.where(kcol == k, best_id[:, None], ids)
+        best_col = tk.min(tk.where(remaining == best[:, None], col[None, :], W), axis=1)
+        chosen = col[None, :] == best_col[:, None]
+        in_k = kcol == k
+        weights = tk.where(in_k, tk.sum(tk.where(chosen, p, 0.0), axis=1)[:, None], weights)
+        ids = tk.where(in_k, (best_col // SP * GROUP_SIZE + best_col % SP)[:, None], ids)
         remaining = tk.where(chosen, -float("inf"), remaining)
     if RENORM:
         weights = weights / tk.sum(weights, axis=1)[:, None]
     weights = weights * route_scale
-    in_k = (kcol < TOP_K) & ((row + tk.arange(BT))[:, None] < T)
-    tk.store(Weights, (row, 0), weights, mask=in_k)
-    tk.store(Ids, (row, 0), ids, mask=in_k)
+    stored = (kcol < TOP_K) & ((row + tk.arange(BT))[:, None] < T)
+    tk.store(Weights, (row, 0), weights, mask=stored)
+    tk.store(Ids, (row, 0), ids, mask=stored)
 
 
 @tk.kernel(tunables=ROUTE_TUNABLES)
 def moe_route_backward_kernel(Logits, Ids, GradWeights, GradLogits, route_scale, BT: tk.constexpr,
                               EP: tk.constexpr, KP: tk.constexpr, TOP_K: tk.constexpr, SIGMOID: tk.constexpr,
                               RENORM: tk.constexpr):
-    """d(logits) of moe_route: through the chosen p only (the bias and the selection take no gradient)."""
+    """d(logits) of moe_route: through the chosen p only (the bias and the selection take no gradient).
+    One runtime loop over the TOP_K columns gathers p at each chosen expert and scatters d(weights) onto
+    the expert columns; with S = sum of the chosen p, dp = s (g - <g, p_chosen> / S) / S at the chosen
+    experts, which the chosen mask applies after the loop."""
     T, E = Logits.shape
     row = tk.program_id(0) * BT
     col = tk.arange(EP)[None, :]
@@ -91,26 +112,24 @@ def moe_route_backward_kernel(Logits, Ids, GradWeights, GradLogits, route_scale,
         e = tk.exp(x - tk.max(x, axis=1)[:, None])
         p = e / tk.sum(e, axis=1)[:, None]
     kcol = tk.arange(KP)[None, :]
-    in_k = kcol < TOP_K
-    ids = tk.load(Ids, (row, 0), (BT, KP), other=-1, mask=in_k)
-    grad_w = tk.load(GradWeights, (row, 0), (BT, KP), mask=in_k).to(tk.float32)
-    # p at each chosen column, gathered from the score tile
+    in_top_k = kcol < TOP_K
+    ids = tk.load(Ids, (row, 0), (BT, KP), other=-1, mask=in_top_k)
+    grad_w = tk.load(GradWeights, (row, 0), (BT, KP), mask=in_top_k).to(tk.float32)
     chosen_p = tk.zeros((BT, KP), tk.float32)
-    for k in tk.static_range(TOP_K):
-        id_k = tk.sum(tk.where(kcol == k, ids, 0), axis=1)
-        p_k = tk.sum(tk.where(col == id_k[:, None], p, 0.0), axis=1)
-        chosen_p = tk.where(kcol == k, p_k[:, None], chosen_p)
+    grad_at = tk.zeros((BT, EP), tk.float32)  # d(weights) of the chosen experts, at their columns
+    chosen = tk.zeros((BT, EP), tk.float32)
+    for k in tk.range(0, TOP_K):
+        in_k = kcol == k
+        hit = col == tk.sum(tk.where(in_k, ids, 0), axis=1)[:, None]
+        chosen_p = tk.where(in_k, tk.sum(tk.where(hit, p, 0.0), axis=1)[:, None], chosen_p)
+        grad_at = tk.where(hit, tk.sum(tk.where(in_k, grad_w, 0.0), axis=1)[:, None], grad_at)
+        chosen = tk.where(hit, 1.0, chosen)
     if RENORM:
         total = tk.sum(chosen_p, axis=1)
         inner = tk.sum(grad_w * chosen_p, axis=1) / total
-        grad_p_k = route_scale * (grad_w - inner[:, None]) / total[:, None]
+        grad_p = route_scale * (grad_at - inner[:, None] * chosen) / total[:, None]
     else:
-        grad_p_k = route_scale * grad_w
-    grad_p = tk.zeros((BT, EP), tk.float32)
-    for k in tk.static_range(TOP_K):
-        id_k = tk.sum(tk.where(kcol == k, ids, 0), axis=1)
-        g_k = tk.sum(tk.where(kcol == k, grad_p_k, 0.0), axis=1)
-        grad_p = grad_p + tk.where(col == id_k[:, None], g_k[:, None], 0.0)
+        grad_p = route_scale * grad_at
     if SIGMOID:
         grad_x = grad_p * p * (1.0 - p)
     else:
@@ -296,22 +315,39 @@ def _gelu_tanh_and_derivative(gate):
     return 0.5 * gate * (1.0 + th), d_act
 
 
+def _backward_gemm_rule(config):
+    """Valid if the three accumulators (gate, up, d h) and the five operand tiles fit a register budget."""
+    threads = 32 * config["num_warps"]
+    bm, bn, bk = config["BM"], config["BN"], config["BK"]
+    per_thread = (3 * bm * bn + 2 * bm * bk + 3 * bn * bk) // threads
+    if per_thread > 256:
+        return f"BM={bm} BN={bn} BK={bk} is {per_thread} values per thread"
+    return True
+
+
+# BM is the backward's alignment block: every backward kernel walks that one alignment
 BACKWARD_GEMM_TUNABLES = tk.Tunables(
-    {"BN": [16, 32, 64, 128], "BK": [16, 32, 64], "num_warps": [1, 2, 4, 8], "num_stages": [1, 2, 3]},
-    default={"BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
+    {"BM": [16, 32, 64, 128], "BN": [16, 32, 64, 128], "BK": [16, 32, 64], "num_warps": [1, 2, 4, 8],
+     "num_stages": [1, 2, 3]},
+    valid=_backward_gemm_rule,
+    default={"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
 )
 
 
 @tk.kernel(tunables=BACKWARD_GEMM_TUNABLES)
 def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, NumPadded, Weights, Inter,
                                 GradGateUp, GradWeightParts, top_k, BM: tk.constexpr, BN: tk.constexpr,
-                                BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr):
+                                BK: tk.constexpr, GELU: tk.constexpr, STAGES: tk.constexpr, ACC: tk.constexpr,
+                                NEED_GRAD_GATE_UP: tk.constexpr = True, NEED_H: tk.constexpr = True,
+                                NEED_WEIGHT_GRAD: tk.constexpr = True):
     """For the BM slots s of one M-block (expert e read from ExpertIds) and BN of the F columns, in
     one pass over H: the gate/up GEMM again (x[t] W_gate_up[e]^T) and the down GEMM's input gradient
     g = dy[t] W_down[e] (W_down not transposed: the forward's transposed operand). Then, in registers,
     h = act(gate) up (stored: dW_down reads it), the partial d(weight) <g, h> over these BN columns (one
     column of GradWeightParts per F block, summed later in a fixed order), and dh = weight g through the
-    activation's derivative into GradGateUp[p] = [d gate, d up] (2F wide)."""
+    activation's derivative into GradGateUp[p] = [d gate, d up] (2F wide). The NEED_* switches drop what
+    no requested gradient uses: d[gate, up] (for dx and dW_gate_up), h (for dW_down), the d(weights)
+    partials; without the first and the last, the down GEMM's input gradient is not formed at all."""
     T, H = X.shape
     _, F2, _ = WGateUp.shape
     F = F2 // 2
@@ -330,28 +366,38 @@ def moe_gate_up_backward_kernel(X, WGateUp, WDown, GradY, SortedIds, ExpertIds, 
         gate = tk.zeros((BM, BN), ACC)
         up = tk.zeros((BM, BN), ACC)
         grad_h = tk.zeros((BM, BN), ACC)
+        need_grad_h = NEED_GRAD_GATE_UP or NEED_WEIGHT_GRAD
         for k in tk.range(0, H, BK, stages=STAGES):
+            # every load before the first mma (this order keeps sm_90 at 189 registers, not 242)
             x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
-            dy = tk.load(GradY, (tokens, k), (BM, BK), mask=real[:, None])
+            if need_grad_h:
+                dy = tk.load(GradY, (tokens, k), (BM, BK), mask=real[:, None])
             w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
             w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
-            w_down = tk.load(WDown, (expert, k, n0), (1, BK, BN))[0, :, :]
+            if need_grad_h:
+                w_down = tk.load(WDown, (expert, k, n0), (1, BK, BN))[0, :, :]
             gate = tk.mma(x, w_gate.T, gate)
             up = tk.mma(x, w_up.T, up)
-            grad_h = tk.mma(dy, w_down, grad_h)
+            if need_grad_h:
+                grad_h = tk.mma(dy, w_down, grad_h)
         if GELU:
             act, d_act = _gelu_tanh_and_derivative(gate)
         else:
             act, d_act = _silu_and_derivative(gate)
         h = act * up
-        weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
-        dh = grad_h * weight[:, None]
+        if NEED_GRAD_GATE_UP:
+            weight = tk.load(Weights, (safe_slots,), (BM,), mask=real).to(ACC)
+            dh = grad_h * weight[:, None]
         stored = real[:, None] & in_f
-        tk.store(Inter, (safe_slots, n0), h.to(Inter.dtype), mask=stored)
-        tk.store(GradGateUp, (safe_slots, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
-        tk.store(GradGateUp, (safe_slots, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
-        part = tk.sum(tk.where(in_f, grad_h * h, 0.0), axis=1)
-        tk.store(GradWeightParts, (safe_slots, f_block), part[:, None].to(GradWeightParts.dtype), mask=real[:, None])
+        if NEED_H:
+            tk.store(Inter, (safe_slots, n0), h.to(Inter.dtype), mask=stored)
+        if NEED_GRAD_GATE_UP:
+            tk.store(GradGateUp, (safe_slots, n0), (dh * up * d_act).to(GradGateUp.dtype), mask=stored)
+            tk.store(GradGateUp, (safe_slots, F + n0), (dh * act).to(GradGateUp.dtype), mask=stored)
+        if NEED_WEIGHT_GRAD:
+            part = tk.sum(tk.where(in_f, grad_h * h, 0.0), axis=1)
+            tk.store(GradWeightParts, (safe_slots, f_block), part[:, None].to(GradWeightParts.dtype),
+                     mask=real[:, None])
 
 
 @tk.kernel

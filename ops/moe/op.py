@@ -16,8 +16,10 @@ import torch
 import tilekit as tk
 
 from ...backends import default_backend
-from ..dispatch import backend_for, check_tensor, clamp_pow2, elem_bytes, next_pow2, provided_config
-from .kernels import (ALIGN_TUNABLES, GEMM_TUNABLES, ROUTE_TUNABLES, moe_align_count_kernel, moe_align_scan_kernel,
+from ..dispatch import (backend_for, check_tensor, clamp_pow2, elem_bytes, gpu_arch_family, next_pow2,
+                        provided_config)
+from .kernels import (ALIGN_TUNABLES, BACKWARD_GEMM_TUNABLES, GEMM_TUNABLES, ROUTE_TUNABLES, WEIGHT_GRAD_TUNABLES,
+                      moe_align_count_kernel, moe_align_scan_kernel,
                       moe_align_scatter_kernel, moe_combine_kernel, moe_down_kernel, moe_expert_starts_kernel,
                       moe_gate_up_backward_kernel, moe_gate_up_kernel, moe_route_backward_kernel, moe_route_kernel,
                       moe_weight_grad_kernel)
@@ -26,7 +28,8 @@ MAX_EXPERTS = 256
 MAX_TOP_K = 8
 SCORINGS = ("softmax", "sigmoid")
 KERNEL_IDS = {"route": "moe_route.forward", "route_backward": "moe_route.backward", "align": "moe_align.main",
-              "gate_up": "fused_moe.gate_up", "down": "fused_moe.down"}
+              "gate_up": "fused_moe.gate_up", "down": "fused_moe.down", "bwd_gate_up": "fused_moe.bwd_gate_up",
+              "bwd_dw_gate_up": "fused_moe.bwd_dw_gate_up", "bwd_dw_down": "fused_moe.bwd_dw_down"}
 
 
 # ---- moe_route --------------------------------------------------------------------------------------
@@ -73,9 +76,11 @@ def route_launch_args(logits, bias, weights, ids, top_k, scoring, renormalize, n
     tokens, num_experts = logits.shape
     groups = num_groups or 1
     grid = (tk.cdiv(tokens, config["BT"]),)
-    kwargs = dict(BT=config["BT"], EP=next_pow2(num_experts), KP=next_pow2(top_k), TOP_K=top_k,
-                  SIGMOID=scoring == "sigmoid", HAS_BIAS=bias is not None, NUM_GROUPS=groups,
-                  GROUP_SIZE=num_experts // groups, TOPK_GROUPS=topk_groups or 1, RENORM=bool(renormalize),
+    group_size = num_experts // groups
+    # the kernel's grouped layout: GP groups of SP columns (powers of two), one group without groups
+    kwargs = dict(BT=config["BT"], GP=next_pow2(groups), SP=next_pow2(group_size), KP=next_pow2(top_k),
+                  TOP_K=top_k, SIGMOID=scoring == "sigmoid", HAS_BIAS=bias is not None, NUM_GROUPS=groups,
+                  GROUP_SIZE=group_size, TOPK_GROUPS=topk_groups or 1, RENORM=bool(renormalize),
                   num_warps=config["num_warps"])
     bias_row = logits if bias is None else bias.view(1, num_experts)
     return grid, (logits, bias_row, weights, ids, float(route_scale)), kwargs
@@ -387,79 +392,138 @@ def _fused_moe_fake(x, w_gate_up, w_down, weights, ids, activation):
 
 # ---- fused_moe (backward) ---------------------------------------------------------------------------
 
-def _backward_configs(device):
-    """Defaults of the backward kernels (not tuned yet): the gate_up backward holds three accumulators."""
-    if device.type == "cpu":
-        return ({"BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1},
+def default_backward_configs(spec, dtype, device, target=None):
+    """The backward kernels' defaults at SPEC (T, H, F, E, top_k): (fused_moe.bwd_gate_up, .bwd_dw_gate_up,
+    .bwd_dw_down). bwd_gate_up's BM is the backward's alignment block, the forward gate_up default's BM
+    (few tokens per expert: 16). The gate_up backward holds three BM x BN accumulators: at BM=64 on sm_80,
+    BN=64 BK=32 needs 255 registers and an 8-byte stack frame (8 warps, or BN=32 BK=64: 255 registers, no
+    frame), so sm_80 takes BN=32 BK=32 there (154 registers, no frame). `target` names an AOT architecture
+    (`tilekit compile --target`); without it, the device's."""
+    block_m = default_gemm_config(spec, dtype, device)["BM"]
+    if torch.device(device).type == "cpu":
+        return ({"BM": block_m, "BN": 32, "BK": 32, "num_warps": 4, "num_stages": 1},
+                {"BR": 32, "BC": 32, "num_warps": 4, "num_stages": 1},
                 {"BR": 32, "BC": 32, "num_warps": 4, "num_stages": 1})
-    return ({"BN": 64, "BK": 32, "num_warps": 4, "num_stages": 2},
-            {"BR": 64, "BC": 64, "num_warps": 4, "num_stages": 2})
+    narrow = gpu_arch_family(device, target) == "sm_80" and block_m >= 64
+    weight_grad = {"BR": 64, "BC": 64, "num_warps": 4, "num_stages": 2}
+    return ({"BM": block_m, "BN": 32 if narrow else 64, "BK": 32, "num_warps": 4, "num_stages": 2}, weight_grad,
+            dict(weight_grad))
+
+
+def backward_configs(spec, dtype, device, backend):
+    """The backward kernels' configs at SPEC: each the provider's (a tuned table) if valid, else its default."""
+    defaults = default_backward_configs(spec, dtype, device)
+    size = elem_bytes(dtype)
+    return tuple(provided_config(KERNEL_IDS[name], spec, dtype, device, backend, tunables, size) or default
+                 for name, tunables, default in zip(("bwd_gate_up", "bwd_dw_gate_up", "bwd_dw_down"),
+                                                    (BACKWARD_GEMM_TUNABLES, WEIGHT_GRAD_TUNABLES,
+                                                     WEIGHT_GRAD_TUNABLES), defaults))
+
+
+def gate_up_backward_launch_args(x, w_gate_up, w_down, grad_y, sorted_ids, expert_ids, num_padded, flat_weights,
+                                 inter, grad_gate_up, parts, top_k, activation, config, needs=(True, True, True)):
+    """(grid, args, kwargs) of moe_gate_up_backward_kernel; config["BM"] is the alignment's block_m. needs =
+    (d[gate, up], h, d(weights) partials): what the requested gradients use."""
+    ffn = w_gate_up.shape[1] // 2
+    grid = (expert_ids.shape[0], tk.cdiv(ffn, config["BN"]))
+    kwargs = dict(BM=config["BM"], BN=config["BN"], BK=config["BK"], GELU=activation == "gelu",
+                  STAGES=config["num_stages"], ACC=_acc(x.dtype), num_warps=config["num_warps"],
+                  NEED_GRAD_GATE_UP=bool(needs[0]), NEED_H=bool(needs[1]), NEED_WEIGHT_GRAD=bool(needs[2]))
+    return grid, (x, w_gate_up, w_down, grad_y, sorted_ids, expert_ids, num_padded, flat_weights, inter,
+                  grad_gate_up, parts, top_k), kwargs
+
+
+def weight_grad_launch_args(a, b, sorted_ids, starts, flat_weights, out, top_k, block_m, by_token, config):
+    """(grid, args, kwargs) of moe_weight_grad_kernel: out[e] = sum over e's slots of a[s]^T b[s] (dW_down with
+    by_token: a = dy at the token, times the routing weight; else dW_gate_up)."""
+    num_experts, rows, cols = out.shape
+    grid = (num_experts, tk.cdiv(rows, config["BR"]), tk.cdiv(cols, config["BC"]))
+    kwargs = dict(BM=block_m, BR=config["BR"], BC=config["BC"], A_BY_TOKEN=bool(by_token), SCALE_A=bool(by_token),
+                  STAGES=config["num_stages"], ACC=_acc(out.dtype), num_warps=config["num_warps"])
+    return grid, (a, b, sorted_ids, starts, flat_weights, out, top_k), kwargs
+
+
+def expert_starts(expert_ids, num_padded, num_experts, block_m, backend):
+    """(E + 1,) int32: the first M-block of every expert, then the number of used blocks."""
+    starts = torch.empty(num_experts + 1, dtype=torch.int32, device=expert_ids.device)
+    moe_expert_starts_kernel[(1,)](expert_ids, num_padded, starts, BS=64, EP=next_pow2(num_experts + 1),
+                                   BLOCK_M=block_m, num_warps=4, backend=backend)
+    return starts
 
 
 @torch.library.custom_op("tilekit::fused_moe_backward", mutates_args=())
 def fused_moe_backward_op(grad_y: torch.Tensor, x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor,
-                          weights: torch.Tensor, ids: torch.Tensor, activation: str
+                          weights: torch.Tensor, ids: torch.Tensor, activation: str, need_x: bool = True,
+                          need_w_gate_up: bool = True, need_w_down: bool = True, need_weights: bool = True
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dw_gate_up, dw_down, d(weights)). Kernels: the alignment again; one grouped GEMM pass per M-block
-    that recomputes gate/up and forms the down GEMM's input gradient (d gate, d up, h and the d(weights)
-    partials); the forward's down kernel with W_gate_up transposed for dx's per-slot rows, then the combine;
+    """(dx, dw_gate_up, dw_down, d(weights)); a gradient not asked for (need_* False) is an empty (0,) tensor
+    and costs nothing. Kernels: the alignment again; one grouped GEMM pass per M-block that recomputes
+    gate/up and forms the down GEMM's input gradient (d gate, d up, h and the d(weights) partials, each only
+    if used); the forward's down kernel with W_gate_up transposed for dx's per-slot rows, then the combine;
     a per-expert grouped GEMM over the M-blocks for dW_gate_up and dW_down. No atomics."""
     _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
     tokens, hidden = x.shape
     num_experts, two_f, _ = w_gate_up.shape
     ffn, top_k = two_f // 2, ids.shape[1]
     device, wide = x.device, _wide(x.dtype)
-    grad_x = torch.zeros(tokens, hidden, dtype=x.dtype, device=device)
-    grad_w_gate_up = torch.zeros(w_gate_up.shape, dtype=x.dtype, device=device)
-    grad_w_down = torch.zeros(w_down.shape, dtype=x.dtype, device=device)
-    grad_weights = torch.zeros(weights.shape, dtype=weights.dtype, device=device)
-    if tokens == 0 or top_k == 0:
+
+    def grad_like(t, needed):
+        return torch.zeros(t.shape, dtype=t.dtype, device=device) if needed else t.new_empty((0,))
+
+    grad_x = grad_like(x, need_x)
+    grad_w_gate_up = grad_like(w_gate_up, need_w_gate_up)
+    grad_w_down = grad_like(w_down, need_w_down)
+    grad_weights = grad_like(weights, need_weights)
+    if tokens == 0 or top_k == 0 or not (need_x or need_w_gate_up or need_w_down or need_weights):
         return grad_x, grad_w_gate_up, grad_w_down, grad_weights
     backend = backend_for(device)
-    gate_up_cfg, down_cfg = _fused_configs((tokens, hidden, ffn, num_experts, top_k), x.dtype, device, backend)
-    block_m = gate_up_cfg["BM"]
-    down_cfg = {**down_cfg, "BM": block_m}  # every backward kernel walks the one alignment
-    bwd_cfg, wgrad_cfg = _backward_configs(device)
+    spec = (tokens, hidden, ffn, num_experts, top_k)
+    bwd_cfg, dw_gate_up_cfg, dw_down_cfg = backward_configs(spec, x.dtype, device, backend)
+    block_m = bwd_cfg["BM"]  # every backward kernel walks this one alignment
+    down_cfg = {**gemm_config(spec, x.dtype, device, backend, KERNEL_IDS["down"]), "BM": block_m}
     sorted_ids, expert_ids, num_padded = torch.ops.tilekit.moe_align(ids, num_experts, block_m)
-    num_m_blocks = expert_ids.shape[0]
     num_slots = tokens * top_k
     flat_weights = weights.reshape(-1)
     f_blocks = tk.cdiv(ffn, bwd_cfg["BN"])
-    inter = torch.empty(num_slots, ffn, dtype=x.dtype, device=device)
-    grad_gate_up = torch.empty(num_slots, two_f, dtype=x.dtype, device=device)
-    parts = torch.empty(num_slots, f_blocks, dtype=wide, device=device)
-    moe_gate_up_backward_kernel[(num_m_blocks, f_blocks)](
-        x, w_gate_up, w_down, grad_y, sorted_ids, expert_ids, num_padded, flat_weights, inter, grad_gate_up,
-        parts, top_k, BM=block_m, BN=bwd_cfg["BN"], BK=bwd_cfg["BK"], GELU=activation == "gelu",
-        STAGES=bwd_cfg["num_stages"], ACC=_acc(x.dtype), num_warps=bwd_cfg["num_warps"], backend=backend)
-    # d(weights)[s] = the F blocks' partials of slot s, summed in block order
-    _combine(parts.view(num_slots * f_blocks, 1), grad_weights.view(num_slots, 1), f_blocks, backend)
-    # dx: the down kernel with W_gate_up^T (E, H, 2F), read in place, and unit weights; then the combine
-    slot_grad_x = torch.empty(num_slots, hidden, dtype=wide, device=device)
-    grid, args, kwargs = down_launch_args(grad_gate_up, w_gate_up.transpose(1, 2), sorted_ids, expert_ids,
-                                          num_padded, torch.ones(num_slots, dtype=wide, device=device),
-                                          slot_grad_x, top_k, down_cfg)
-    moe_down_kernel[grid](*args, backend=backend, **kwargs)
-    _combine(slot_grad_x, grad_x, top_k, backend)
-    starts = torch.empty(num_experts + 1, dtype=torch.int32, device=device)
-    moe_expert_starts_kernel[(1,)](expert_ids, num_padded, starts, BS=64, EP=next_pow2(num_experts + 1),
-                                   BLOCK_M=block_m, num_warps=4, backend=backend)
-    common = dict(BM=block_m, BR=wgrad_cfg["BR"], BC=wgrad_cfg["BC"], STAGES=wgrad_cfg["num_stages"],
-                  ACC=_acc(x.dtype), num_warps=wgrad_cfg["num_warps"], backend=backend)
-    moe_weight_grad_kernel[(num_experts, tk.cdiv(two_f, wgrad_cfg["BR"]), tk.cdiv(hidden, wgrad_cfg["BC"]))](
-        grad_gate_up, x, sorted_ids, starts, flat_weights, grad_w_gate_up, top_k, A_BY_TOKEN=False,
-        SCALE_A=False, **common)
-    moe_weight_grad_kernel[(num_experts, tk.cdiv(hidden, wgrad_cfg["BR"]), tk.cdiv(ffn, wgrad_cfg["BC"]))](
-        grad_y, inter, sorted_ids, starts, flat_weights, grad_w_down, top_k, A_BY_TOKEN=True, SCALE_A=True,
-        **common)
+    need_grad_gate_up = need_x or need_w_gate_up
+    # what the gate_up backward does not store is never allocated either (a 1-element stand-in)
+    inter = torch.empty((num_slots, ffn) if need_w_down else (1, 1), dtype=x.dtype, device=device)
+    grad_gate_up = torch.empty((num_slots, two_f) if need_grad_gate_up else (1, 1), dtype=x.dtype, device=device)
+    parts = torch.empty((num_slots, f_blocks) if need_weights else (1, 1), dtype=wide, device=device)
+    grid, args, kwargs = gate_up_backward_launch_args(
+        x, w_gate_up, w_down, grad_y, sorted_ids, expert_ids, num_padded, flat_weights, inter, grad_gate_up, parts,
+        top_k, activation, bwd_cfg, needs=(need_grad_gate_up, need_w_down, need_weights))
+    moe_gate_up_backward_kernel[grid](*args, backend=backend, **kwargs)
+    if need_weights:
+        # d(weights)[s] = the F blocks' partials of slot s, summed in block order
+        _combine(parts.view(num_slots * f_blocks, 1), grad_weights.view(num_slots, 1), f_blocks, backend)
+    if need_x:
+        # dx: the down kernel with W_gate_up^T (E, H, 2F), read in place, and unit weights; then the combine
+        slot_grad_x = torch.empty(num_slots, hidden, dtype=wide, device=device)
+        grid, args, kwargs = down_launch_args(grad_gate_up, w_gate_up.transpose(1, 2), sorted_ids, expert_ids,
+                                              num_padded, torch.ones(num_slots, dtype=wide, device=device),
+                                              slot_grad_x, top_k, down_cfg)
+        moe_down_kernel[grid](*args, backend=backend, **kwargs)
+        _combine(slot_grad_x, grad_x, top_k, backend)
+    if need_w_gate_up or need_w_down:
+        starts = expert_starts(expert_ids, num_padded, num_experts, block_m, backend)
+    if need_w_gate_up:
+        grid, args, kwargs = weight_grad_launch_args(grad_gate_up, x, sorted_ids, starts, flat_weights,
+                                                     grad_w_gate_up, top_k, block_m, False, dw_gate_up_cfg)
+        moe_weight_grad_kernel[grid](*args, backend=backend, **kwargs)
+    if need_w_down:
+        grid, args, kwargs = weight_grad_launch_args(grad_y, inter, sorted_ids, starts, flat_weights, grad_w_down,
+                                                     top_k, block_m, True, dw_down_cfg)
+        moe_weight_grad_kernel[grid](*args, backend=backend, **kwargs)
     return grad_x, grad_w_gate_up, grad_w_down, grad_weights
 
 
 @fused_moe_backward_op.register_fake
-def _fused_moe_backward_fake(grad_y, x, w_gate_up, w_down, weights, ids, activation):
+def _fused_moe_backward_fake(grad_y, x, w_gate_up, w_down, weights, ids, activation, need_x=True,
+                             need_w_gate_up=True, need_w_down=True, need_weights=True):
     _check_fused_args(x, w_gate_up, w_down, weights, ids, activation)
-    return (x.new_empty(x.shape), w_gate_up.new_empty(w_gate_up.shape), w_down.new_empty(w_down.shape),
-            weights.new_empty(weights.shape))
+    return tuple(t.new_empty(t.shape if needed else (0,)) for t, needed in
+                 ((x, need_x), (w_gate_up, need_w_gate_up), (w_down, need_w_down), (weights, need_weights)))
 
 
 def _fused_setup_context(ctx, inputs, output):
@@ -470,9 +534,10 @@ def _fused_setup_context(ctx, inputs, output):
 
 def _fused_backward(ctx, grad_y):
     x, w_gate_up, w_down, weights, ids = ctx.saved_tensors
-    dx, dw_gate_up, dw_down, dweights = torch.ops.tilekit.fused_moe_backward(
-        grad_y.contiguous(), x, w_gate_up, w_down, weights, ids, ctx.activation)
-    return dx, dw_gate_up, dw_down, dweights, None, None
+    needs = [bool(n) for n in ctx.needs_input_grad[:4]]
+    grads = torch.ops.tilekit.fused_moe_backward(grad_y.contiguous(), x, w_gate_up, w_down, weights, ids,
+                                                 ctx.activation, *needs)
+    return (*(g if needed else None for g, needed in zip(grads, needs)), None, None)
 
 
 fused_moe_op.register_autograd(_fused_backward, setup_context=_fused_setup_context)
@@ -544,14 +609,15 @@ def moe_layer(x, router_weight, w_gate_up, w_down, top_k, *, activation="silu", 
     return fused_moe(x, w_gate_up, w_down, weights, ids, activation=activation)
 
 
-def backward_example(kind, shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+def backward_example(kind, shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda"),
+                     target=None):
     """(kernel, example args, launch kwargs) of a fused_moe backward kernel at SPEC (T, H, F, E, top_k), with
-    the GPU defaults: kind "gate_up" (moe_gate_up_backward_kernel), "dw_gate_up" or "dw_down"
-    (moe_weight_grad_kernel). Tensors are on the meta device (for AOT compiles)."""
+    the GPU defaults of `target`'s architecture (the device's without it): kind "gate_up"
+    (moe_gate_up_backward_kernel), "dw_gate_up" or "dw_down" (moe_weight_grad_kernel). Tensors are on the
+    meta device (for AOT compiles), built by the launch-args functions the op uses."""
     tokens, hidden, ffn, num_experts, top_k = shape
-    device = torch.device(device)
-    block_m = gemm_config(shape, dtype, device, "triton", KERNEL_IDS["gate_up"])["BM"]
-    bwd_cfg, wgrad_cfg = _backward_configs(device)
+    bwd_cfg, dw_gate_up_cfg, dw_down_cfg = default_backward_configs(shape, dtype, torch.device(device), target)
+    block_m = bwd_cfg["BM"]
     length, num_m_blocks = align_lengths(tokens * top_k, num_experts, block_m)
     slots = tokens * top_k
 
@@ -559,21 +625,22 @@ def backward_example(kind, shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16,
         return torch.empty(*size, dtype=dt, device="meta")
 
     i32 = torch.int32
+    sorted_ids, weights = meta(length, dt=i32), meta(slots, dt=torch.float32)
     if kind == "gate_up":
-        args = (meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), meta(num_experts, hidden, ffn),
-                meta(tokens, hidden), meta(length, dt=i32), meta(num_m_blocks, dt=i32), meta(1, dt=i32),
-                meta(slots, dt=torch.float32), meta(slots, ffn), meta(slots, 2 * ffn),
-                meta(slots, tk.cdiv(ffn, bwd_cfg["BN"]), dt=torch.float32), top_k)
-        kwargs = dict(BM=block_m, BN=bwd_cfg["BN"], BK=bwd_cfg["BK"], GELU=False, STAGES=bwd_cfg["num_stages"],
-                      ACC=_acc(dtype), num_warps=bwd_cfg["num_warps"])
+        _, args, kwargs = gate_up_backward_launch_args(
+            meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), meta(num_experts, hidden, ffn),
+            meta(tokens, hidden), sorted_ids, meta(num_m_blocks, dt=i32), meta(1, dt=i32), weights, meta(slots, ffn),
+            meta(slots, 2 * ffn), meta(slots, tk.cdiv(ffn, bwd_cfg["BN"]), dt=torch.float32), top_k, "silu", bwd_cfg)
         return moe_gate_up_backward_kernel, args, kwargs
+    starts = meta(num_experts + 1, dt=i32)
     if kind == "dw_gate_up":
-        a, b, out, by_token = meta(slots, 2 * ffn), meta(tokens, hidden), meta(num_experts, 2 * ffn, hidden), False
+        _, args, kwargs = weight_grad_launch_args(meta(slots, 2 * ffn), meta(tokens, hidden), sorted_ids, starts,
+                                                  weights, meta(num_experts, 2 * ffn, hidden), top_k, block_m, False,
+                                                  dw_gate_up_cfg)
     elif kind == "dw_down":
-        a, b, out, by_token = meta(tokens, hidden), meta(slots, ffn), meta(num_experts, hidden, ffn), True
+        _, args, kwargs = weight_grad_launch_args(meta(tokens, hidden), meta(slots, ffn), sorted_ids, starts,
+                                                  weights, meta(num_experts, hidden, ffn), top_k, block_m, True,
+                                                  dw_down_cfg)
     else:
         raise ValueError(f"backward_example: 'kind' must be gate_up, dw_gate_up or dw_down, got {kind!r}")
-    args = (a, b, meta(length, dt=i32), meta(num_experts + 1, dt=i32), meta(slots, dt=torch.float32), out, top_k)
-    kwargs = dict(BM=block_m, BR=wgrad_cfg["BR"], BC=wgrad_cfg["BC"], A_BY_TOKEN=by_token, SCALE_A=by_token,
-                  STAGES=wgrad_cfg["num_stages"], ACC=_acc(dtype), num_warps=wgrad_cfg["num_warps"])
     return moe_weight_grad_kernel, args, kwargs

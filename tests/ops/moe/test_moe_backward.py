@@ -83,7 +83,9 @@ def test_backward_reference(case):
     check_backward(case, "reference")
 
 
-@pytest.mark.parametrize("backend,dtype,activation", [("opencl", torch.float32, "gelu"),
+# OpenCL fp32 SiLU shares its forward kernels with test_fused_gpu_backends (the CI budget); GELU's derivative
+# runs compiled on the Triton interpreter
+@pytest.mark.parametrize("backend,dtype,activation", [("opencl", torch.float32, "silu"),
                                                       ("opencl", torch.float16, "silu"),
                                                       ("triton", torch.float16, "silu"),
                                                       ("triton", torch.float32, "gelu")])
@@ -134,6 +136,10 @@ def test_backward_opcheck_and_compile():
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
     torch.library.opcheck(torch.ops.tilekit.fused_moe_backward.default,
                           (grad_y, x, w_gate_up, w_down, weights, ids, "gelu"),
+                          test_utils=("test_schema", "test_faketensor"))
+    # gradients not asked for: empty (0,) tensors, from the fake too
+    torch.library.opcheck(torch.ops.tilekit.fused_moe_backward.default,
+                          (grad_y, x, w_gate_up, w_down, weights, ids, "silu", True, False, False, True),
                           test_utils=("test_schema", "test_faketensor"))
 
     # aot_eager traces the backward too: the backward op's fake runs in the compiled graph
@@ -210,3 +216,34 @@ def test_backward_reads_a_strided_x_and_int64_ids():
     assert_close(got[0], want[0].T.float(), table=FUSED_BACKWARD, msg="dx")
     for g, w in zip(got[1:], want[1:]):
         assert_close(g, w.float(), table=FUSED_BACKWARD)
+
+
+@pytest.mark.parametrize("wanted", [("x", "weights"), ("w_down",), ("w_gate_up", "x")])
+def test_backward_computes_only_the_gradients_asked_for(wanted, monkeypatch):
+    """ctx.needs_input_grad reaches the kernels: frozen experts launch no weight-gradient GEMM, a frozen
+    router no d(weights); what is computed matches the full backward."""
+    tk_kernel = importlib.import_module("tilekit.kernel")
+    launches = []
+    original = tk_kernel.Launcher.__call__
+
+    def recording(self, *args, **kwargs):
+        launches.append((self.kernel.__name__, kwargs))
+        return original(self, *args, **kwargs)
+
+    names = ("x", "w_gate_up", "w_down", "weights")
+    x, w_gate_up, w_down, weights, ids, grad_y = make_problem(13, 16, 12, 5, 2, 2.0, torch.float32, 14)
+    full = [t.clone().requires_grad_() for t in (x, w_gate_up, w_down, weights)]
+    want = torch.autograd.grad(ops.fused_moe(*full, ids), full, grad_y)
+    leaves = [t.clone().requires_grad_(name in wanted) for name, t in zip(names, (x, w_gate_up, w_down, weights))]
+    y = ops.fused_moe(*leaves, ids)
+    monkeypatch.setattr(tk_kernel.Launcher, "__call__", recording)
+    got = torch.autograd.grad(y, [t for t in leaves if t.requires_grad], grad_y)
+    for name, g in zip([n for n in names if n in wanted], got):
+        assert torch.equal(g, want[names.index(name)]), name
+    weight_grads = [kw for k, kw in launches if k == "moe_weight_grad_kernel"]
+    assert len(weight_grads) == ("w_gate_up" in wanted) + ("w_down" in wanted)
+    assert sum(k == "moe_down_kernel" for k, _ in launches) == ("x" in wanted)
+    [(_, gate_up_kwargs)] = [(k, kw) for k, kw in launches if k == "moe_gate_up_backward_kernel"]
+    assert gate_up_kwargs["NEED_WEIGHT_GRAD"] == ("weights" in wanted)
+    assert gate_up_kwargs["NEED_H"] == ("w_down" in wanted)
+    assert gate_up_kwargs["NEED_GRAD_GATE_UP"] == ("x" in wanted or "w_gate_up" in wanted)

@@ -67,11 +67,32 @@ def test_fused_reference(case):
     _check(case, "reference")
 
 
-# OpenCL bf16 is left out: with a cold PoCL cache its fused_moe launch segfaults the process (see the note)
 @pytest.mark.parametrize("backend,dtype", [("opencl", torch.float32), ("triton", torch.float16)])
 def test_fused_gpu_backends(backend, dtype):
     _check(dict(tokens=13, hidden=20, ffn=24, experts=5, top_k=2, skew=2.0, dtype=dtype, activation="silu",
                 seed=4), backend)
+
+
+@st.composite
+def bf16_problems(draw):
+    case = draw(problems())
+    return {**case, "dtype": torch.bfloat16, "activation": "silu"}
+
+
+# bf16 on PoCL: sizes are runtime arguments, so every example runs the same compiled kernels (one SiLU set:
+# the CI budget; GELU runs on the reference and the Triton interpreter)
+@settings(max_examples=5, **SETTINGS)
+@given(bf16_problems())
+@example(dict(tokens=0, hidden=8, ffn=8, experts=4, top_k=2, skew=0.0, dtype=torch.bfloat16, activation="silu",
+              seed=0))
+@example(dict(tokens=37, hidden=33, ffn=35, experts=8, top_k=1, skew=1e4, dtype=torch.bfloat16, activation="silu",
+              seed=2))  # every token to expert 0
+def test_fused_opencl_bf16(case):
+    from tilekit.backends.opencl import available
+    ok, why = available()
+    if not ok:
+        pytest.skip(f"OpenCL unavailable: {why}")
+    _check(case, "opencl")
 
 
 def test_fused_all_tokens_to_one_expert():

@@ -48,7 +48,7 @@ def _min_gap(values):
 
 @st.composite
 def route_cases(draw):
-    num_groups = draw(st.sampled_from([None, None, 2, 4, 8]))
+    num_groups = draw(st.sampled_from([None, None, 2, 3, 4, 6, 8]))  # 3 and 6: padded group axis (GP=4, 8)
     if num_groups:
         num_experts = num_groups * draw(st.integers(2, 9))
         topk_groups = draw(st.integers(1, num_groups))
@@ -94,13 +94,15 @@ def test_route_reference(case):
     _check_route(case, "reference")
 
 
-@pytest.mark.parametrize("backend", ["opencl", "triton"])
-def test_route_gpu_backends(backend):
-    """One grouped, biased sigmoid case with ties on the compiled backends (each variant compiles slowly)."""
-    logits = torch.randint(-8, 8, (6, 16), generator=torch.Generator().manual_seed(2)).float() / 4
-    bias = torch.randint(0, 2, (16,), generator=torch.Generator().manual_seed(3)).float()
-    _check_route(dict(logits=logits, top_k=3, scoring="sigmoid", renormalize=True, bias=bias, num_groups=4,
-                      topk_groups=2, route_scale=2.5), backend, near_ties_possible=False)
+# (backend, E, groups, kept groups, top_k): groups of 6 take the padded grouped layout (a gathered load, SP=8),
+# 8 groups of 32 at E=256 top-8 (DeepSeek-V3's routing) the plain one
+@pytest.mark.parametrize("backend,experts,groups,kept,top_k", [("triton", 24, 4, 2, 3), ("opencl", 256, 8, 4, 8)])
+def test_route_gpu_backends(backend, experts, groups, kept, top_k):
+    """Grouped, biased sigmoid routing with exact ties on the compiled backends."""
+    logits = torch.randint(-8, 8, (11, experts), generator=torch.Generator().manual_seed(2)).float() / 4
+    bias = torch.randint(0, 2, (experts,), generator=torch.Generator().manual_seed(3)).float()
+    _check_route(dict(logits=logits, top_k=top_k, scoring="sigmoid", renormalize=True, bias=bias, num_groups=groups,
+                      topk_groups=kept, route_scale=2.5), backend, near_ties_possible=False)
 
 
 @pytest.mark.parametrize("scoring", ["softmax", "sigmoid"])
@@ -129,14 +131,15 @@ def test_route_group_ties_go_to_the_lower_group():
     assert ids.tolist() == [[1, 0]]
 
 
-def test_route_backward_against_autograd():
+def _check_route_backward(backend, combinations, experts=24, top_k=3, **route):
     gen = torch.Generator().manual_seed(1)
-    for scoring, renorm in itertools.product(["softmax", "sigmoid"], [False, True]):
-        logits = torch.randn(7, 24, generator=gen)
+    for scoring, renorm in combinations:
+        logits = torch.randn(7, experts, generator=gen)
         leaf = logits.clone().requires_grad_()
-        w, ids = ops.moe_route(leaf, 3, scoring=scoring, renormalize=renorm, route_scale=1.5)
-        grad = torch.randn(7, 3, generator=gen)
-        (got,) = torch.autograd.grad(w, leaf, grad)
+        with ops.use_backend(backend):
+            w, ids = ops.moe_route(leaf, top_k, scoring=scoring, renormalize=renorm, route_scale=1.5, **route)
+            grad = torch.randn(7, top_k, generator=gen)
+            (got,) = torch.autograd.grad(w, leaf, grad)
         ref = logits.double().requires_grad_()
         p = torch.softmax(ref, -1) if scoring == "softmax" else torch.sigmoid(ref)
         wr = p.gather(1, ids.long())
@@ -144,6 +147,17 @@ def test_route_backward_against_autograd():
             wr = wr / wr.sum(-1, keepdim=True)
         (want,) = torch.autograd.grad(wr * 1.5, ref, grad.double())
         assert_close(got, want.float(), table=ROUTE_BACKWARD)
+
+
+def test_route_backward_against_autograd():
+    _check_route_backward("reference", itertools.product(["softmax", "sigmoid"], [False, True]))
+
+
+def test_route_backward_opencl_at_256_experts():
+    """DeepSeek-V3's routing (the forward variant test_route_gpu_backends compiles), then its backward."""
+    bias = torch.randint(0, 2, (256,), generator=torch.Generator().manual_seed(3)).float()
+    _check_route_backward("opencl", [("sigmoid", True)], experts=256, top_k=8, bias=bias, num_groups=8,
+                          topk_groups=4)
 
 
 def test_route_rejects_bad_arguments():

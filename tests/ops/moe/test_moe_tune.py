@@ -35,7 +35,8 @@ def test_tiny_tune_job_writes_both_kernels_and_the_op_launches_the_winners(fresh
     ok, why = available()
     if not ok:
         pytest.skip(f"OpenCL unavailable: {why}")
-    rc = main(["tune", "fused_moe", "--shapes", ",".join(map(str, SHAPE)), "--backend", "opencl", "--trials", "2",
+    rc = main(["tune", "fused_moe.gate_up", "fused_moe.down", "--shapes", ",".join(map(str, SHAPE)),
+               "--backend", "opencl", "--trials", "2",
                "--space", "BM=16,32", "BN=16", "BK=16", "num_warps=4", "num_stages=1", "--sampler", "random",
                "--repeats", "2"])
     out, err = capsys.readouterr()
