@@ -11,17 +11,7 @@
 #   - the shared-memory model of the validity rule ((BM + 2 BN) BD bytes x stages) beside the real compile's
 #     shared bytes, registers and spills (AOT for the device's architecture, no launch needed).
 # --dry-run: tiny sizes on the CPU (reference backend, fp32), the AOT budget for sm_90 at one tiny config.
-set -euo pipefail
-DRY=0; DEVICE=cuda
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --dry-run) DRY=1 ;;
-        --device) DEVICE="$2"; shift ;;
-        *) echo "attention.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-    shift
-done
-PY=${PY:-${PYTHON:-python3}}
+source "$(dirname "$0")/args.bash" "$@"
 DRY=$DRY DEVICE=$DEVICE "$PY" - <<'PYEOF'
 import json, math, os, time, warnings
 import torch

@@ -2,17 +2,7 @@
 # lowbit: the M = 1 lowbit_linear GEMV (W4 and W3, group 128) against fp16 torch.matmul (cuBLAS) at Llama-3-8B
 # projection sizes. Goal on a GPU: >= 3.5x over fp16 for W4 at M = 1 (the Marlin anchor). Prints one JSON object.
 #   bash scripts/device_check.d/lowbit.sh [--dry-run] --device cuda|cpu
-set -euo pipefail
-DRY=0; DEVICE=cuda
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --dry-run) DRY=1 ;;
-        --device) DEVICE="$2"; shift ;;
-        *) echo "lowbit.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-    shift
-done
-PY=${PY:-python}
+source "$(dirname "$0")/args.bash" "$@"
 DRY=$DRY DEVICE=$DEVICE "$PY" - <<'PYEOF'
 import json, os, time
 import torch

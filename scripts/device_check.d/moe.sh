@@ -4,17 +4,7 @@
 # reference of bench/problems/moe/moe_layer.py, at M = 1, 64 and 4096 tokens: time per call and max error.
 # Prints one JSON object.
 #   bash scripts/device_check.d/moe.sh [--dry-run] --device cuda|cpu
-set -euo pipefail
-DRY=0; DEVICE=cuda
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --dry-run) DRY=1 ;;
-        --device) DEVICE="$2"; shift ;;
-        *) echo "moe.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-    shift
-done
-PY=${PY:-${PYTHON:-python3}}
+source "$(dirname "$0")/args.bash" "$@"
 DRY=$DRY DEVICE=$DEVICE "$PY" - <<'PYEOF'
 import importlib.util, json, os, time
 import torch

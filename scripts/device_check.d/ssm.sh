@@ -6,16 +6,7 @@
 # of bench/problems/selective_scan/ssd_chunk_scan.py (errors against it run in fp32; each gradient's max error
 # relative to its max against fp32 eager autograd).
 #   bash scripts/device_check.d/ssm.sh [--dry-run] --device cuda|cpu
-set -u
-DRY=0; DEVICE=cuda
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --dry-run) DRY=1; shift ;;
-        --device) DEVICE=$2; shift 2 ;;
-        *) echo "ssm.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-PY=${PY:-python}
+source "$(dirname "$0")/args.bash" "$@"
 DRY=$DRY DEVICE=$DEVICE "$PY" - <<'PYEOF'
 import json, os, sys, time
 import torch
