@@ -9,7 +9,8 @@ B and C reach the kernel as 4-D ``(Bt, G, N, L)`` views (the wrapper makes fixed
 shape with stride-0 dims), and channel ``d`` reads group ``d // group_size``: one code path for fixed,
 variable and grouped B/C.
 
-``selective_scan_bwd_kernel``: its backward from per-chunk checkpoints. ``selective_state_update_kernel`` and
+``selective_scan_bwd_adjoint_kernel`` and ``selective_scan_bwd_chunk_kernel``: its backward from per-chunk
+checkpoints, in two passes (the reverse-time adjoint carried across chunks, then each chunk's gradients). ``selective_state_update_kernel`` and
 ``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel``: Mamba-2's SSD
 chunked scan, each chunk walked in (BQ, BQ) sub-chunk blocks; its backward is five kernels, ``ssd_bwd_gate_kernel``,
 ``ssd_bwd_dstate_kernel``, ``ssd_bwd_dx_kernel``, ``ssd_bwd_dc_kernel`` and ``ssd_bwd_dt_kernel`` (README.md).
@@ -146,26 +147,61 @@ def chunk_deltas(Delta, DeltaBias, b, d0, t, length, bias, BD: tk.constexpr, BL:
 
 
 @tk.kernel(tunables=SELECTIVE_SCAN_BWD_TUNABLES)
-def selective_scan_bwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoints, Dout,
-                              DU, DDelta, DA, DBg, DCg, DD, DZ, DDeltaBias, DInit,
-                              b_group_size, c_group_size,
-                              BD: tk.constexpr, BN: tk.constexpr, BL: tk.constexpr,
-                              HAS_D: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
-                              SOFTPLUS: tk.constexpr, FIXED_B: tk.constexpr, FIXED_C: tk.constexpr,
-                              ACC: tk.constexpr):
-    """The selective scan's backward for channels d0 .. d0+BD-1 of batch row b, chunks in reverse order.
+def selective_scan_bwd_adjoint_kernel(Delta, A, Cg, Z, DeltaBias, Dout, Adjoints, DInit, c_group_size,
+                                      BD: tk.constexpr, BN: tk.constexpr, BL: tk.constexpr,
+                                      HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr, SOFTPLUS: tk.constexpr,
+                                      ACC: tk.constexpr):
+    """The backward's first pass, channels d0 .. d0+BD-1 of batch row b, chunks in reverse: the adjoint
+    g_t = exp(dt_{t+1} A) g_{t+1} + dy_t C_t needs neither u, B nor the states, so this pass carries it alone
+    and saves, per chunk, the g entering from the chunk after (Adjoints (Bt, Dm, chunks, N)); DInit gets
+    exp(dt_0 A) g_0."""
+    batch, dim, length = Delta.shape
+    b = tk.program_id(0)
+    d0 = tk.program_id(1) * BD
+    a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)
+    c_groups = group_rows(d0, dim, c_group_size, Cg.shape[1], BD)
+    bias = tk.zeros((BD,), ACC)
+    if HAS_BIAS:
+        bias = tk.load(DeltaBias, (d0,), (BD,)).to(ACC)
+    adjoint = tk.zeros((BD, BN), ACC)       # g at the first step of the chunk after this one
+    chunks = tk.cdiv(length, BL)
+    for i in tk.range(0, chunks):
+        chunk = chunks - 1 - i
+        t0 = chunk * BL
+        tk.store(Adjoints, (b, d0, chunk, 0), adjoint.reshape((1, BD, 1, BN)))
+        next_in_sequence = (t0 + tk.arange(BL) + 1 < length)[None, None, :]
+        _, dt_next = chunk_deltas(Delta, DeltaBias, b, d0, t0 + 1, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+        ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+        decay_next = tk.where(next_in_sequence, tk.exp(dt_next[:, None, :] * a[:, :, None]), 1.0)
+        dy = tk.load(Dout, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        if HAS_Z:
+            z = tk.load(Z, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+            dy = dy * z * tk.sigmoid(z)
+        decay_suffix, adjoint_local = tk.associative_scan((decay_next, dy[:, None, :] * ct), 2,
+                                                          linear_recurrence_combine, reverse=True)
+        adjoint = adjoint_local[:, :, 0] + decay_suffix[:, :, 0] * adjoint
+    _, dt_first = chunk_deltas(Delta, DeltaBias, b, d0, 0, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+    tk.store(DInit, (b, d0, 0), (tk.exp(dt_first[:, 0][:, None] * a) * adjoint).reshape((1, BD, BN)))
 
-    Each chunk's states are recomputed from the checkpoint the forward saved at its start. The adjoint
-    g_t = dL/dx_t obeys g_t = exp(dt_{t+1} A) g_{t+1} + dy_t C_t: a reverse associative scan over
-    (next step's decay, dy C), with g entering from the chunk after. Per-step terms use
-    exp(dt_t A) x_{t-1} = x_t - dt_t B_t u_t, so no earlier state is needed.
 
-    DA, DD, DDeltaBias and fixed DB/DC (Dm, N) sum over batch rows by atomic adds; variable/grouped
-    DBg/DCg (Bt, G, N, L) sum over the block's channels, which the wrapper keeps within one group.
-    """
+@tk.kernel(tunables=SELECTIVE_SCAN_BWD_TUNABLES)
+def selective_scan_bwd_chunk_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoints, Adjoints, Dout,
+                                    DU, DDelta, DA, DBg, DCg, DD, DZ, DDeltaBias,
+                                    b_group_size, c_group_size,
+                                    BD: tk.constexpr, BN: tk.constexpr, BL: tk.constexpr,
+                                    HAS_D: tk.constexpr, HAS_Z: tk.constexpr, HAS_BIAS: tk.constexpr,
+                                    SOFTPLUS: tk.constexpr, FIXED_B: tk.constexpr, FIXED_C: tk.constexpr,
+                                    ACC: tk.constexpr):
+    """The backward's second pass: chunk program_id(2) of channels d0 .. of batch row b, independent of the
+    other chunks once the adjoint entering from the chunk after (Adjoints) is known. Its states are
+    recomputed from the forward's checkpoint, g by a reverse scan; per-step terms use
+    exp(dt_t A) x_{t-1} = x_t - dt_t B_t u_t. Sums over steps (dA, dD, d(delta_bias), fixed dB/dC) and over the
+    block's channels (variable/grouped dB/dC) are atomic adds."""
     batch, dim, length = U.shape
     b = tk.program_id(0)
     d0 = tk.program_id(1) * BD
+    chunk = tk.program_id(2)
+    t0 = chunk * BL
     a = tk.load(A, (d0, 0), (BD, BN)).to(ACC)
     b_groups = group_rows(d0, dim, b_group_size, Bg.shape[1], BD)
     c_groups = group_rows(d0, dim, c_group_size, Cg.shape[1], BD)
@@ -175,75 +211,55 @@ def selective_scan_bwd_kernel(U, Delta, A, Bg, Cg, Dskip, Z, DeltaBias, Checkpoi
     skip = tk.zeros((BD,), ACC)
     if HAS_D:
         skip = tk.load(Dskip, (d0,), (BD,)).to(ACC)
-    adjoint = tk.zeros((BD, BN), ACC)       # g at the first step of the chunk after this one
-    first_decay = tk.zeros((BD, BN), ACC)
-    d_a = tk.zeros((BD, BN), ACC)
-    d_b_fixed = tk.zeros((BD, BN), ACC)
-    d_c_fixed = tk.zeros((BD, BN), ACC)
-    d_skip = tk.zeros((BD,), ACC)
-    d_bias = tk.zeros((BD,), ACC)
-    chunks = tk.cdiv(length, BL)
-    for i in tk.range(0, chunks):
-        chunk = chunks - 1 - i
-        t0 = chunk * BL
-        state = tk.load(Checkpoints, (b, d0, chunk, 0), (1, BD, 1, BN)).reshape((BD, BN)).to(ACC)
-        steps = t0 + tk.arange(BL)
-        in_sequence = (steps < length)[None, None, :]
-        next_in_sequence = (steps + 1 < length)[None, None, :]
-        u = tk.load(U, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
-        raw, dt = chunk_deltas(Delta, DeltaBias, b, d0, t0, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
-        _, dt_next = chunk_deltas(Delta, DeltaBias, b, d0, t0 + 1, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
-        bt = tk.load(Bg, (b, b_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
-        ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
-        decay = tk.where(in_sequence, tk.exp(dt[:, None, :] * a[:, :, None]), 1.0)
-        decay_next = tk.where(next_in_sequence, tk.exp(dt_next[:, None, :] * a[:, :, None]), 1.0)
-        du_b = (dt * u)[:, None, :]
-        drive = du_b * bt
-        decay_prefix, drive_prefix = tk.associative_scan((decay, drive), 2, linear_recurrence_combine)
-        states = decay_prefix * state[:, :, None] + drive_prefix
-        dout = tk.load(Dout, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
-        dy = dout
-        if HAS_Z:
-            y = tk.sum(states * ct, axis=1) + u * skip[:, None]
-            z = tk.load(Z, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
-            gate = tk.sigmoid(z)
-            tk.store(DZ, (b, d0, t0), (dout * y * gate * (1.0 + z * (1.0 - gate))).reshape((1, BD, BL)))
-            dy = dout * z * gate
-        d_skip = d_skip + tk.sum(dy * u, axis=1)
-        decay_suffix, adjoint_local = tk.associative_scan((decay_next, dy[:, None, :] * ct), 2,
-                                                          linear_recurrence_combine, reverse=True)
-        g = adjoint_local + decay_suffix * adjoint[:, :, None]
-        carried = g * (states - drive)          # g_t exp(dt_t A) x_{t-1}
-        g_b = tk.sum(g * bt, axis=1)
-        d_dt = tk.sum(carried * a[:, :, None], axis=1) + g_b * u
-        tk.store(DU, (b, d0, t0), (dy * skip[:, None] + dt * g_b).reshape((1, BD, BL)))
-        d_a = d_a + tk.sum(carried * dt[:, None, :], axis=2)
-        if SOFTPLUS:
-            d_dt = d_dt * tk.sigmoid(raw)
-        tk.store(DDelta, (b, d0, t0), d_dt.reshape((1, BD, BL)))
-        d_bias = d_bias + tk.sum(d_dt, axis=1)
-        d_b = g * du_b
-        d_c = dy[:, None, :] * states
-        if FIXED_B:
-            d_b_fixed = d_b_fixed + tk.sum(d_b, axis=2)
-        else:
-            tk.atomic_add(DBg, (b, d0 // b_group_size, 0, t0), tk.sum(d_b, axis=0).reshape((1, 1, BN, BL)))
-        if FIXED_C:
-            d_c_fixed = d_c_fixed + tk.sum(d_c, axis=2)
-        else:
-            tk.atomic_add(DCg, (b, d0 // c_group_size, 0, t0), tk.sum(d_c, axis=0).reshape((1, 1, BN, BL)))
-        adjoint = g[:, :, 0]
-        first_decay = decay[:, :, 0]
-    tk.store(DInit, (b, d0, 0), (first_decay * adjoint).reshape((1, BD, BN)))
-    tk.atomic_add(DA, (d0, 0), d_a)
-    if FIXED_B:
-        tk.atomic_add(DBg, (d0, 0), d_b_fixed)
-    if FIXED_C:
-        tk.atomic_add(DCg, (d0, 0), d_c_fixed)
-    if HAS_D:
-        tk.atomic_add(DD, (d0,), d_skip)
+    state = tk.load(Checkpoints, (b, d0, chunk, 0), (1, BD, 1, BN)).reshape((BD, BN)).to(ACC)
+    adjoint = tk.load(Adjoints, (b, d0, chunk, 0), (1, BD, 1, BN)).reshape((BD, BN)).to(ACC)
+    steps = t0 + tk.arange(BL)
+    in_sequence = (steps < length)[None, None, :]
+    next_in_sequence = (steps + 1 < length)[None, None, :]
+    u = tk.load(U, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+    raw, dt = chunk_deltas(Delta, DeltaBias, b, d0, t0, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+    _, dt_next = chunk_deltas(Delta, DeltaBias, b, d0, t0 + 1, length, bias, BD, BL, HAS_BIAS, SOFTPLUS, ACC)
+    bt = tk.load(Bg, (b, b_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+    ct = tk.load(Cg, (b, c_groups, 0, t0), (1, BD, BN, BL)).reshape((BD, BN, BL)).to(ACC)
+    decay = tk.where(in_sequence, tk.exp(dt[:, None, :] * a[:, :, None]), 1.0)
+    decay_next = tk.where(next_in_sequence, tk.exp(dt_next[:, None, :] * a[:, :, None]), 1.0)
+    du_b = (dt * u)[:, None, :]
+    drive = du_b * bt
+    decay_prefix, drive_prefix = tk.associative_scan((decay, drive), 2, linear_recurrence_combine)
+    states = decay_prefix * state[:, :, None] + drive_prefix
+    dout = tk.load(Dout, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+    dy = dout
+    if HAS_Z:
+        y = tk.sum(states * ct, axis=1) + u * skip[:, None]
+        z = tk.load(Z, (b, d0, t0), (1, BD, BL)).reshape((BD, BL)).to(ACC)
+        gate = tk.sigmoid(z)
+        tk.store(DZ, (b, d0, t0), (dout * y * gate * (1.0 + z * (1.0 - gate))).reshape((1, BD, BL)))
+        dy = dout * z * gate
+    decay_suffix, adjoint_local = tk.associative_scan((decay_next, dy[:, None, :] * ct), 2,
+                                                      linear_recurrence_combine, reverse=True)
+    g = adjoint_local + decay_suffix * adjoint[:, :, None]
+    carried = g * (states - drive)          # g_t exp(dt_t A) x_{t-1}
+    g_b = tk.sum(g * bt, axis=1)
+    d_dt = tk.sum(carried * a[:, :, None], axis=1) + g_b * u
+    tk.store(DU, (b, d0, t0), (dy * skip[:, None] + dt * g_b).reshape((1, BD, BL)))
+    tk.atomic_add(DA, (d0, 0), tk.sum(carried * dt[:, None, :], axis=2))
+    if SOFTPLUS:
+        d_dt = d_dt * tk.sigmoid(raw)
+    tk.store(DDelta, (b, d0, t0), d_dt.reshape((1, BD, BL)))
     if HAS_BIAS:
-        tk.atomic_add(DDeltaBias, (d0,), d_bias)
+        tk.atomic_add(DDeltaBias, (d0,), tk.sum(d_dt, axis=1))
+    if HAS_D:
+        tk.atomic_add(DD, (d0,), tk.sum(dy * u, axis=1))
+    d_b = g * du_b
+    d_c = dy[:, None, :] * states
+    if FIXED_B:
+        tk.atomic_add(DBg, (d0, 0), tk.sum(d_b, axis=2))
+    else:
+        tk.atomic_add(DBg, (b, d0 // b_group_size, 0, t0), tk.sum(d_b, axis=0).reshape((1, 1, BN, BL)))
+    if FIXED_C:
+        tk.atomic_add(DCg, (d0, 0), tk.sum(d_c, axis=2))
+    else:
+        tk.atomic_add(DCg, (b, d0 // c_group_size, 0, t0), tk.sum(d_c, axis=0).reshape((1, 1, BN, BL)))
 
 
 STATE_UPDATE_TUNABLES = tk.Tunables(

@@ -9,11 +9,12 @@ import tilekit as tk
 
 from ...backends import default_backend
 from ..dispatch import backend_for, check_tensor, checked_config, clamp_pow2, elem_bytes, provided_config
-from .kernels import (CHECKPOINT_STEPS, MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_BWD_TUNABLES, SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_kernel,
+from .kernels import (CHECKPOINT_STEPS, MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SCAN_BWD_TUNABLES,
+                      SELECTIVE_SCAN_TUNABLES, selective_scan_bwd_adjoint_kernel, selective_scan_bwd_chunk_kernel,
                       selective_scan_fwd_kernel)
 
 OP_NAME = "selective_scan"
-KERNEL_IDS = {"selective_scan_fwd_kernel": "selective_scan.fwd", "selective_scan_bwd_kernel": "selective_scan.bwd"}
+KERNEL_IDS = {"selective_scan_fwd_kernel": "selective_scan.fwd", "selective_scan_bwd_chunk_kernel": "selective_scan.bwd"}
 MAX_STATE = 256
 
 
@@ -56,8 +57,8 @@ def _default_bwd_config(shape, dtype, device, backend=None):
         bd = clamp_pow2(shape[1], 1, max(1, 32 * 8 * MAX_SCAN_VALUES_PER_THREAD // (max(bn, 16) * CHECKPOINT_STEPS)))
         config = {"BD": min(bd, 16), "num_warps": 8, "num_stages": 1}
     else:
-        # one channel per program: at Mamba-2.8B, 240 registers on sm_90 and no spills; BD 2 hits 255.
-        # AMD still spills (~32 VGPR spills on gfx90a/gfx942, tests/ops/ssm/test_ssm_aot.py)
+        # one channel per program; the second pass also has one program per chunk, so there are plenty.
+        # At Mamba-2.8B no spills on sm_80/sm_90/gfx90a/gfx942 (tests/ops/ssm/test_ssm_aot.py); BD 4 spills on sm_90
         config = {"BD": 1, "num_warps": 4, "num_stages": 1}
     return checked_config("selective_scan_backward", {**config, "BN": bn}, SELECTIVE_SCAN_BWD_TUNABLES,
                           elem_bytes(dtype)) and config
@@ -223,11 +224,32 @@ def _backward_block(config_bd, B, C, dm):
     return bd
 
 
-def bwd_launch_args(inputs, du, config, *, delta_softplus=True):
-    """(grid, args, kwargs) of the backward kernel. ``inputs`` = (u, delta, A, B, C, D, z, delta_bias,
-    checkpoints, dout); ``du`` (Bt, Dm, L) in the state dtype is the output the tuner checks; the other
-    gradients are allocated here (args[11:19]: ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)."""
+def bwd_adjoint_launch_args(inputs, config, *, delta_softplus=True):
+    """(grid, args, kwargs) of the backward's first pass (the reverse-time adjoint scan). ``inputs`` = (u, delta,
+    A, B, C, D, z, delta_bias, checkpoints, dout); its outputs are allocated here: args[6] the adjoint entering
+    each chunk from the one after (the shape of the checkpoints), args[7] d(initial_state)."""
     u, delta, A, B, C, D, z, delta_bias, checkpoints, dout = inputs
+    bt, dm, length = u.shape
+    n = A.shape[1]
+    bd = _backward_block(config["BD"], B, C, dm)
+    cg, c_group = _as_groups("C", C, bt, dm, n, length)
+    state_dtype = _state_dtype(u.dtype)
+    adjoints = torch.empty(checkpoints.shape, dtype=state_dtype, device=u.device)
+    d_init = torch.empty(bt, dm, n, dtype=state_dtype, device=u.device)
+    args = (delta, A, cg, z if z is not None else u, delta_bias if delta_bias is not None else A, dout, adjoints,
+            d_init, c_group)
+    kwargs = dict(BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=CHECKPOINT_STEPS, HAS_Z=z is not None,
+                  HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), ACC=_acc(u.dtype),
+                  num_warps=config["num_warps"], num_stages=config["num_stages"])
+    return (bt, tk.cdiv(dm, bd)), args, kwargs
+
+
+def bwd_launch_args(inputs, du, config, *, delta_softplus=True):
+    """(grid, args, kwargs) of the backward's second pass, one program per (batch row, channel block, chunk).
+    ``inputs`` = (u, delta, A, B, C, D, z, delta_bias, checkpoints, adjoints, dout), ``adjoints`` from the first
+    pass; ``du`` (Bt, Dm, L) in the state dtype is the output the tuner checks; the other gradients are
+    allocated here (args[12:19]: ddelta, dA, dB, dC, dD, dz, ddelta_bias), the summed ones zeroed."""
+    u, delta, A, B, C, D, z, delta_bias, checkpoints, adjoints, dout = inputs
     bt, dm, length = u.shape
     n = A.shape[1]
     state_dtype = _state_dtype(u.dtype)
@@ -241,15 +263,21 @@ def bwd_launch_args(inputs, du, config, *, delta_softplus=True):
     ddelta = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device)
     dz = torch.empty(bt, dm, length, dtype=state_dtype, device=u.device) if z is not None else ddelta
     grads = (ddelta, zeros(dm, n), zeros(B.shape if B.dim() == 2 else bg.shape),
-             zeros(C.shape if C.dim() == 2 else cg.shape), zeros(dm), dz, zeros(dm),
-             torch.empty(bt, dm, n, dtype=state_dtype, device=u.device))
+             zeros(C.shape if C.dim() == 2 else cg.shape), zeros(dm), dz, zeros(dm))
     args = (u, delta, A, bg, cg, D if D is not None else A, z if z is not None else u,
-            delta_bias if delta_bias is not None else A, checkpoints, dout, du, *grads, b_group, c_group)
+            delta_bias if delta_bias is not None else A, checkpoints, adjoints, dout, du, *grads, b_group, c_group)
     kwargs = dict(BD=bd, BN=clamp_pow2(n, 1, MAX_STATE), BL=CHECKPOINT_STEPS, HAS_D=D is not None,
                   HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                   FIXED_B=B.dim() == 2, FIXED_C=C.dim() == 2, ACC=_acc(u.dtype), num_warps=config["num_warps"],
                   num_stages=config["num_stages"])
-    return (bt, tk.cdiv(dm, bd)), args, kwargs
+    return (bt, tk.cdiv(dm, bd), _chunks(length)), args, kwargs
+
+
+def run_bwd_adjoint(inputs, config, backend, *, delta_softplus=True):
+    """Launch the backward's first pass; returns (adjoints, d_initial_state)."""
+    grid, args, kwargs = bwd_adjoint_launch_args(inputs, config, delta_softplus=delta_softplus)
+    selective_scan_bwd_adjoint_kernel[grid](*args, backend=backend, **kwargs)
+    return args[6], args[7]
 
 
 @torch.library.custom_op("tilekit::selective_scan_backward", mutates_args=())
@@ -276,10 +304,13 @@ def selective_scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Te
     backend = backend_for(u.device)
     config = _config_for((bt, dm, length, n), u.dtype, u.device, backend, "selective_scan.bwd")
     du = torch.empty(bt, dm, length, dtype=_state_dtype(u.dtype), device=u.device)
-    grid, args, kwargs = bwd_launch_args((u, delta, A, B, C, D, z, delta_bias, checkpoints, dout), du, config,
-                                         delta_softplus=delta_softplus)
-    selective_scan_bwd_kernel[grid](*args, backend=backend, **kwargs)
-    ddelta, d_a, d_bg, d_cg, d_d, dz, d_bias, d_init = args[11:19]
+    # two passes (README "Backward"): one kernel holding every input and gradient spilled scalar registers on AMD
+    adjoints, d_init = run_bwd_adjoint((u, delta, A, B, C, D, z, delta_bias, checkpoints, dout), config, backend,
+                                       delta_softplus=delta_softplus)
+    grid, args, kwargs = bwd_launch_args((u, delta, A, B, C, D, z, delta_bias, checkpoints, adjoints, dout), du,
+                                         config, delta_softplus=delta_softplus)
+    selective_scan_bwd_chunk_kernel[grid](*args, backend=backend, **kwargs)
+    ddelta, d_a, d_bg, d_cg, d_d, dz, d_bias = args[12:19]
     grads[0].copy_(du)
     grads[1].copy_(ddelta)
     grads[2].copy_(d_a)
@@ -406,8 +437,10 @@ def kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, device=torch.
     return selective_scan_fwd_kernel, args, kwargs
 
 
-def backward_kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, device=torch.device("cuda")):
-    """(kernel, example args, launch kwargs) of the backward at (Bt, Dm, L, N), variable B/C, meta tensors."""
+def backward_kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, device=torch.device("cuda"),
+                            kernel="chunk"):
+    """(kernel, example args, launch kwargs) of the backward's ``kernel`` ("adjoint": the first pass, "chunk": the
+    second) at (Bt, Dm, L, N), variable B/C, meta tensors."""
     bt, dm, length, n = shape
     _, fwd_args, _ = kernel_example(shape, dtype, device)
     u, delta, A, bg, cg, D, z, bias = fwd_args[:8]
@@ -418,5 +451,9 @@ def backward_kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, devi
     du = torch.empty(bt, dm, length, dtype=torch.float32, **meta)
     device = torch.device(device)
     config = _config_for(shape, dtype, device, "reference" if device.type == "cpu" else "triton", "selective_scan.bwd")
-    _, args, kwargs = bwd_launch_args((u, delta, A, B, B, D, z, bias, checkpoints, dout), du, config)
-    return selective_scan_bwd_kernel, args, kwargs
+    if kernel == "adjoint":
+        _, args, kwargs = bwd_adjoint_launch_args((u, delta, A, B, B, D, z, bias, checkpoints, dout), config)
+        return selective_scan_bwd_adjoint_kernel, args, kwargs
+    adjoints = torch.empty_like(checkpoints)
+    _, args, kwargs = bwd_launch_args((u, delta, A, B, B, D, z, bias, checkpoints, adjoints, dout), du, config)
+    return selective_scan_bwd_chunk_kernel, args, kwargs

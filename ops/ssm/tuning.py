@@ -10,7 +10,7 @@ import torch
 from ...autotune.protocol import TuneKernel, register
 from ...tolerances import op_table
 from . import op
-from .kernels import selective_scan_bwd_kernel, selective_scan_fwd_kernel
+from .kernels import selective_scan_bwd_chunk_kernel, selective_scan_fwd_kernel
 
 # GPU: Mamba-130M (d_inner 1536) and Mamba-2.8B (d_inner 5120) prefill, N = 16; CPU (PoCL): ms-sized problems.
 DEFAULT_SHAPES = {"gpu": [(1, 1536, 2048, 16), (1, 5120, 2048, 16), (8, 5120, 512, 16)],
@@ -44,18 +44,22 @@ def forward_launch_args(inputs, out, config):
 
 
 def make_backward_inputs(shape, dtype, generator):
-    """The forward's inputs, its checkpoints (from a forward on the reference backend) and an upstream grad."""
+    """The forward's inputs, its checkpoints (from a forward on the reference backend), the adjoints entering each
+    chunk (the backward's first pass, on the reference backend) and an upstream grad: the tuned kernel is the
+    second pass."""
     inputs = make_forward_inputs(shape, dtype, generator)
+    dout = torch.randn(inputs[0].shape, generator=generator).to(dtype)
     with torch.no_grad():
         from ..dispatch import use_backend
         with use_backend("reference"):
             _, _, checkpoints = torch.ops.tilekit.selective_scan(*inputs[:5], inputs[5], inputs[6], inputs[7], None,
                                                                  True)
-    dout = torch.randn(inputs[0].shape, generator=generator).to(dtype)
-    return (*inputs, checkpoints, dout)
+        adjoints, _ = op.run_bwd_adjoint((*inputs, checkpoints, dout),
+                                         op._default_bwd_config(shape, dtype, torch.device("cpu")), "reference")
+    return (*inputs, checkpoints, adjoints, dout)
 
 
-def backward_reference(u, delta, A, B, C, D, z, delta_bias, checkpoints, dout):
+def backward_reference(u, delta, A, B, C, D, z, delta_bias, checkpoints, adjoints, dout):
     """du from autograd of the float64 recurrence."""
     u64 = u.double().requires_grad_()
     out = op.selective_scan_reference(u64, delta.double(), A.double(), B.double(), C.double(), D=D.double(),
@@ -80,7 +84,7 @@ FORWARD = register(TuneKernel(
 ))
 
 BACKWARD = register(TuneKernel(
-    id="selective_scan.bwd", kernel=selective_scan_bwd_kernel, shape_names=("Bt", "Dm", "L", "N"),
+    id="selective_scan.bwd", kernel=selective_scan_bwd_chunk_kernel, shape_names=("Bt", "Dm", "L", "N"),
     make_inputs=make_backward_inputs, make_output=backward_make_output, launch_args=backward_launch_args,
     reference=backward_reference, default_config=op._default_bwd_config, default_shapes=DEFAULT_SHAPES,
 ))

@@ -1,7 +1,7 @@
 """The SSM kernels compiled ahead of time for real GPUs (no GPU needed), with the GPU default configs:
-selective_scan at Mamba-2.8B prefill (Bt=1, Dm=5120, L=2048, N=16, fp16): no spills, registers within the limit,
-and no matrix instructions (the scan has no matmul); ssd_scan's forward at Mamba-2-2.7B prefill (Bt=1, L=2048,
-H=80, P=64, N=128, chunk 256, fp16): no spills and tensor-core / matrix-core instructions (wgmma on sm_90,
+selective_scan's forward and both backward kernels at Mamba-2.8B prefill (Bt=1, Dm=5120, L=2048, N=16, fp16): no
+spills, registers within the limit, and no matrix instructions (the scan has no matmul); ssd_scan's forward at
+Mamba-2-2.7B prefill (Bt=1, L=2048, H=80, P=64, N=128, chunk 256, fp16): no spills and tensor-core / matrix-core instructions (wgmma on sm_90,
 mma.sync on sm_80, mfma on gfx90a/gfx942); the SSD backward's kernels the same at sm_90 and gfx942. One compile per
 (kernel, target)."""
 import functools
@@ -13,24 +13,23 @@ from tilekit.ops.ssm import op, ssd
 
 TARGETS = ["sm_80", "sm_90", "gfx90a", "gfx942"]
 MAMBA_2_8B = (1, 5120, 2048, 16)
-EXAMPLES = {"fwd": op.kernel_example, "bwd": op.backward_kernel_example}
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @functools.lru_cache(maxsize=None)
 def artifact(kernel, target):
-    k, args, kwargs = EXAMPLES[kernel](MAMBA_2_8B, torch.float16, torch.device("cuda"))
+    if kernel == "fwd":
+        k, args, kwargs = op.kernel_example(MAMBA_2_8B, torch.float16, torch.device("cuda"))
+    else:
+        k, args, kwargs = op.backward_kernel_example(MAMBA_2_8B, torch.float16, torch.device("cuda"),
+                                                     kernel=kernel.removeprefix("bwd_"))
     return k.compile(target, *args, **kwargs)
 
 
-AMD_BWD_SPILLS = pytest.mark.xfail(strict=True, reason="the backward reports 32/34 spills on gfx90a/gfx942, all SGPR "
-                                   "spills (.vgpr_spill_count 0, private segment 0, 120 VGPRs on gfx942): scalar "
-                                   "pressure from its 19 tensor arguments' shapes and strides, not the tile; BD is "
-                                   "already 1 and 8 warps still leave 27; on gfx942 BD 1 with 1/2/4 warps gives 97/55/34, "
-                                   "BD 2 and 4 more (104-720), SGPRs at their 106 limit in every config")
-CASES = [("fwd", t) for t in TARGETS] + [("bwd", t) for t in TARGETS if t.startswith("sm_")] + [
-    pytest.param("bwd", t, marks=AMD_BWD_SPILLS) for t in TARGETS if t.startswith("gfx")]
+# the backward is two kernels (adjoint pass, then per-chunk gradients); as one kernel it held 19 tensor arguments'
+# pointers, shapes and strides and spilled 32 / 34 SGPRs on gfx90a / gfx942
+CASES = [(kernel, t) for kernel in ("fwd", "bwd_adjoint", "bwd_chunk") for t in TARGETS]
 
 
 @pytest.mark.parametrize("kernel,target", CASES)
