@@ -188,6 +188,13 @@ def test_gradients_on_opencl():
     check_gradients(problem, True, torch.float32, "opencl", 13)
 
 
+@pytest.mark.skipif("triton" not in cpu_backends(), reason="the Triton interpreter is not installed")
+def test_gradients_on_triton_interpreter():
+    # two chunks of the backward's second pass, grouped B/C, every option (about 2 s)
+    problem = make_problem(1, 2, 70, 4, "grouped", torch.float32, 5, groups=2)
+    check_gradients(problem, True, torch.float32, "triton", 5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_gradients_half_precision_on_reference(dtype):
     problem = make_problem(2, 4, 40, 6, "variable", dtype, 21)
