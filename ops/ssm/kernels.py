@@ -10,8 +10,8 @@ shape with stride-0 dims), and channel ``d`` reads group ``d // group_size``: on
 variable and grouped B/C.
 
 ``selective_scan_bwd_adjoint_kernel`` and ``selective_scan_bwd_chunk_kernel``: its backward from per-chunk
-checkpoints, in two passes (the reverse-time adjoint carried across chunks, then each chunk's gradients). ``selective_state_update_kernel`` and
-``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel``: Mamba-2's SSD
+checkpoints, in two passes (the reverse-time adjoint carried across chunks, then each chunk's gradients).
+``selective_state_update_kernel`` and ``ssd_state_update_kernel``: the Mamba-1 / Mamba-2 decode steps. ``ssd_scan_fwd_kernel``: Mamba-2's SSD
 chunked scan, each chunk walked in (BQ, BQ) sub-chunk blocks; its backward is five kernels, ``ssd_bwd_gate_kernel``,
 ``ssd_bwd_dstate_kernel``, ``ssd_bwd_dx_kernel``, ``ssd_bwd_dc_kernel`` and ``ssd_bwd_dt_kernel`` (README.md).
 """

@@ -14,7 +14,8 @@ from .kernels import (CHECKPOINT_STEPS, MAX_SCAN_VALUES_PER_THREAD, SELECTIVE_SC
                       selective_scan_fwd_kernel)
 
 OP_NAME = "selective_scan"
-KERNEL_IDS = {"selective_scan_fwd_kernel": "selective_scan.fwd", "selective_scan_bwd_chunk_kernel": "selective_scan.bwd"}
+KERNEL_IDS = {"selective_scan_fwd_kernel": "selective_scan.fwd",
+              "selective_scan_bwd_chunk_kernel": "selective_scan.bwd"}
 MAX_STATE = 256
 
 

@@ -1,9 +1,9 @@
 """The SSM kernels compiled ahead of time for real GPUs (no GPU needed), with the GPU default configs:
 selective_scan's forward and both backward kernels at Mamba-2.8B prefill (Bt=1, Dm=5120, L=2048, N=16, fp16): no
 spills, registers within the limit, and no matrix instructions (the scan has no matmul); ssd_scan's forward at
-Mamba-2-2.7B prefill (Bt=1, L=2048, H=80, P=64, N=128, chunk 256, fp16): no spills and tensor-core / matrix-core instructions (wgmma on sm_90,
-mma.sync on sm_80, mfma on gfx90a/gfx942); the SSD backward's kernels the same at sm_90 and gfx942. One compile per
-(kernel, target)."""
+Mamba-2-2.7B prefill (Bt=1, L=2048, H=80, P=64, N=128, chunk 256, fp16): no spills and tensor-core / matrix-core
+instructions (wgmma on sm_90, mma.sync on sm_80, mfma on gfx90a/gfx942); the SSD backward's kernels the same at sm_90
+and gfx942. One compile per (kernel, target)."""
 import functools
 
 import pytest
