@@ -555,12 +555,7 @@ def _straight_line_launcher(k, ck, grid_meta, positional_names, outputs):
     call = (f"run({values}{', ' if names else ''}grid=grid)" if run is not None
             else f"ck.launch({{{', '.join(f'{n!r}: {local[n]}' for n in names)}}}, grid)")
     src = ("def go(args, grid):\n" + "\n".join(pick + checks) + "\n"
-           "    if type(grid) is not tuple:\n        grid = launch_grid(k, grid, meta)\n"
-           "    else:\n"
-           "        for g in grid:\n"
-           "            if type(g) is not int or g < 0:\n                grid = launch_grid(k, grid, meta)\n"
-           "                break\n"
-           "        if not 0 < len(grid) <= 3:\n            grid = launch_grid(k, grid, meta)\n"
+           "    grid = launch_grid(k, grid, meta)\n"
            "    if 0 in grid:\n        k.last_launch_stats = None\n        return\n"
            f"    k.last_launch_stats = {call}\n")
     ns = {"k": k, "ck": ck, "run": run, "meta": grid_meta, "check_overlap": _check_no_internal_overlap,

@@ -85,23 +85,28 @@ class _TakingTurns:
         return locked
 
 
+def _flat_items(fn, var):
+    """The expressions of Triton's positional argument list for ``fn``'s parameters (see
+    ``tensor_param_names``), ``var(i, p)`` naming the local that holds parameter ``p``."""
+    items = []
+    for i, p in enumerate(fn.params):
+        a = var(i, p)
+        if p.kind == "scalar":
+            items.append(a)
+        elif p.value.type.packed:
+            items += [f"{a}.words", f"*{a}.shape", f"*{a}.words.stride()[:-1]"]
+        else:
+            items += [a, f"*{a}.shape", f"*{a}.stride()"]
+    return items
+
+
 def _flattener(fn):
-    """A function from {param name: arg} to Triton's positional argument list (see ``tensor_param_names``).
+    """A function from {param name: arg} to Triton's positional argument list.
 
     It is generated as straight-line code for this kernel's parameters: it runs on every warm launch, and
     a loop over a plan costs several microseconds more than the unrolled version."""
-    lines, items = [], []
-    for i, p in enumerate(fn.params):
-        a = f"a{i}"
-        lines.append(f"    {a} = args[{p.name!r}]")
-        if p.kind == "scalar":
-            items.append(a)
-            continue
-        if p.value.type.packed:
-            lines.append(f"    w{i} = {a}.words")
-            items += [f"w{i}", f"*{a}.shape", f"*w{i}.stride()[:-1]"]
-        else:
-            items += [a, f"*{a}.shape", f"*{a}.stride()"]
+    lines = [f"    a{i} = args[{p.name!r}]" for i, p in enumerate(fn.params)]
+    items = _flat_items(fn, lambda i, p: f"a{i}")
     src = "def flatten(args):\n" + "\n".join(lines) + f"\n    return [{', '.join(items)}]\n"
     ns = {}
     exec(compile(src, f"<tilekit flatten {fn.name}>", "exec"), ns)
@@ -144,15 +149,7 @@ class CompiledTriton:
         where = {n: f"v{i}" for i, n in enumerate(names)}
         if any(p.name not in where for p in self.fn.params):
             return None
-        items = []
-        for p in self.fn.params:
-            a = where[p.name]
-            if p.kind == "scalar":
-                items.append(a)
-            elif p.value.type.packed:
-                items += [f"{a}.words", f"*{a}.shape", f"*{a}.words.stride()[:-1]"]
-            else:
-                items += [a, f"*{a}.shape", f"*{a}.stride()"]
+        items = _flat_items(self.fn, lambda i, p: where[p.name])
         src = (f"def run({''.join(v + ', ' for v in where.values())}grid):\n"
                f"    try:\n        (ck._jit or ck.jit_fn)[grid]({', '.join(items)}, **options)\n"
                f"    except Exception as e:\n        reraise(e, ck.kernel, 'triton')\n")
