@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import platform
 import sys
 
@@ -62,9 +61,7 @@ def _example(args, gpu=True, target=None):
     if not isinstance(dtype, torch.dtype):
         raise SystemExit(f"unknown --dtype {args.dtype!r}")
     # a compile for a target gets that architecture's default config (sm_90's tiles may spill on gfx942)
-    example = KERNELS[args.op]
-    extra = {"target": target} if target and "target" in inspect.signature(example).parameters else {}
-    return example(shape, dtype, torch.device("cuda" if gpu else "cpu"), **extra)
+    return KERNELS[args.op](shape, dtype, torch.device("cuda" if gpu else "cpu"), target=target)
 
 
 def cmd_show(args):

@@ -117,7 +117,8 @@ def matmul_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def kernel_example(shape=(4096, 4096, 4096), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) for an (M, N, K) matmul: what `tilekit show/compile` use.
-    Tensors are on the meta device; ``device`` only picks the config family."""
+    Tensors are on the meta device; ``device`` only picks the config family (``target`` is ignored: one
+    default for every GPU)."""
     m, n, k = shape
     a = torch.empty(m, k, dtype=dtype, device="meta")
     b = torch.empty(k, n, dtype=dtype, device="meta")

@@ -566,7 +566,7 @@ def fused_moe_reference(x, w_gate_up, w_down, weights, ids, *, activation="silu"
     return y.to(x.dtype)
 
 
-def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) for moe_route at SPEC (T, H, F, E, top_k): what `tilekit
     show/compile` use. Tensors are on the meta device."""
     tokens, _, _, num_experts, top_k = shape
@@ -580,9 +580,10 @@ def kernel_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=
     return moe_route_kernel, args, kwargs
 
 
-def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda")):
+def gate_up_example(shape=(4096, 4096, 14336, 8, 2), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) of fused_moe's gate_up grouped GEMM at SPEC (T, H, F, E, top_k),
-    with the alignment's static lengths: fused_moe's main forward kernel for `tilekit show/compile`."""
+    with the alignment's static lengths: fused_moe's main forward kernel for `tilekit show/compile`. ``target``
+    is accepted and ignored: the forward GEMMs have one default for every GPU."""
     tokens, hidden, ffn, num_experts, top_k = shape
     device = torch.device(device)
     backend = "reference" if device.type == "cpu" else "triton"

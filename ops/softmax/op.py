@@ -142,7 +142,8 @@ def softmax_backward_reference(grad: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 def kernel_example(shape=(4096, 4096), dtype=torch.float16, device=torch.device("cuda"), target=None):
     """(kernel, example args, launch kwargs) for a (rows, n) softmax: what `tilekit show/compile` use.
-    Tensors are on the meta device; ``device`` only picks the config family."""
+    Tensors are on the meta device; ``device`` only picks the config family (``target`` is ignored: one
+    default for every GPU)."""
     rows, n = shape
     x = torch.empty(rows, n, dtype=dtype, device="meta")
     y = torch.empty(rows, n, dtype=dtype, device="meta")

@@ -419,7 +419,8 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
 
 def kernel_example(shape=(1, 5120, 2048, 16), dtype=torch.float16, device=torch.device("cuda"), target=None):
-    """(kernel, example args, launch kwargs) at (Bt, Dm, L, N) with variable B/C, on meta tensors."""
+    """(kernel, example args, launch kwargs) at (Bt, Dm, L, N) with variable B/C, on meta tensors (``target``
+    is ignored: the forward has one default for every GPU)."""
     bt, dm, length, n = shape
     meta = dict(device="meta")
     u = torch.empty(bt, dm, length, dtype=dtype, **meta)
