@@ -8,7 +8,7 @@ import torch
 import tilekit as tk
 
 from ..dispatch import backend_for, check_tensor, next_pow2, provided_config
-from .kernels import LN2, LOG2E, _scores2
+from .kernels import LOG2E, _online_softmax_step, _scores2, _softmax_output
 
 DECODE_ID, COMBINE_ID = "attention.decode", "attention.combine"
 SPLIT_CANDIDATES = [1, 2, 4, 8, 16, 32]
@@ -65,16 +65,9 @@ def attention_decode_kernel(Q, KC, VC, Table, SeqLens, OPart, LPart, pages_per_s
         s2, _ = _scores2(tk.dot(q, k.T).to(ACC), scale, softcap, SOFTCAP)
         visible = head_ok[:, None] & (cols[None, :] < length) & (cols[None, :] >= first)
         s2 = tk.where(visible, s2, -float("inf"))
-        m_new = tk.maximum(m_i, tk.max(s2, axis=1))
-        m_safe = tk.where(m_new == -float("inf"), 0.0, m_new)
-        alpha = tk.exp2(m_i - m_safe)
-        pr = tk.exp2(s2 - m_safe[:, None])
-        l_i = l_i * alpha + tk.sum(pr, axis=1)
+        m_i, alpha, pr, l_i = _online_softmax_step(s2, m_i, l_i)
         acc = acc * alpha[:, None] + tk.dot(pr.to(VC.dtype), v).to(ACC)
-        m_i = m_new
-    empty = l_i == 0.0
-    o = acc / tk.where(empty, 1.0, l_i)[:, None]
-    lse = tk.where(empty, -float("inf"), m_i * LN2 + tk.log(tk.where(empty, 1.0, l_i)))
+    o, lse = _softmax_output(acc, m_i, l_i)
     tk.store(OPart, (b, hk * group, split, 0), o.reshape((1, GP, 1, BD)), mask=head_ok[None, :, None, None])
     tk.store(LPart, (b, hk * group, split), lse.reshape((1, GP, 1)), mask=head_ok[None, :, None])
 

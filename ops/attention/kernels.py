@@ -65,6 +65,34 @@ def _key_block_range(m0, Skv, diag, left, right, BM: tk.constexpr, BN: tk.conste
     return lo, hi
 
 
+@tk.func
+def _sequence_bounds(CuQ, CuK, b):
+    """(first query row, query length, first key row, key length) of packed sequence ``b``."""
+    q_start = tk.load(CuQ, (b,))
+    k_start = tk.load(CuK, (b,))
+    return q_start, tk.load(CuQ, (b + 1,)) - q_start, k_start, tk.load(CuK, (b + 1,)) - k_start
+
+
+@tk.func
+def _online_softmax_step(s2, m_i, l_i):
+    """One key block of the online softmax over base-2 scores ``s2``: (new running max, the factor that
+    rescales the old sum and accumulator, the block's probabilities, the new running sum)."""
+    m_new = tk.maximum(m_i, tk.max(s2, axis=1))
+    # A row with nothing visible yet keeps max -inf: subtract 0 instead, so exp2 gives 0, not NaN.
+    m_safe = tk.where(m_new == -float("inf"), 0.0, m_new)
+    alpha = tk.exp2(m_i - m_safe)
+    p = tk.exp2(s2 - m_safe[:, None])
+    return m_new, alpha, p, l_i * alpha + tk.sum(p, axis=1)
+
+
+@tk.func
+def _softmax_output(acc, m_i, l_i):
+    """(o, lse) from the accumulator and the running max and sum; a row that saw no key gives 0, -inf."""
+    empty = l_i == 0.0
+    o = acc / tk.where(empty, 1.0, l_i)[:, None]
+    return o, tk.where(empty, -float("inf"), m_i * LN2 + tk.log(tk.where(empty, 1.0, l_i)))
+
+
 @tk.kernel(tunables=ATTENTION_TUNABLES)
 def attention_fwd_kernel(Q, K, V, O, LSE, scale, softcap, left, right, SOFTCAP: tk.constexpr,
                          BM: tk.constexpr, BN: tk.constexpr, BD: tk.constexpr, ACC: tk.constexpr):
@@ -91,17 +119,9 @@ def attention_fwd_kernel(Q, K, V, O, LSE, scale, softcap, left, right, SOFTCAP: 
         s2, _ = _scores2(qk, scale, softcap, SOFTCAP)
         visible = _visible(rows, n0 + tk.arange(BN), Sq, Skv, diag, left, right)
         s2 = tk.where(visible, s2, -float("inf"))
-        m_new = tk.maximum(m_i, tk.max(s2, axis=1))
-        # A row with nothing visible yet keeps max -inf: subtract 0 instead, so exp2 gives 0, not NaN.
-        m_safe = tk.where(m_new == -float("inf"), 0.0, m_new)
-        alpha = tk.exp2(m_i - m_safe)
-        p = tk.exp2(s2 - m_safe[:, None])
-        l_i = l_i * alpha + tk.sum(p, axis=1)
+        m_i, alpha, p, l_i = _online_softmax_step(s2, m_i, l_i)
         acc = acc * alpha[:, None] + tk.dot(p.to(V.dtype), v).to(ACC)
-        m_i = m_new
-    empty = l_i == 0.0
-    o = acc / tk.where(empty, 1.0, l_i)[:, None]
-    lse = tk.where(empty, -float("inf"), m_i * LN2 + tk.log(tk.where(empty, 1.0, l_i)))
+    o, lse = _softmax_output(acc, m_i, l_i)
     tk.store(O, (b, h, m0, 0), o.to(O.dtype).reshape((1, 1, BM, BD)))
     tk.store(LSE, (b, h, m0), lse.to(LSE.dtype).reshape((1, 1, BM)))
 
@@ -210,10 +230,7 @@ def attention_varlen_fwd_kernel(Q, K, V, O, LSE, CuQ, CuK, scale, softcap, left,
     b = bh // Hq
     h = bh % Hq
     hk = h // (Hq // Hkv)
-    q_start = tk.load(CuQ, (b,))
-    Sq = tk.load(CuQ, (b + 1,)) - q_start
-    k_start = tk.load(CuK, (b,))
-    Skv = tk.load(CuK, (b + 1,)) - k_start
+    q_start, Sq, k_start, Skv = _sequence_bounds(CuQ, CuK, b)
     if m0 < Sq:
         diag = Skv - Sq
         lo, hi = _key_block_range(m0, Skv, diag, left, right, BM, BN)
@@ -232,16 +249,9 @@ def attention_varlen_fwd_kernel(Q, K, V, O, LSE, CuQ, CuK, scale, softcap, left,
             s2, _ = _scores2(qk, scale, softcap, SOFTCAP)
             visible = _visible(rows, cols, Sq, Skv, diag, left, right)
             s2 = tk.where(visible, s2, -float("inf"))
-            m_new = tk.maximum(m_i, tk.max(s2, axis=1))
-            m_safe = tk.where(m_new == -float("inf"), 0.0, m_new)
-            alpha = tk.exp2(m_i - m_safe)
-            p = tk.exp2(s2 - m_safe[:, None])
-            l_i = l_i * alpha + tk.sum(p, axis=1)
+            m_i, alpha, p, l_i = _online_softmax_step(s2, m_i, l_i)
             acc = acc * alpha[:, None] + tk.dot(p.to(V.dtype), v).to(ACC)
-            m_i = m_new
-        empty = l_i == 0.0
-        o = acc / tk.where(empty, 1.0, l_i)[:, None]
-        lse = tk.where(empty, -float("inf"), m_i * LN2 + tk.log(tk.where(empty, 1.0, l_i)))
+        o, lse = _softmax_output(acc, m_i, l_i)
         tk.store(O, (q_start + rows, h, 0), o.to(O.dtype).reshape((BM, 1, BD)), mask=row_ok[:, None, None])
         tk.store(LSE, (h, q_start + rows), lse.to(LSE.dtype).reshape((1, BM)), mask=row_ok[None, :])
 
@@ -271,10 +281,7 @@ def attention_varlen_bwd_dkdv_kernel(Q, K, V, DO, LSE, Delta, DK, DV, CuQ, CuK, 
     bhk = tk.program_id(1)
     b = bhk // Hkv
     hk = bhk % Hkv
-    q_start = tk.load(CuQ, (b,))
-    Sq = tk.load(CuQ, (b + 1,)) - q_start
-    k_start = tk.load(CuK, (b,))
-    Skv = tk.load(CuK, (b + 1,)) - k_start
+    q_start, Sq, k_start, Skv = _sequence_bounds(CuQ, CuK, b)
     if n0 < Skv:
         diag = Skv - Sq
         lo, hi = _key_block_range(n0, Sq, -diag, right, left, BN, BM)
@@ -319,10 +326,7 @@ def attention_varlen_bwd_dq_kernel(Q, K, V, DO, LSE, Delta, DQ, CuQ, CuK, scale,
     b = bh // Hq
     h = bh % Hq
     hk = h // (Hq // Hkv)
-    q_start = tk.load(CuQ, (b,))
-    Sq = tk.load(CuQ, (b + 1,)) - q_start
-    k_start = tk.load(CuK, (b,))
-    Skv = tk.load(CuK, (b + 1,)) - k_start
+    q_start, Sq, k_start, Skv = _sequence_bounds(CuQ, CuK, b)
     if m0 < Sq:
         diag = Skv - Sq
         lo, hi = _key_block_range(m0, Skv, diag, left, right, BM, BN)
