@@ -494,6 +494,17 @@ def ssd_gated_grad(DY, Z, YPre, b, r0, h, p0, S: tk.constexpr, BP: tk.constexpr,
 
 
 @tk.func
+def ssd_sub_chunk_program(length, Q: tk.constexpr, S: tk.constexpr, BP: tk.constexpr):
+    """What a backward sub-chunk program covers, from its ids (program 0: batch row x chunk x sub-chunk, 1:
+    head, 2: head-dim block): (batch row, chunk, sub-chunk start in the chunk, chunk start, head, head dim)."""
+    chunks = tk.cdiv(length, Q)
+    per_chunk = Q // S
+    chunk = (tk.program_id(0) // per_chunk) % chunks
+    return (tk.program_id(0) // (chunks * per_chunk), chunk, (tk.program_id(0) % per_chunk) * S, chunk * Q,
+            tk.program_id(1), tk.program_id(2) * BP)
+
+
+@tk.func
 def ssd_chunk_seq(SeqIdx, b, t0, length, Q: tk.constexpr, HAS_SEQ: tk.constexpr):
     """(seq id of the step before the chunk, seq id of its last step, 1.0 if the state passes through the
     chunk, else 0.0); (0, 0, 1.0) without seq_idx."""
@@ -595,14 +606,7 @@ def ssd_bwd_dx_kernel(X, Dt, A, B, C, Dskip, DtBias, SeqIdx, DYGated, DStates, D
     dB_t = sum_i (dW_it ∘ L ∘ dt)^T C_i + w ∘ (x_t dS),
     the direct d(dt)_t and the columns' d(cum) (atomic, summed over head-dim blocks), d(total) at the chunk's end."""
     batch, length, heads, hdim = X.shape
-    chunks = tk.cdiv(length, Q)
-    per_chunk = Q // S
-    b = tk.program_id(0) // (chunks * per_chunk)
-    chunk = (tk.program_id(0) // per_chunk) % chunks
-    t = (tk.program_id(0) % per_chunk) * S
-    t0 = chunk * Q
-    h = tk.program_id(1)
-    p0 = tk.program_id(2) * BP
+    b, chunk, t, t0, h, p0 = ssd_sub_chunk_program(length, Q, S, BP)
     g = h // heads_per_group
     a_h = tk.load(A, (h,)).to(ACC)
     bias = 0.0
@@ -671,14 +675,7 @@ def ssd_bwd_dc_kernel(X, Dt, A, B, C, DtBias, SeqIdx, DYGated, ChunkStates, DC, 
     d(cum) e ∘ (dy · C S_in^T) + sum_j (dW ∘ L ∘ dt)_tj (C_t · B_j) = rowsum(C_t ∘ dC_t), so C B^T is never
     formed (both atomic)."""
     batch, length, heads, hdim = X.shape
-    chunks = tk.cdiv(length, Q)
-    per_chunk = Q // S
-    b = tk.program_id(0) // (chunks * per_chunk)
-    chunk = (tk.program_id(0) // per_chunk) % chunks
-    t = (tk.program_id(0) % per_chunk) * S
-    t0 = chunk * Q
-    h = tk.program_id(1)
-    p0 = tk.program_id(2) * BP
+    b, chunk, t, t0, h, p0 = ssd_sub_chunk_program(length, Q, S, BP)
     g = h // heads_per_group
     a_h = tk.load(A, (h,)).to(ACC)
     bias = 0.0
