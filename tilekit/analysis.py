@@ -46,7 +46,32 @@ def is_nonnegative(v, owners: dict, depth=0) -> bool:
         return is_nonnegative(a, owners, depth + 1) and is_nonnegative(b, owners, depth + 1)
     if n in ("cast", "broadcast", "expand_dims"):
         return op.operands[0].dtype.is_int and is_nonnegative(op.operands[0], owners, depth + 1)
+    if n == "if":  # a result is >= 0 when every branch yields a value >= 0 (``lo = 0 if lo < 0 else lo``)
+        i = op.results.index(v)
+        return all(is_nonnegative(y, owners, depth + 1) or _branch_proves_nonnegative(op.operands[0], y, taken)
+                   for r, taken in zip(op.regions, (True, False)) for y in [r.terminator.operands[i]])
     return False
+
+
+def _const_value(v):
+    return v.owner.attrs["value"] if v.owner is not None and v.owner.name == "const" else None
+
+
+def _branch_proves_nonnegative(cond, y, taken) -> bool:
+    """Whether the branch taken when ``cond`` is ``taken`` only runs with ``y >= 0``: the else of ``y < c``
+    or ``y <= c`` with c >= 0, the then of ``y >= c`` or ``y > c`` with c >= 0 (also ``c > y`` and the like)."""
+    op = cond.owner
+    if op is None or op.name != "cmp" or cond.shape != ():
+        return False
+    a, b = op.operands
+    k = op.attrs["op"]
+    flip = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}
+    if b is y and a is not y:
+        a, b, k = b, a, flip.get(k, k)
+    c = _const_value(b)
+    if a is not y or c is None or c < 0:
+        return False
+    return (k in ("lt", "le") and not taken) or (k in ("gt", "ge") and taken)
 
 
 def known_multiple(v, owners: dict, depth=0) -> int:

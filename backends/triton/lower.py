@@ -330,7 +330,7 @@ class TritonEmitter:
         squeezed = kept is not None
         kept = list(range(rank)) if kept is None else kept
         lines, masks, scalar_masks = [], [], []
-        idx_names = []
+        idx_names, bound_dims = [], []
         for d, (o, s) in enumerate(zip(offs, tile_shape)):
             idx = self.fresh(f"{tensor.name}_i{d}")
             expand = ("[" + ", ".join(":" if e == d else "None" for e in kept) + "]"
@@ -344,13 +344,25 @@ class TritonEmitter:
                 scalar_masks.append(cond)
             elif o.shape == ():
                 lines.append(f"{idx} = ({self.name(o)}{wide} + tl.arange(0, {s})){expand}")
-                cond = f"({idx} < {tname}_shape{d})"
+                bound_dims.append((d, len(masks)))
+                cond = f"({idx} < {{bound{d}}})"
                 if not is_nonnegative(o, self.owners):
                     cond = f"({idx} >= 0) & {cond}"
                 masks.append(cond)
             else:
                 lines.append(f"{idx} = {self.name(o)}{wide}{expand}")
             idx_names.append(idx)
+        folded = None
+        if scalar_masks and bound_dims:
+            # The unit blocks' scalar conditions fold into one tile dimension's bound (``rows < (ok ? n : 0)``):
+            # one scalar select, instead of a select per element of the tile mask.
+            folded = bound_dims[-1][0]
+            bound = self.fresh(f"{tensor.name}_bound")
+            lines.append(f"{bound} = tl.where({' & '.join(scalar_masks)}, {tname}_shape{folded}, 0)")
+        for d, j in bound_dims:
+            masks[j] = masks[j].replace(f"{{bound{d}}}", bound if d == folded else f"{tname}_shape{d}")
+        if folded is not None:
+            scalar_masks = []
         if mask is not None:  # the op's own mask= has the tile's full shape
             squeezed_shape = [tile_shape[d] for d in kept]
             masks.append(f"tl.reshape({self.name(mask)}, {squeezed_shape})" if squeezed else self.name(mask))
@@ -371,9 +383,7 @@ class TritonEmitter:
             # Unit blocks at scalar offsets (the (1, 1, BM, BD) tile of a 4-D tensor) of a dot operand are
             # addressed by a scalar and the tile loaded at its squeezed shape, then reshaped: a reshape of the
             # loaded tile breaks Triton's load -> shared memory -> wgmma chain (the operand goes through registers).
-            kept = [d for d, (o, n) in enumerate(zip(offs, shape)) if not (n == 1 and o.shape == ())]
-            if len(kept) == len(shape) or not any(offs[d].shape == () for d in kept):
-                kept = None  # nothing to squeeze, or no tile mask for the scalar conditions to select
+            kept = self.unit_dims_kept(offs, shape)
         lines, idx, mask = self.address(op, shape, kept)
         t = self.tensor(tensor)
         res = self.name(op.results[0])
@@ -565,14 +575,28 @@ class TritonEmitter:
             lines.append(f"{res} = tl.where(({pfx}exp == {rule.exp_mask}) & ({pfx}man == {rule.man_mask}), float('nan'), {res})")
         return lines
 
+    @staticmethod
+    def unit_dims_kept(offs, shape):
+        """The dimensions of a tile that are not unit blocks at scalar offsets, or None when there is nothing
+        to squeeze (every dimension spans the tile, or no kept one has a tile mask for scalar conditions)."""
+        kept = [d for d, (o, n) in enumerate(zip(offs, shape)) if not (n == 1 and o.shape == ())]
+        if len(kept) == len(shape) or not any(offs[d].shape == () for d in kept):
+            return None
+        return kept
+
     def store(self, op):
-        tensor, _, value, _ = offsets_and_mask(op)
-        lines, idx, mask = self.address(op, value.shape)
+        tensor, offs, value, _ = offsets_and_mask(op)
+        # unit blocks at scalar offsets (O's (1, 1, BM, BD) block) are addressed by a scalar, as in e_load
+        kept = self.unit_dims_kept(offs, value.shape) if len(value.shape) > 1 else None
+        lines, idx, mask = self.address(op, value.shape, kept)
         t = self.tensor(tensor)
         ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
         fn = "tl.store" if op.name == "store" else ATOMIC_RMW[op.attrs["kind"]].triton
         m = f", mask={mask}" if mask else ""
-        return lines + [f"{fn}({ptr}, {self.name(value)}{m})"]
+        val = self.name(value)
+        if kept is not None:
+            val = f"tl.reshape({val}, {[value.shape[d] for d in kept]})"
+        return lines + [f"{fn}({ptr}, {val}{m})"]
 
 
 def emit(fn, kernel_name) -> str:
