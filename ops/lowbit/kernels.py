@@ -61,9 +61,11 @@ def lowbit_gemv_kernel(X, W, S, Z, GS, P, Bias, Y, blocks_per_split,
     accumulates fp32 partial sums into Y with atomics (the finish kernel adds the bias and converts)."""
     M, K = X.shape
     n0 = tk.program_id(0) * BN
-    k_lo = tk.program_id(1) * blocks_per_split * BK     # a known multiple of BK: aligned vector loads
+    # max(., 0): the host passes >= 1; saying so proves k >= 0, so no load masks k's lower bound
+    blocks = tk.maximum(blocks_per_split, 0)
+    k_lo = tk.program_id(1) * blocks * BK     # a known multiple of BK: aligned vector loads
     acc = tk.zeros((BM, BN), ACC)
-    for k in tk.range(k_lo, k_lo + blocks_per_split * BK, BK):
+    for k in tk.range(k_lo, k_lo + blocks * BK, BK):
         code = tk.load(W, (n0, k), (BN, BK)).to(ACC)
         if WKIND == 1:
             code = 1.0 - 2.0 * code
