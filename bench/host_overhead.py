@@ -1,9 +1,11 @@
 """Host overhead of tilekit's launch path, and cold trace-to-source time.
 
 * Warm launch: µs per ``kernel[grid](...)`` call with a warm cache, the final Triton launch replaced by a
-  no-op, so only tilekit's own work is timed (argument keying, cache lookup, grid, argument
+  no-op, so only tilekit's own work is timed (the exact-layout guard or the launch key, grid, argument
   flattening). Measured against the floor in the same run: a Python function that reads the tensors'
   pointers, shapes and strides, evaluates the grid and calls the same no-op. Target: <= 1.5x the floor.
+  The last rows cycle through 6 layouts (each call misses the previous call's exact launcher and finds
+  its own by layout) and take the key path (no exact launchers: the cost of a call with a new layout).
 * Op level: ``torch.ops.tilekit.matmul`` on a tiny input (config lookup in the tuning table included,
   the kernel launch stubbed) against the custom-op dispatch alone (a custom op that only allocates its
   output).
@@ -22,7 +24,7 @@ import torch
 
 import tilekit as tk
 from tilekit.bench.abstraction_cost import tk_matmul, tk_softmax
-from tilekit.kernel import Kernel
+from tilekit.kernel import Kernel, _ExactLaunchers
 
 
 TARGET_RATIO = 1.5
@@ -59,6 +61,20 @@ def warm_launch_us(kernel, args, grid, calls, repeats=5, **kw):
     kernel[grid](*args, backend="triton", **kw)  # compile once
     _stub_launches(kernel)
     return _time_us(lambda: kernel[grid](*args, backend="triton", **kw), calls, repeats)
+
+
+def rotating_launch_us(kernel, layouts, grid, calls, repeats=5):
+    """Like ``warm_launch_us``, cycling through several argument layouts: with more of them than the
+    kernel keeps recent exact launchers for, every call takes the key path."""
+    for args in layouts:
+        kernel[grid](*args, backend="triton")
+    _stub_launches(kernel)
+
+    def cycle():
+        for args in layouts:
+            kernel[grid](*args, backend="triton")
+    best, median = _time_us(cycle, max(calls // len(layouts), 1), repeats)
+    return best / len(layouts), median / len(layouts)
 
 
 def floor_us(args, grid, meta, calls, repeats=5):
@@ -123,14 +139,23 @@ def main(argv=None):
         ("softmax, tuple grid", warm_launch_us(tk_softmax, (X, Y), (64,), args.calls),
          floor_us((X, Y), (64,), {}, args.calls)),
     ]
+    views = [(A[:512 - i, :384 - i], B[:384 - i, :256 - i], C[:512 - i, :256 - i]) for i in range(6)]
+    rows.append(("matmul, 6 layouts in turn", rotating_launch_us(Kernel(tk_matmul.fn), views, mm_grid, args.calls),
+                 floor_us(views[-1], mm_grid, mm_meta, args.calls), "(each finds its exact launcher)"))
+    limit, _ExactLaunchers.LIMIT = _ExactLaunchers.LIMIT, 0  # no exact launchers: every call builds a key
+    try:
+        rows.append(("matmul, the key path", warm_launch_us(Kernel(tk_matmul.fn), (A, B, C), mm_grid, args.calls),
+                     floor_us((A, B, C), mm_grid, mm_meta, args.calls), "(a call whose layout has no exact launcher)"))
+    finally:
+        _ExactLaunchers.LIMIT = limit
     print(f"Warm launch overhead (final Triton launch replaced by a no-op), against the floor measured beside it; "
           f"target <= {TARGET_RATIO}x")
     print(f"  {'':<28} {'best':>7}  {'median':>7}  {'floor':>7}  {'ratio':>6}  (us/call, best of 5 repeats; "
           f"median shows the noise)")
-    for name, (best, median), (floor, _) in rows:
+    for name, (best, median), (floor, _), *how in rows:
         ratio = best / floor
         print(f"  {name:<28} {best:7.2f}  {median:7.2f}  {floor:7.2f}  {ratio:6.2f}  "
-              f"{'ok' if ratio <= TARGET_RATIO else 'OVER TARGET'}")
+              f"{'ok' if ratio <= TARGET_RATIO else 'OVER TARGET'} {' '.join(how)}")
     (op, _), (dispatch, _) = op_level_us(args.calls // 4 or 1)
     print("Op level: torch.ops.tilekit.matmul, 8x8 fp32, launch stubbed (config lookup included)")
     print(f"  tilekit::matmul {op:7.2f} us/call; custom-op dispatch alone {dispatch:7.2f} us/call; "

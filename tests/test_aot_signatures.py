@@ -1,4 +1,4 @@
-"""AOT details: 64-bit element offsets for storage of 2**31 bytes or more; signature strings as example args."""
+"""AOT details: 64-bit element offsets for tensors whose elements span 2**31 bytes or more; signature strings as example args."""
 import torch
 
 import tilekit as tk
@@ -12,12 +12,17 @@ def copy_rows(X, Y, BM: tk.constexpr = 16, BN: tk.constexpr = 64):
     tk.store(Y, (tk.program_id(0) * BM, 0), tile)
 
 
-def test_large_storage_is_part_of_the_specialization():
+def test_large_span_is_part_of_the_specialization():
     small = torch.empty(100, 64, device="meta")
     big = torch.empty(2**16, 2**14, dtype=torch.float16, device="meta")  # exactly 2**31 bytes
     assert _arg_spec("X", small) == TensorType(tk.float32, 2)
     assert _arg_spec("X", big).large
-    assert _arg_key(small) != _arg_key(big.float()[:100])  # a small view of large storage is still large
+    assert not _arg_spec("X", big[:, :2**14 - 1]).large  # one element short of 2**31 bytes
+    # what counts is the span the view addresses from its data pointer, not the storage under it
+    assert _arg_key(big[:100]) == _arg_key(torch.empty(100, 2**14, dtype=torch.float16, device="meta"))
+    two_rows = big[::2**16 - 1]  # rows 0 and 65535: 2 * 2**14 elements whose span is the whole 2**31 bytes
+    assert not two_rows.is_contiguous() and _arg_spec("X", two_rows).large
+    assert _arg_key(two_rows) != _arg_key(big[:2])
 
 
 def test_large_tensors_index_in_64_bits():

@@ -25,7 +25,7 @@ TOOLCHAIN = ("triton", "cuda-bindings", "nvidia-cuda-nvrtc", "nvidia-cuda-cuobjd
              "pyopencl", "pocl-binary-distribution", "optuna")
 LOW_END_TESTS = [
     "tests/test_aot.py",
-    "tests/test_aot_signatures.py::test_large_storage_is_part_of_the_specialization",
+    "tests/test_aot_signatures.py::test_large_span_is_part_of_the_specialization",
     "tests/test_aot_signatures.py::test_large_tensors_index_in_64_bits",
     "tests/test_aot_signatures.py::test_compile_from_signature_strings",
     "tests/test_nvrtc_compile.py::test_default_matmul_uses_tensor_cores_without_spills",

@@ -12,6 +12,7 @@ import inspect
 import math
 import os
 import struct
+import sys
 
 import numpy as np
 import torch
@@ -67,12 +68,22 @@ def value_key(v):
     return (t, v)
 
 
-# Storage at least this many bytes needs 64-bit element offsets (conservative: counts bytes, not elements).
-LARGE_STORAGE_BYTES = 2**31
+# A tensor whose elements span this many bytes or more from its data pointer needs 64-bit element offsets
+# (conservative: counts bytes, not elements). The span, not the storage: a small view of a huge storage
+# addresses only its own elements, and a span is fixed by the sizes and strides, which a launch reads anyway.
+LARGE_SPAN_BYTES = 2**31
 
 
 def _is_large(t: torch.Tensor) -> bool:
-    return t.untyped_storage().nbytes() >= LARGE_STORAGE_BYTES
+    # the storage bounds the span and costs one C call: only views of a large storage compute the span
+    return t.untyped_storage().nbytes() >= LARGE_SPAN_BYTES and _span_is_large(t)
+
+
+def _span_is_large(t):
+    if t.numel() == 0:
+        return False
+    last = sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    return (last + 1) * t.element_size() >= LARGE_SPAN_BYTES
 
 
 def _arg_spec(name, x):
@@ -129,6 +140,7 @@ class Kernel(KernelObject):
         self._constexpr_positions = {i for i, n in enumerate(self.param_names) if n in self.constexpr_names}
         self._static_names = self.constexpr_names | set(LAUNCH_OPTIONS)
         self._launch_keys = {}  # (number of positional arguments, keyword names) -> its generated key function
+        self._exact = _ExactLaunchers(self)  # the warm launch's first try
         self._hash = None
 
     # -- source --
@@ -175,6 +187,7 @@ class Kernel(KernelObject):
         self._hash = self._probes = self._info = self._tensor_roles = None
         self._cache.clear()
         self._fast.clear()
+        self._exact = _ExactLaunchers(self)
         self._writes.clear()
         self._bounds.clear()
 
@@ -329,8 +342,8 @@ class Kernel(KernelObject):
         warm launch (a loop calling ``_arg_key`` per argument costs ~1 us a tensor)."""
         fn = self._launch_keys.get((n, names))
         if fn is None:
-            tensor = ("(({a}.dtype, {a}.dim(), {a}.device, {a}.untyped_storage().nbytes() >= LARGE, {a}.is_neg()) "
-                      "if type({a}) is Tensor else arg_key({a}))")
+            tensor = ("(({a}.dtype, {a}.dim(), {a}.device, {a}.untyped_storage().nbytes() >= LARGE and "
+                      "span_is_large({a}), {a}.is_neg()) if type({a}) is Tensor else arg_key({a}))")
             static = "((int, {a}) if type({a}) is int else value_key({a}))"
             items = [(static if i in self._constexpr_positions else tensor).format(a=f"a{i}") for i in range(n)]
             lines = [f"    {''.join(f'a{i}, ' for i in range(n))}= args"] if n else []
@@ -340,7 +353,8 @@ class Kernel(KernelObject):
                 items.append(f"({name!r}, {item})")
             src = "def key(args, kwargs):\n" + "".join(l + "\n" for l in lines) + \
                   f"    return ({''.join(it + ', ' for it in items)})\n"
-            ns = {"Tensor": torch.Tensor, "LARGE": LARGE_STORAGE_BYTES, "arg_key": _arg_key, "value_key": value_key}
+            ns = {"Tensor": torch.Tensor, "LARGE": LARGE_SPAN_BYTES, "arg_key": _arg_key, "value_key": value_key,
+                  "span_is_large": _span_is_large}
             exec(compile(src, f"<tilekit launch key {self.__name__}/{n}/{','.join(names)}>", "exec"), ns)
             fn = self._launch_keys[(n, names)] = ns["key"]
         return fn
@@ -358,7 +372,7 @@ def _arg_key(a):
     t = type(a)
     if t is torch.Tensor or isinstance(a, torch.Tensor):
         # is_neg: a view torch negates lazily (z.conj().imag) holds the un-negated values in memory
-        return (a.dtype, a.dim(), a.device, a.untyped_storage().nbytes() >= LARGE_STORAGE_BYTES, a.is_neg())
+        return (a.dtype, a.dim(), a.device, _is_large(a), a.is_neg())
     if t is int:
         return int if -2**31 <= a < 2**31 else "i64"
     if t is float or t is bool:
@@ -485,6 +499,15 @@ class Launcher(KernelObject):
         k = self.kernel
         if k._probes:
             k._check_helpers()
+        exact = k._exact
+        last = exact.last
+        if last is not None and last(args, kwargs, self.grid) is not MISS:  # the previous call's layout
+            return
+        layout = exact.layout_of(len(args), tuple(kwargs))(args, kwargs)
+        for launch in exact.by_layout.get(layout, ()):  # a layout seen before (one per variant)
+            if launch(args, kwargs, self.grid) is not MISS:
+                exact.last = launch
+                return
         key = k.launch_key(len(args), tuple(kwargs))(args, kwargs)
         if CHECK_BOUNDS:  # the process-wide default decides the variant too
             key += (_CHECK_BOUNDS_ON,)
@@ -495,7 +518,9 @@ class Launcher(KernelObject):
         if entry is None:
             entry = k._first_launch(args, kwargs, key)
         if entry[6] is not None:  # this specialization's straight-line launcher
-            return entry[6](args, self.grid)
+            entry[6](args, self.grid)  # first: it rejects a written tensor that overlaps itself
+            exact.add(layout, entry, args, kwargs)
+            return
         ck, grid_meta, positional_names, outputs, lazy, bounds, _ = entry
         if positional_names is not None:  # every runtime argument came positionally (the key says so)
             runtime = {n: args[i] for i, n in positional_names}
@@ -562,6 +587,140 @@ def _straight_line_launcher(k, ck, grid_meta, positional_names, outputs):
           "launch_grid": _launch_grid}
     exec(compile(src, f"<tilekit launcher {k.__name__}>", "exec"), ns)
     return ns["go"]
+
+
+try:  # dynamo's C++ tensor check: dtype, device, dispatch keys, rank, sizes and strides in one call
+    from torch._C._dynamo.guards import TensorGuards as _TensorGuards
+except ImportError:  # pragma: no cover - a torch without dynamo: launches take the key path
+    _TensorGuards = None
+
+MISS = object()  # what an exact launcher returns for a call it does not cover
+_MISSING = object()
+_this_module = sys.modules[__name__]
+
+
+class _ExactLaunchers:
+    """A kernel's fastest warm launches: for a specialization (a launch key) and one exact argument layout
+    (every tensor's sizes and strides), an *exact launcher* ``launch(args, kwargs, grid)`` is generated
+    straight-line code that checks that a call has this key and this layout (returning ``MISS`` if not),
+    and launches it with the sizes and strides as constants. A repeated call then costs one C++ check of
+    its tensors (dynamo's TensorGuards: dtype, device, dispatch keys, so torch's lazy neg/conj bits too,
+    rank, sizes, strides) instead of building and hashing a key and reading every size and stride from
+    Python. The layout also fixes what the key derives from it (64-bit offsets, overlap of written
+    tensors), so nothing else is checked per call.
+
+    ``Launcher`` tries ``last`` (the previous call's launcher), then the launchers of the call's sizes
+    (``layout_of``: every tensor's sizes), then the launch key, whose straight-line launch ``add``s one
+    for the call. At most ``LIMIT`` sizes, and ``PER_LAYOUT`` launchers for one (strides, dtypes,
+    constexprs, requires_grad), are kept: past that, new ones take the key path."""
+    LIMIT = 64
+    PER_LAYOUT = 4
+    __slots__ = ("kernel", "last", "by_layout", "layout_fns")
+
+    def __init__(self, kernel):
+        self.kernel, self.last, self.by_layout, self.layout_fns = kernel, None, {}, {}
+
+    def layout_of(self, n, names):
+        """``(args, kwargs) -> hashable layout`` for n positional arguments and these keyword names,
+        generated like ``Kernel.launch_key``: the sizes of every runtime tensor argument."""
+        fn = self.layout_fns.get((n, names))
+        if fn is None:
+            k = self.kernel
+            runtime = [f"a{i}" for i in range(n) if i not in k._constexpr_positions]
+            runtime += [f"kwargs.get({name!r})" for name in names if name not in k._static_names]
+            # sizes only: strides too would double the cost; the launchers of a layout check the strides
+            item = "({a}.shape if type({a}) is Tensor else layout({a}))"
+            src = ("def layout_of(args, kwargs):\n" + (f"    {''.join(f'a{i}, ' for i in range(n))}= args\n" if n else "")
+                   + f"    return ({''.join(item.format(a=a) + ', ' for a in runtime)})\n")
+            ns = {"Tensor": torch.Tensor, "layout": _other_layout}
+            exec(compile(src, f"<tilekit layout {k.__name__}/{n}/{','.join(names)}>", "exec"), ns)
+            fn = self.layout_fns[(n, names)] = ns["layout_of"]
+        return fn
+
+    def add(self, layout, entry, args, kwargs):
+        """Make ``last`` the exact launcher of this call (generated unless one covers it already)."""
+        have = self.by_layout.get(layout)
+        if have is None:
+            if len(self.by_layout) >= self.LIMIT:
+                return
+            have = self.by_layout[layout] = []
+        if len(have) >= self.PER_LAYOUT:
+            return
+        launch = self._generate(entry, args, kwargs)
+        if launch is not None:
+            have.append(launch)
+            self.last = launch
+
+    def _generate(self, entry, args, kwargs):
+        k = self.kernel
+        ck, meta, positional = entry[0], entry[1], entry[2]
+        n, names = len(args), tuple(kwargs)
+        lines = [f"    if len(args) != {n} or len(kwargs) != {len(names)}:\n        return MISS"]
+        if n:
+            lines.append(f"    {''.join(f'a{i}, ' for i in range(n))}= args")
+        lines += [f"    k{j} = kwargs.get({name!r}, MISSING)" for j, name in enumerate(names)]
+        values = [(f"a{i}", i in k._constexpr_positions, v) for i, v in enumerate(args)]
+        values += [(f"k{j}", name in k._static_names, kwargs[name]) for j, name in enumerate(names)]
+        ns = {"MISS": MISS, "MISSING": _MISSING, "value_key": value_key, "PackedTensor": PackedTensor,
+              "kmod": _this_module, "k": k, "ck": ck, "meta": meta, "launch_grid": _launch_grid}
+        conds, tensors, tensor_values, layouts = [], [], [], {}
+        local_of = {i: n for i, n in positional}
+        for i, (local, static, v) in enumerate(values):
+            t = type(v)
+            if static:
+                if t is bool or v is None:
+                    conds.append(f"{local} is {v!r}")
+                elif t is int or t is str:
+                    conds.append(f"type({local}) is {t.__name__} and {local} == {v!r}")
+                else:
+                    ns[f"VK_{local}"] = value_key(v)
+                    conds.append(f"value_key({local}) == VK_{local}")
+            elif t is torch.Tensor or t is PackedTensor:
+                w = v.words if t is PackedTensor else v
+                if t is PackedTensor:
+                    ns[f"DT_{local}"] = v.dtype
+                    conds.append(f"type({local}) is PackedTensor and {local}.dtype == DT_{local} and "
+                                 f"{local}.shape == {tuple(v.shape)!r}")
+                tensors.append(f"{local}.words" if t is PackedTensor else local)
+                tensor_values.append(w)
+                layouts[local_of[i]] = (tuple(v.shape), w.stride())
+            elif t is int:
+                conds.append(f"type({local}) is int and {'' if -2**31 <= v < 2**31 else 'not '}"
+                             f"-2147483648 <= {local} < 2147483648")
+            elif t is float or t is bool:
+                conds.append(f"type({local}) is {t.__name__}")
+            else:
+                return None
+        if tensors:
+            if _TensorGuards is None:
+                return None
+            ns["tensor_check"] = _TensorGuards(*tensor_values, dynamic_dims_sizes=[list(w.shape) for w in tensor_values],
+                                               dynamic_dims_strides=[list(w.stride()) for w in tensor_values]).check
+            conds.append(f"tensor_check({', '.join(tensors)})")
+        conds.append(f"kmod.CHECK_BOUNDS is {CHECK_BOUNDS!r}")
+        names_in_order = [n for _, n in positional]
+        local = {n: f"a{i}" for i, n in positional}
+        run = getattr(ck, "positional_launch", None)
+        run = run(names_in_order, layouts) if run is not None else None
+        values_src = ", ".join(local[n] for n in names_in_order)
+        call = (f"run({values_src}{', ' if names_in_order else ''}grid=grid)" if run is not None
+                else f"ck.launch({{{', '.join(f'{n!r}: {local[n]}' for n in names_in_order)}}}, grid)")
+        ns["run"] = run
+        src = ("def guarded(args, kwargs, grid):\n" + "\n".join(lines) + "\n"
+               f"    if not ({' and '.join(conds)}):\n        return MISS\n"
+               "    grid = launch_grid(k, grid, meta)\n"
+               "    if 0 in grid:\n        k.last_launch_stats = None\n        return\n"
+               f"    k.last_launch_stats = {call}\n")
+        exec(compile(src, f"<tilekit exact launcher {k.__name__}>", "exec"), ns)
+        return ns["guarded"]
+
+
+def _other_layout(a):
+    """A non-tensor runtime argument's part of a layout: a packed tensor's words' sizes, or the type of
+    anything else (its value is the exact launcher's to check)."""
+    if type(a) is PackedTensor:
+        return (PackedTensor, a.words.shape)
+    return type(a)
 
 
 # ---- check_bounds: the launch side of passes/bounds.py ---------------------------------------------------

@@ -85,14 +85,20 @@ class _TakingTurns:
         return locked
 
 
-def _flat_items(fn, var):
+def _flat_items(fn, var, layouts=None):
     """The expressions of Triton's positional argument list for ``fn``'s parameters (see
-    ``tensor_param_names``), ``var(i, p)`` naming the local that holds parameter ``p``."""
+    ``tensor_param_names``), ``var(i, p)`` naming the local that holds parameter ``p``. ``layouts``: {name:
+    (sizes, strides)} of tensors whose layout the caller has checked, passed as constants."""
     items = []
     for i, p in enumerate(fn.params):
         a = var(i, p)
+        fixed = layouts.get(p.name) if layouts else None
         if p.kind == "scalar":
             items.append(a)
+        elif fixed is not None:
+            sizes, strides = fixed
+            strides = strides[:-1] if p.value.type.packed else strides
+            items += [f"{a}.words" if p.value.type.packed else a, *map(str, sizes), *map(str, strides)]
         elif p.value.type.packed:
             items += [f"{a}.words", f"*{a}.shape", f"*{a}.words.stride()[:-1]"]
         else:
@@ -143,13 +149,14 @@ class CompiledTriton:
         if why:
             raise BackendUnavailable(f"cannot launch {self.name} on the triton backend: {why}")
 
-    def positional_launch(self, names):
+    def positional_launch(self, names, layouts=None):
         """``run(*values, grid)`` for arguments given in the order ``names``: the flattening and the Triton
-        launch as one generated function (the warm path of ``Kernel``'s straight-line launcher)."""
+        launch as one generated function (the warm path of ``Kernel``'s straight-line launchers).
+        ``layouts``: {name: (sizes, strides)} that the caller guarantees, baked in as constants."""
         where = {n: f"v{i}" for i, n in enumerate(names)}
         if any(p.name not in where for p in self.fn.params):
             return None
-        items = _flat_items(self.fn, lambda i, p: where[p.name])
+        items = _flat_items(self.fn, lambda i, p: where[p.name], layouts)
         src = (f"def run({''.join(v + ', ' for v in where.values())}grid):\n"
                f"    try:\n        (ck._jit or ck.jit_fn)[grid]({', '.join(items)}, **options)\n"
                f"    except Exception as e:\n        reraise(e, ck.kernel, 'triton')\n")
