@@ -208,6 +208,9 @@ def search_space(job):
         default = job.kernel.default_config_for(job.shape, job.flags, job.dtype, torch.device(job.device))
         for k in ignored:
             space[k] = [default[k]] if default.get(k) in space[k] else space[k][:1]
+    for values in space.values():
+        if _numeric(values):  # ordinal samplers walk indices: neighbours must stay neighbours
+            values.sort()
     return space
 
 
@@ -225,17 +228,27 @@ def choose_sampler(job, space):
     return "grid" if valid_size(job, space) <= job.trials else "tpe"
 
 
+# Samplers that model each numeric parameter by its index into the sorted candidates, so that BM=64 is
+# near 32 and 128: TPE's Parzen estimators then generalise from a good config to its neighbours (as
+# categories, every value is as far from every other). CMA-ES needs numbers anyway.
+ORDINAL_SAMPLERS = ("tpe", "cmaes")
+
+
+def _ordinal(sampler_name, values):
+    return sampler_name in ORDINAL_SAMPLERS and _numeric(values)
+
+
 def suggest(trial, space, sampler_name):
-    """The trial's config. CMA-ES searches the index into each (sorted, numeric) candidate list."""
-    if sampler_name == "cmaes":
-        return {k: v[trial.suggest_int(f"{k}#index", 0, len(v) - 1)] for k, v in space.items()}
-    return {k: trial.suggest_categorical(k, v) for k, v in space.items()}
+    """The trial's config: a numeric parameter through its index into the (sorted) candidates under an
+    ordinal sampler, a category otherwise."""
+    return {k: (v[trial.suggest_int(f"{k}#index", 0, len(v) - 1)] if _ordinal(sampler_name, v)
+                else trial.suggest_categorical(k, v)) for k, v in space.items()}
 
 
 def params_of(config, space, sampler_name):
-    if sampler_name == "cmaes":
-        return {f"{k}#index": space[k].index(config[k]) for k in space}
-    return {k: config[k] for k in space}
+    """The trial parameters that ``suggest`` maps to ``config`` (to enqueue it)."""
+    return {(f"{k}#index" if _ordinal(sampler_name, space[k]) else k):
+            (space[k].index(config[k]) if _ordinal(sampler_name, space[k]) else config[k]) for k in space}
 
 
 # ---- static pruning -----------------------------------------------------------------------------------
@@ -379,7 +392,7 @@ def tune(job: TuneJob, progress: bool = True) -> TuneResult:
     for k, v in default.items():  # the default is always trial 0, so a narrowed space keeps its values
         if v not in space[k]:
             space[k].append(v)
-            if _numeric(space[k]):  # CMA-ES walks indices: neighbours must stay neighbours
+            if _numeric(space[k]):  # ordinal samplers walk indices: neighbours must stay neighbours
                 space[k].sort()
     sampler_name = choose_sampler(job, space)
     fp = fingerprint(job.backend, job.device)

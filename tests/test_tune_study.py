@@ -127,6 +127,30 @@ def test_a_launch_option_the_backend_ignores_is_not_searched():
     assert opencl["BM"] == triton["BM"] == list(mm.tunables.space["BM"])
 
 
+def test_tpe_walks_numeric_candidates_by_index_and_enqueues_the_default_exactly():
+    """TPE sees BM=64 between 32 and 128 (an index into the sorted candidates), a string as a category;
+    params_of inverts suggest, so the enqueued trial 0 is exactly the default config."""
+    import optuna
+    from tilekit.autotune.tuner import params_of, suggest
+    space = {"BM": [16, 32, 64, 128], "num_warps": [2, 4, 8], "mode": ["a", "b"]}
+    default = {"BM": 64, "num_warps": 2, "mode": "b"}
+    for name in ("tpe", "cmaes", "random", "grid"):
+        params = params_of(default, space, name)
+        if name == "tpe":
+            assert params == {"BM#index": 2, "num_warps#index": 0, "mode": "b"}
+        if name in ("random", "grid"):
+            assert params == default
+        if name == "cmaes":
+            continue  # CMA-ES refuses the categorical mode (tested below)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.enqueue_trial(params)
+        first = suggest(study.ask(), space, name)
+        assert first == default, name
+        others = [suggest(study.ask(), space, name) for _ in range(20)]
+        assert all(c[k] in space[k] for c in others for k in space)
+        assert len({json.dumps(c, sort_keys=True) for c in others}) > 5  # it does explore
+
+
 def test_cmaes_searches_a_numeric_space_and_refuses_a_categorical_one():
     mm = kernels()["matmul.main"]
     space = {"BM": [16, 32], "BN": [16, 32], "BK": [16], "num_warps": [2, 4]}
