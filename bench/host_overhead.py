@@ -46,49 +46,53 @@ def _stub_launches(kernel):
         ck._jit = _NoLaunch()
 
 
-def _time_us(call, calls, repeats=5):
-    """(best, median) µs per call over ``repeats`` runs of ``calls`` calls."""
-    samples = []
+def _paired_us(call, floor, calls, repeats=7):
+    """((best, median), (best, median)) µs per call of ``call`` and ``floor``, timed in alternating runs of
+    ``calls`` calls: the machine's speed drifts (shared cores), and alternating lets both see the same."""
+    samples = ([], [])
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            call()
-        samples.append((time.perf_counter() - t0) / calls * 1e6)
-    return min(samples), statistics.median(samples)
+        for fn, out in zip((call, floor), samples):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            out.append((time.perf_counter() - t0) / calls * 1e6)
+    return tuple((min(x), statistics.median(x)) for x in samples)
 
 
-def warm_launch_us(kernel, args, grid, calls, repeats=5, **kw):
-    kernel[grid](*args, backend="triton", **kw)  # compile once
+def warm_launch(kernel, args, grid, **kw):
+    """A warm ``kernel[grid](...)`` call, its Triton launch stubbed."""
+    kernel.source("triton", *args, **kw)  # compile (not run: the interpreter would take seconds)
     _stub_launches(kernel)
-    return _time_us(lambda: kernel[grid](*args, backend="triton", **kw), calls, repeats)
+    kernel[grid](*args, backend="triton", **kw)  # the first launch: checks, straight-line launchers
+    return lambda: kernel[grid](*args, backend="triton", **kw)
 
 
-def rotating_launch_us(kernel, layouts, grid, calls, repeats=5):
-    """Like ``warm_launch_us``, cycling through several argument layouts: with more of them than the
-    kernel keeps recent exact launchers for, every call takes the key path."""
+def rotating_launch(kernel, layouts, grid):
+    """Warm calls cycling through several argument layouts (one call of the result launches each once)."""
+    kernel.source("triton", *layouts[0])
+    _stub_launches(kernel)
     for args in layouts:
         kernel[grid](*args, backend="triton")
-    _stub_launches(kernel)
 
     def cycle():
         for args in layouts:
             kernel[grid](*args, backend="triton")
-    best, median = _time_us(cycle, max(calls // len(layouts), 1), repeats)
-    return best / len(layouts), median / len(layouts)
+    return cycle
 
 
-def floor_us(args, grid, meta, calls, repeats=5):
+def floor(args, grid, meta, times=1):
     """The irreducible cost of a launch from Python: each tensor's pointer, shape and strides read, the grid
-    evaluated, and the same no-op called with the flattened arguments."""
+    evaluated, and the same no-op called with the flattened arguments (``times`` over)."""
     noop = _NoLaunch()
 
     def launch():
-        flat = []
-        for a in args:
-            flat += [a.data_ptr(), *a.shape, *a.stride()]
-        g = grid(meta) if callable(grid) else grid
-        noop[g](*flat)
-    return _time_us(launch, calls, repeats)
+        for _ in range(times):
+            flat = []
+            for a in args:
+                flat += [a.data_ptr(), *a.shape, *a.stride()]
+            g = grid(meta) if callable(grid) else grid
+            noop[g](*flat)
+    return launch
 
 
 @torch.library.custom_op("tilekit_bench::alloc_only", mutates_args=())
@@ -96,18 +100,17 @@ def _alloc_only(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
 
 
-def op_level_us(calls, repeats=5):
+def op_level_us(calls):
     """(tilekit::matmul with its launch stubbed, the custom-op dispatch alone), each (best, median) µs."""
     import tilekit.ops  # noqa: F401  (registers the op and installs the tuning-table lookup)
     from tilekit.ops import use_backend
     from tilekit.ops.matmul.kernels import matmul_kernel
     a, b = torch.randn(8, 8), torch.randn(8, 8)
     with use_backend("triton"):
-        torch.ops.tilekit.matmul(a, b)  # compile once
+        torch.ops.tilekit.matmul(a, b)  # compile once (8x8: runs in no time)
         _stub_launches(matmul_kernel)
-        op = _time_us(lambda: torch.ops.tilekit.matmul(a, b), calls, repeats)
-    dispatch = _time_us(lambda: torch.ops.tilekit_bench.alloc_only(a, b), calls, repeats)
-    return op, dispatch
+        return _paired_us(lambda: torch.ops.tilekit.matmul(a, b), lambda: torch.ops.tilekit_bench.alloc_only(a, b),
+                          calls)
 
 
 def cold_source_ms(fn, args, repeats=5):
@@ -131,31 +134,33 @@ def main(argv=None):
     Y = torch.empty_like(X)
     mm_grid = lambda meta: (tk.cdiv(512, meta["BM"]), tk.cdiv(256, meta["BN"]))
     mm_meta = {"BM": 128, "BN": 64}
-    rows = [
-        ("matmul, positional args", warm_launch_us(tk_matmul, (A, B, C), mm_grid, args.calls),
-         floor_us((A, B, C), mm_grid, mm_meta, args.calls)),
-        ("matmul, constexpr kwargs", warm_launch_us(tk_matmul, (A, B, C), mm_grid, args.calls, BM=128, BN=64),
-         floor_us((A, B, C), mm_grid, mm_meta, args.calls)),
-        ("softmax, tuple grid", warm_launch_us(tk_softmax, (X, Y), (64,), args.calls),
-         floor_us((X, Y), (64,), {}, args.calls)),
-    ]
     views = [(A[:512 - i, :384 - i], B[:384 - i, :256 - i], C[:512 - i, :256 - i]) for i in range(6)]
-    rows.append(("matmul, 6 layouts in turn", rotating_launch_us(Kernel(tk_matmul.fn), views, mm_grid, args.calls),
-                 floor_us(views[-1], mm_grid, mm_meta, args.calls), "(each finds its exact launcher)"))
+    cases = [
+        ("matmul, positional args", warm_launch(tk_matmul, (A, B, C), mm_grid), floor((A, B, C), mm_grid, mm_meta), 1, ""),
+        ("matmul, constexpr kwargs", warm_launch(tk_matmul, (A, B, C), mm_grid, BM=128, BN=64),
+         floor((A, B, C), mm_grid, mm_meta), 1, ""),
+        ("softmax, tuple grid", warm_launch(tk_softmax, (X, Y), (64,)), floor((X, Y), (64,), {}), 1, ""),
+        ("matmul, 6 layouts in turn", rotating_launch(Kernel(tk_matmul.fn), views, mm_grid),
+         floor(views[-1], mm_grid, mm_meta, times=6), 6, "(each finds its exact launcher)"),
+    ]
     limit, _ExactLaunchers.LIMIT = _ExactLaunchers.LIMIT, 0  # no exact launchers: every call builds a key
     try:
-        rows.append(("matmul, the key path", warm_launch_us(Kernel(tk_matmul.fn), (A, B, C), mm_grid, args.calls),
-                     floor_us((A, B, C), mm_grid, mm_meta, args.calls), "(a call whose layout has no exact launcher)"))
+        cases.append(("matmul, the key path", warm_launch(Kernel(tk_matmul.fn), (A, B, C), mm_grid),
+                      floor((A, B, C), mm_grid, mm_meta), 1, "(a call whose layout has no exact launcher)"))
+        rows = []
+        for name, call, base, per, how in cases:
+            (best, median), (fl, _) = _paired_us(call, base, max(args.calls // per, 1))
+            rows.append((name, (best / per, median / per), (fl / per, None), how))
     finally:
         _ExactLaunchers.LIMIT = limit
     print(f"Warm launch overhead (final Triton launch replaced by a no-op), against the floor measured beside it; "
           f"target <= {TARGET_RATIO}x")
-    print(f"  {'':<28} {'best':>7}  {'median':>7}  {'floor':>7}  {'ratio':>6}  (us/call, best of 5 repeats; "
-          f"median shows the noise)")
-    for name, (best, median), (floor, _), *how in rows:
-        ratio = best / floor
-        print(f"  {name:<28} {best:7.2f}  {median:7.2f}  {floor:7.2f}  {ratio:6.2f}  "
-              f"{'ok' if ratio <= TARGET_RATIO else 'OVER TARGET'} {' '.join(how)}")
+    print(f"  {'':<28} {'best':>7}  {'median':>7}  {'floor':>7}  {'ratio':>6}  (us/call, best of 7 repeats "
+          f"alternating with the floor's; median shows the noise)")
+    for name, (best, median), (fl, _), how in rows:
+        ratio = best / fl
+        print(f"  {name:<28} {best:7.2f}  {median:7.2f}  {fl:7.2f}  {ratio:6.2f}  "
+              f"{'ok' if ratio <= TARGET_RATIO else 'OVER TARGET'} {how}")
     (op, _), (dispatch, _) = op_level_us(args.calls // 4 or 1)
     print("Op level: torch.ops.tilekit.matmul, 8x8 fp32, launch stubbed (config lookup included)")
     print(f"  tilekit::matmul {op:7.2f} us/call; custom-op dispatch alone {dispatch:7.2f} us/call; "

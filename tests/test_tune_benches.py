@@ -68,3 +68,19 @@ def test_info_and_bench_header_name_the_default_cpu_backend(capsys):
             "timing_protocol": "median", "trials": 2, "poison": True, "precision": None, "policy": "strict"}
     header = report.header_lines(meta)
     assert f"ops on CPU tensors use {cpu_default} (" in "\n".join(header)
+
+
+def test_host_overhead_prints_every_row_against_its_floor(capsys):
+    """A smoke run (few calls: the numbers mean nothing here, the bench's job is printing them side by side)."""
+    from tilekit.backends.triton import launch_unavailable_reason
+    if launch_unavailable_reason():
+        pytest.skip(launch_unavailable_reason())
+    from tilekit.bench import host_overhead
+    assert host_overhead.main(["--calls", "60"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("  matmul,") or line.startswith("  softmax,")]
+    assert len(rows) == 5, out
+    for line in rows:
+        best, median, floor, ratio = (float(x) for x in line[30:].split()[:4])
+        assert 0 < best <= median and floor > 0 and abs(ratio - best / floor) < 0.01 + 0.01 * ratio, line
+    assert "tilekit::matmul" in out and "custom-op dispatch alone" in out
