@@ -78,24 +78,36 @@ def set_config_provider(provider):
     return previous
 
 
+_VALIDATED = {}  # (kernel_id, shape, elem_bytes, id(config)) -> (config, valid?): the rule runs once per answer
+
+
 def provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes):
     """The provider's config for this call if it passes ``tunables``' rule for it; else None. A config that
     fails the rule is dropped with one warning (an error under ``TILEKIT_TUNING=strict``), so a stale or
-    foreign table entry can never crash an op."""
+    foreign table entry can never crash an op. The verdict is remembered per (shape, config object): the
+    lookup's provider answers warm calls from memory, and the rule costs microseconds."""
     if _config_provider is None:
         return None
     config = _config_provider(kernel_id, shape, dtype, device, backend)
     if config is None:
         return None
-    missing = [k for k in tunables.names if k not in config]
-    why = (f"lacks tunable(s) {', '.join(missing)}" if missing
-           else tunables.why_invalid({**config, "elem_bytes": elem_bytes}))
-    if why:
+    key = (kernel_id, tuple(shape), elem_bytes, id(config))
+    seen = _VALIDATED.get(key)
+    if seen is not None and seen[0] is config:  # the same object (kept alive here, so its id is not reused)
+        why = seen[1]
+    else:
+        missing = [k for k in tunables.names if k not in config]
+        why = (f"lacks tunable(s) {', '.join(missing)}" if missing
+               else tunables.why_invalid({**config, "elem_bytes": elem_bytes}))
+        if len(_VALIDATED) > 4096:
+            _VALIDATED.clear()
+        _VALIDATED[key] = (config, why)
+    if why:  # every call: under TILEKIT_TUNING=strict each one raises
         from ..autotune.lookup import warn
         warn(f"tilekit::{kernel_id}: the looked-up config {config} is invalid for shape {tuple(shape)} "
              f"({why}); using the default", key=("invalid", kernel_id, repr(sorted(config.items()))))
         return None
-    return config
+    return dict(config)
 
 
 def checked_config(op_name, config, tunables, elem_bytes):
