@@ -46,7 +46,11 @@ def is_nonnegative(v, owners: dict, depth=0) -> bool:
         return is_nonnegative(a, owners, depth + 1) and is_nonnegative(b, owners, depth + 1)
     if n in ("cast", "broadcast", "expand_dims"):
         return op.operands[0].dtype.is_int and is_nonnegative(op.operands[0], owners, depth + 1)
-    if n == "if":  # a result is >= 0 when every branch yields a value >= 0 (``lo = 0 if lo < 0 else lo``)
+    if n == "where":  # ``0 if lo < 0 else lo`` (a select): each side >= 0, or chosen only when it is
+        cond, t, f = op.operands
+        return all(is_nonnegative(y, owners, depth + 1) or _branch_proves_nonnegative(cond, y, taken)
+                   for y, taken in ((t, True), (f, False)))
+    if n == "if":  # a result is >= 0 when every branch yields a value >= 0 (``if lo < 0: lo = 0``)
         i = op.results.index(v)
         return all(is_nonnegative(y, owners, depth + 1) or _branch_proves_nonnegative(op.operands[0], y, taken)
                    for r, taken in zip(op.regions, (True, False)) for y in [r.terminator.operands[i]])
