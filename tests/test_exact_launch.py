@@ -39,6 +39,15 @@ def _fresh():
     return Kernel(affine2d.fn)
 
 
+def _warm_kernel(backend, rows, cols, y=None):
+    """A fresh kernel launched 3 times on an (rows, cols) input (its exact launcher exists), and the input."""
+    _skip_unless_launchable(backend)
+    k, x = _fresh(), torch.randn(rows, cols)
+    for _ in range(3):
+        _launch(k, x, torch.empty(rows, cols) if y is None else y, backend=backend)
+    return k, x
+
+
 def _skip_unless_launchable(backend):
     if backend == "triton":
         from tilekit.backends.triton import launch_unavailable_reason
@@ -83,11 +92,7 @@ def test_a_new_layout_is_not_launched_with_the_old_sizes_or_strides(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dtype_lazy_bits_and_requires_grad_change_the_path(backend):
-    _skip_unless_launchable(backend)
-    k = _fresh()
-    x = torch.randn(23, 33)
-    for _ in range(3):
-        _launch(k, x, torch.empty(23, 33), backend=backend)
+    k, x = _warm_kernel(backend, 23, 33)
     xh = x.half()
     torch.testing.assert_close(_launch(k, xh, torch.empty(23, 33, dtype=torch.float16), backend=backend), _want(xh))
     neg = torch.complex(torch.randn(23, 33), x).conj().imag  # holds x un-negated in memory, with the neg bit
@@ -102,11 +107,8 @@ def test_dtype_lazy_bits_and_requires_grad_change_the_path(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_in_place_resize_between_calls(backend):
-    _skip_unless_launchable(backend)
-    k = _fresh()
-    x, y = torch.randn(20, 30), torch.empty(20, 30)
-    for _ in range(3):
-        _launch(k, x, y, backend=backend)
+    y = torch.empty(20, 30)
+    k, x = _warm_kernel(backend, 20, 30, y)
     x.resize_(12, 45).normal_()  # same tensor objects, new sizes and strides (fits the storage)
     y.resize_(12, 45)
     torch.testing.assert_close(_launch(k, x, y, backend=backend), _want(x))
@@ -114,21 +116,13 @@ def test_in_place_resize_between_calls(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_overlapping_output_is_rejected_after_warm_calls(backend):
-    _skip_unless_launchable(backend)
-    k = _fresh()
-    x = torch.randn(16, 32)
-    for _ in range(3):
-        _launch(k, x, torch.empty(16, 32), backend=backend)
+    k, x = _warm_kernel(backend, 16, 32)
     with pytest.raises(ValueError, match="share memory"):
         _launch(k, x, torch.empty(1, 32).expand(16, 32), backend=backend)
 
 
 def test_process_wide_check_bounds_switches_the_variant_after_warm_calls(monkeypatch):
-    _skip_unless_launchable("triton")
-    k = _fresh()
-    x, y = torch.randn(16, 32), torch.empty(16, 32)
-    for _ in range(3):
-        _launch(k, x, y)
+    k, x = _warm_kernel("triton", 16, 32)
     builds = len(k._cache)
     monkeypatch.setattr(tk_kernel, "CHECK_BOUNDS", True)
     for _ in range(3):
