@@ -45,6 +45,8 @@ class Backend:
     # the tunable launch options its kernels honour; the tuner searches no other (num_stages changes
     # nothing outside Triton). num_warps stays for the reference: tunables' validity rules read it.
     launch_options: tuple = ("num_warps",)
+    # whether its lowering uses TensorType.shape_of / strides_of (an aliased variant is compiled only then)
+    shares_layouts: bool = False
 
     @property
     def module(self):
@@ -73,7 +75,7 @@ REGISTRY = (
     Backend("triton", "Triton Python", targets=(SM_80, SM_90, SM_90A, GFX90A, GFX942),
             default_targets=("sm_80", "sm_90", "gfx90a", "gfx942"),
             launches_on=("cuda",), launches_on_without_gpu=("cpu",), default_for=("cuda",),
-            launch_options=("num_warps", "num_stages")),
+            launch_options=("num_warps", "num_stages"), shares_layouts=True),
     Backend("opencl", "OpenCL C", targets=(OPENCL_CPU,), default_targets=("opencl-cpu",),
             launches_on=("cpu",), launches_on_without_gpu=("cpu",), cstyle=True),
     Backend("cuda", "CUDA C++ (NVRTC)", targets=(SM_80, SM_90, SM_90A), default_targets=("sm_90a",),

@@ -144,3 +144,46 @@ def test_the_exact_launchers_are_bounded_and_cycled_layouts_hit(monkeypatch):
     for x in xs[:3]:  # layouts with an exact launcher, in turn: none builds a key
         torch.testing.assert_close(_launch(k, x, torch.empty(x.shape), backend="reference"), _want(x))
     assert not calls
+
+
+@tk.kernel
+def add2d(X, Z, Y, BM: tk.constexpr = 8, BN: tk.constexpr = 16):
+    r, c = tk.program_id(0) * BM, tk.program_id(1) * BN
+    tk.store(Y, (r, c), tk.load(X, (r, c), (BM, BN)) + tk.load(Z, (r, c), (BM, BN)))
+
+
+def _add(k, x, z, y):
+    k[(tk.cdiv(y.shape[0], 8), tk.cdiv(y.shape[1], 16))](x, z, y, backend="triton")
+    return y
+
+
+def _padded(z, shape):
+    out = torch.zeros(shape)
+    out[:z.shape[0], :z.shape[1]] = z
+    return out
+
+
+def test_equal_layouts_share_parameters_and_unequal_ones_do_not():
+    """An exact launcher compiles a variant where a tensor whose sizes or strides equal an earlier one's
+    uses that one's parameters (Z's masks and offsets are X's); a call where they differ must not."""
+    _skip_unless_launchable("triton")
+    k = Kernel(add2d.fn)
+    g = torch.Generator().manual_seed(3)
+    x, z = torch.randn(21, 35, generator=g), torch.randn(21, 35, generator=g)
+    for _ in range(3):
+        torch.testing.assert_close(_add(k, x, z, torch.empty(21, 35)), x + z)
+    shared = [ck for ck in k._cache.values() if "t_Z_shape0 = t_X_shape0" in ck.source]
+    assert shared and "t_Z_stride0 = t_X_stride0" in shared[0].source and "t_Y_shape0 = t_X_shape0" in shared[0].source
+    zt = torch.randn(35, 21, generator=g).t()          # same sizes, other strides
+    small = torch.randn(21, 64, generator=g)[:13, :30]  # other sizes and strides: reads past them are 0
+    for other in (zt, small, z, zt, small):
+        for _ in range(2):
+            torch.testing.assert_close(_add(k, x, other, torch.empty(21, 35)), x + _padded(other, (21, 35)))
+
+
+def test_aot_compiles_share_equal_layouts():
+    meta = [torch.empty(256, 128, device="meta") for _ in range(3)]
+    art = add2d.compile("sm_90", *meta)
+    assert "t_Z_shape0 = t_X_shape0" in art.source and "t_Y_stride0 = t_X_stride0" in art.source
+    other = add2d.compile("sm_90", meta[0], torch.empty(128, 256, device="meta").t(), meta[2])
+    assert "t_Z_shape0 = t_X_shape0" in other.source and "t_Z_stride0 = " not in other.source  # transposed Z

@@ -32,14 +32,20 @@ class TileType:
 @dataclass(frozen=True)
 class TensorType:
     """A tensor in global memory. ``packed``: held in int32 words (sub-byte ints, small floats).
-    ``large``: its storage spans 2**31 bytes or more, so element offsets need 64-bit arithmetic."""
+    ``large``: its elements span 2**31 bytes or more, so element offsets need 64-bit arithmetic."""
     dtype: D.DType
     rank: int
     packed: bool = False
     large: bool = False
+    # the earlier tensor parameter whose sizes (strides) this one's equal at launch: a lowering may use
+    # that one's, so that masks and offsets of same-shaped tensors are computed once (K and V, Q and O)
+    shape_of: str | None = None
+    strides_of: str | None = None
 
     def __str__(self):
         flags = (", packed" if self.packed else "") + (", large" if self.large else "")
+        flags += (f", shape of {self.shape_of}" if self.shape_of else "") + \
+            (f", strides of {self.strides_of}" if self.strides_of else "")
         return f"tensor<{self.rank}d x {self.dtype.short}{flags}>"
 
 

@@ -7,6 +7,7 @@ launcher, doing no front-end or lowering work.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import math
@@ -304,6 +305,7 @@ class Kernel(KernelObject):
         runtime, cx, options = self.bind(args, dict(kwargs))
         backend = options.pop("backend", None)
         spec, _ = self.specialize(runtime, cx, options, backend=_AOT)
+        spec = shared_layouts(spec, runtime)
         spec.divisible = _divisible_by_16(runtime)
         fn = self._ir(spec)
         return aot_compile(self, fn, spec, target, backend=backend)
@@ -325,7 +327,7 @@ class Kernel(KernelObject):
         bounds = _BoundsFlags(self._bounds[spec.key], device, spec.backend) if self._bounds.get(spec.key) else None
         go = (_straight_line_launcher(self, ck, meta, positional, outputs)
               if positional is not None and not lazy and bounds is None else None)
-        entry = (ck, meta, positional, outputs, lazy, bounds, go)
+        entry = (ck, meta, positional, outputs, lazy, bounds, go, spec)
         try:
             self._fast[key] = entry
         except TypeError:
@@ -475,6 +477,30 @@ def example_from_signature(text: str):
                      f"{'/'.join(_SCALAR_EXAMPLES)}")
 
 
+def shared_layouts(spec, runtime):
+    """``spec`` with each tensor whose sizes (strides) equal an earlier tensor parameter's marked
+    ``shape_of`` (``strides_of``) that one (see TensorType), or ``spec`` itself when none does. Only
+    variants for one exact layout take it (``kernel.compile``, and ``_ExactLaunchers``, whose guard checks
+    every size and stride): the launch key does not compare tensors with each other."""
+    specs, seen, changed = dict(spec.arg_specs), [], False
+    for name, t in spec.arg_specs.items():
+        x = runtime.get(name)
+        if not isinstance(t, TensorType) or t.packed or not isinstance(x, torch.Tensor):
+            continue
+        shape, strides = tuple(x.shape), x.stride()
+        shape_of = next((n for n, s, _ in seen if s == shape), None)
+        strides_of = next((n for n, s, st in seen if len(s) == len(shape) and st == strides), None)
+        if shape_of or strides_of:
+            specs[name] = dataclasses.replace(t, shape_of=shape_of, strides_of=strides_of)
+            changed = True
+        seen.append((name, shape, strides))
+    if not changed:
+        return spec
+    out = Specialization(specs, spec.constexprs, spec.backend, spec.options)
+    out.divisible = spec.divisible
+    return out
+
+
 def _divisible_by_16(runtime):
     out = set()
     for name, a in runtime.items():
@@ -521,7 +547,7 @@ class Launcher(KernelObject):
             entry[6](args, self.grid)  # first: it rejects a written tensor that overlaps itself
             exact.add(layout, entry, args, kwargs)
             return
-        ck, grid_meta, positional_names, outputs, lazy, bounds, _ = entry
+        ck, grid_meta, positional_names, outputs, lazy, bounds, _, _ = entry
         if positional_names is not None:  # every runtime argument came positionally (the key says so)
             runtime = {n: args[i] for i, n in positional_names}
         else:
@@ -653,7 +679,12 @@ class _ExactLaunchers:
 
     def _generate(self, entry, args, kwargs):
         k = self.kernel
-        ck, meta, positional = entry[0], entry[1], entry[2]
+        from .backends import record as backend_record
+        ck, meta, positional, spec = entry[0], entry[1], entry[2], entry[7]
+        if backend_record(spec.backend).shares_layouts:  # this layout's equal sizes and strides, shared
+            shared = shared_layouts(spec, {n: args[i] for i, n in positional})
+            if shared is not spec:
+                ck = k.compiled(shared)
         n, names = len(args), tuple(kwargs)
         lines = [f"    if len(args) != {n} or len(kwargs) != {len(names)}:\n        return MISS"]
         if n:

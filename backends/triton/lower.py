@@ -104,12 +104,27 @@ class TritonEmitter:
             else:
                 params.append(scalar_param_name(p))
                 self.names[p.value] = scalar_param_name(p)
-        lines = self.block(self.fn.body)
+        lines = self.shared_layouts() + self.block(self.fn.body)
         origin = str(self.fn.loc) if self.fn.loc else "?"
         return render("module.py.j2",
             version=__version__, origin=origin, kernel_name=self.kernel_name, name=function_name(self.kernel_name),
             constexprs=", ".join(f"{k}={v!r}" for k, v in self.fn.constexprs.items()) or "none",
             params=params, lines=lines or ["pass"], helpers=self.helpers)
+
+    def shared_layouts(self):
+        """A tensor whose sizes or strides equal an earlier one's at launch reads that one's parameters, so
+        that Triton computes their masks and offsets once."""
+        lines = []
+        for p in self.fn.params:
+            t = p.value.type if p.kind == "tensor" else None
+            if t is None or t.packed:
+                continue
+            mine = self.tensor(p.value)
+            for kind, other in (("shape", t.shape_of), ("stride", t.strides_of)):
+                if other is not None:
+                    theirs = naming.tensor_base(other)
+                    lines += [f"{mine}_{kind}{d} = {theirs}_{kind}{d}" for d in range(t.rank)]
+        return lines
 
     # -- blocks and region ops --
     def block(self, block):
