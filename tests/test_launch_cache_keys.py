@@ -24,6 +24,12 @@ def _fresh(k):
     return Kernel(k.fn)
 
 
+def _general_variants(k):
+    """The compiled variants' keys, less those an exact launcher compiled to share equal layouts."""
+    return [key for key in k._cache
+            if not any(getattr(t, "shape_of", None) or getattr(t, "strides_of", None) for _, t in key[0])]
+
+
 def _ints():
     # 2**24 + 1 is exact in int32 arithmetic and rounds to 2**24 through fp32
     return torch.tensor([3, 2**24 + 1, -5, 7, 11, 2**24 + 3, 1, 0, 9, -2**24 - 1, 4, 6, 8, 10, 12, 14],
@@ -44,7 +50,7 @@ def test_int_float_bool_constexprs_are_different_variants(backend, order):
             want = (X.double() * float(c)).to(torch.float32).to(torch.int32) if type(c) is float else X * int(c)
             assert torch.equal(Y, want), (c, Y, want)
         assert k.source(backend, X, Y, C=c) == _fresh(mul_const).source(backend, X, Y, C=c)
-    assert len(k._cache) == 3
+    assert len(_general_variants(k)) == 3
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -541,11 +541,13 @@ class Launcher(KernelObject):
             entry = k._fast.get(key)
         except TypeError:  # an unhashable constexpr: the slow path explains
             entry = None
-        if entry is None:
+        first = entry is None
+        if first:
             entry = k._first_launch(args, kwargs, key)
         if entry[6] is not None:  # this specialization's straight-line launcher
             entry[6](args, self.grid)  # first: it rejects a written tensor that overlaps itself
-            exact.add(layout, entry, args, kwargs)
+            if not first:  # a kernel launched once compiles one variant; a second call gets its exact launcher
+                exact.add(layout, entry, args, kwargs)
             return
         ck, grid_meta, positional_names, outputs, lazy, bounds, _, _ = entry
         if positional_names is not None:  # every runtime argument came positionally (the key says so)
