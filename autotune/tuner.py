@@ -247,8 +247,13 @@ def suggest(trial, space, sampler_name):
 
 def params_of(config, space, sampler_name):
     """The trial parameters that ``suggest`` maps to ``config`` (to enqueue it)."""
-    return {(f"{k}#index" if _ordinal(sampler_name, space[k]) else k):
-            (space[k].index(config[k]) if _ordinal(sampler_name, space[k]) else config[k]) for k in space}
+    params = {}
+    for k, values in space.items():
+        if _ordinal(sampler_name, values):
+            params[f"{k}#index"] = values.index(config[k])
+        else:
+            params[k] = config[k]
+    return params
 
 
 # ---- static pruning -----------------------------------------------------------------------------------

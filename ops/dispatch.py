@@ -78,7 +78,7 @@ def set_config_provider(provider):
     return previous
 
 
-_VALIDATED = {}  # (kernel_id, shape, elem_bytes, id(config)) -> (config, valid?): the rule runs once per answer
+_VALIDATED = {}  # (kernel_id, shape, elem_bytes, id(config)) -> (config, why invalid or None): once per answer
 
 
 def provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_bytes):
@@ -96,9 +96,7 @@ def provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_byt
     if seen is not None and seen[0] is config:  # the same object (kept alive here, so its id is not reused)
         why = seen[1]
     else:
-        missing = [k for k in tunables.names if k not in config]
-        why = (f"lacks tunable(s) {', '.join(missing)}" if missing
-               else tunables.why_invalid({**config, "elem_bytes": elem_bytes}))
+        why = _why_invalid(config, tunables, elem_bytes)
         if len(_VALIDATED) > 4096:
             _VALIDATED.clear()
         _VALIDATED[key] = (config, why)
@@ -113,13 +111,18 @@ def provided_config(kernel_id, shape, dtype, device, backend, tunables, elem_byt
 def checked_config(op_name, config, tunables, elem_bytes):
     """``config`` if it passes ``tunables``; a ValueError naming the problem otherwise (for the ops' own
     defaults, which must always be valid)."""
-    missing = [k for k in tunables.names if k not in config]
-    if missing:
-        raise ValueError(f"tilekit::{op_name}: config {config} lacks tunable(s) {', '.join(missing)}")
-    why = tunables.why_invalid({**config, "elem_bytes": elem_bytes})
+    why = _why_invalid(config, tunables, elem_bytes)
     if why:
         raise ValueError(f"tilekit::{op_name}: config {config} is invalid: {why}")
     return config
+
+
+def _why_invalid(config, tunables, elem_bytes):
+    """Why ``config`` fails ``tunables`` (a tunable missing, or the validity rule), or None."""
+    missing = [k for k in tunables.names if k not in config]
+    if missing:
+        return f"lacks tunable(s) {', '.join(missing)}"
+    return tunables.why_invalid({**config, "elem_bytes": elem_bytes})
 
 
 def elem_bytes(dtype: torch.dtype) -> int:

@@ -489,7 +489,7 @@ def shared_layouts(spec, runtime):
             continue
         shape, strides = tuple(x.shape), x.stride()
         shape_of = next((n for n, s, _ in seen if s == shape), None)
-        strides_of = next((n for n, s, st in seen if len(s) == len(shape) and st == strides), None)
+        strides_of = next((n for n, _, st in seen if st == strides), None)
         if shape_of or strides_of:
             specs[name] = dataclasses.replace(t, shape_of=shape_of, strides_of=strides_of)
             changed = True
@@ -593,28 +593,35 @@ def _launch_grid(k, grid, grid_meta):
 def _straight_line_launcher(k, ck, grid_meta, positional_names, outputs):
     """``go(args, grid)`` for one specialization whose runtime arguments all come positionally, with no lazy
     inputs and no bounds flags: the warm launch as generated straight-line code (pick the arguments, check
-    the written ones for overlap, evaluate the grid, launch). A backend's ``positional_launch(names)`` gives
-    a launch taking the arguments directly; otherwise it gets the usual name -> value dict."""
-    names = [n for _, n in positional_names]
-    local = {n: f"v{j}" for j, n in enumerate(names)}
+    the written ones for overlap, evaluate the grid, launch)."""
+    local = {n: f"v{j}" for j, (_, n) in enumerate(positional_names)}
     pick = [f"    {local[n]} = args[{i}]" for i, n in positional_names]
     checks = []
     for n, packed in outputs:
         t = f"{local[n]}.words" if packed else local[n]
         checks.append(f"    if not {t}.is_contiguous():\n        check_overlap(k, {n!r}, {t})")
+    tail, ns = _launch_tail(k, ck, grid_meta, positional_names, local)
+    src = "def go(args, grid):\n" + "\n".join(pick + checks + tail) + "\n"
+    ns["check_overlap"] = _check_no_internal_overlap
+    exec(compile(src, f"<tilekit launcher {k.__name__}>", "exec"), ns)
+    return ns["go"]
+
+
+def _launch_tail(k, ck, grid_meta, positional_names, local, layouts=None):
+    """(source lines, namespace) that end a generated launcher: evaluate the grid, skip an empty one, and
+    launch the positional arguments held in the locals ``local`` ({name: local}). A backend's
+    ``positional_launch(names, layouts)`` gives a launch taking the arguments directly (``layouts``: sizes
+    and strides the caller guarantees, passed as constants); otherwise it gets the usual name -> value dict."""
+    names = [n for _, n in positional_names]
     run = getattr(ck, "positional_launch", None)
-    run = run(names) if run is not None else None
+    run = run(names, layouts) if run is not None else None
     values = ", ".join(local[n] for n in names)
     call = (f"run({values}{', ' if names else ''}grid=grid)" if run is not None
             else f"ck.launch({{{', '.join(f'{n!r}: {local[n]}' for n in names)}}}, grid)")
-    src = ("def go(args, grid):\n" + "\n".join(pick + checks) + "\n"
-           "    grid = launch_grid(k, grid, meta)\n"
-           "    if 0 in grid:\n        k.last_launch_stats = None\n        return\n"
-           f"    k.last_launch_stats = {call}\n")
-    ns = {"k": k, "ck": ck, "run": run, "meta": grid_meta, "check_overlap": _check_no_internal_overlap,
-          "launch_grid": _launch_grid}
-    exec(compile(src, f"<tilekit launcher {k.__name__}>", "exec"), ns)
-    return ns["go"]
+    lines = ["    grid = launch_grid(k, grid, meta)",
+             "    if 0 in grid:\n        k.last_launch_stats = None\n        return",
+             f"    k.last_launch_stats = {call}"]
+    return lines, {"k": k, "ck": ck, "run": run, "meta": grid_meta, "launch_grid": _launch_grid}
 
 
 try:  # dynamo's C++ tensor check: dtype, device, dispatch keys, rank, sizes and strides in one call
@@ -695,7 +702,7 @@ class _ExactLaunchers:
         values = [(f"a{i}", i in k._constexpr_positions, v) for i, v in enumerate(args)]
         values += [(f"k{j}", name in k._static_names, kwargs[name]) for j, name in enumerate(names)]
         ns = {"MISS": MISS, "MISSING": _MISSING, "value_key": value_key, "PackedTensor": PackedTensor,
-              "kmod": _this_module, "k": k, "ck": ck, "meta": meta, "launch_grid": _launch_grid}
+              "kmod": _this_module}
         conds, tensors, tensor_values, layouts = [], [], [], {}
         local_of = {i: n for i, n in positional}
         for i, (local, static, v) in enumerate(values):
@@ -731,19 +738,10 @@ class _ExactLaunchers:
                                                dynamic_dims_strides=[list(w.stride()) for w in tensor_values]).check
             conds.append(f"tensor_check({', '.join(tensors)})")
         conds.append(f"kmod.CHECK_BOUNDS is {CHECK_BOUNDS!r}")
-        names_in_order = [n for _, n in positional]
-        local = {n: f"a{i}" for i, n in positional}
-        run = getattr(ck, "positional_launch", None)
-        run = run(names_in_order, layouts) if run is not None else None
-        values_src = ", ".join(local[n] for n in names_in_order)
-        call = (f"run({values_src}{', ' if names_in_order else ''}grid=grid)" if run is not None
-                else f"ck.launch({{{', '.join(f'{n!r}: {local[n]}' for n in names_in_order)}}}, grid)")
-        ns["run"] = run
+        tail, launch_ns = _launch_tail(k, ck, meta, positional, {n: f"a{i}" for i, n in positional}, layouts)
+        ns.update(launch_ns)
         src = ("def guarded(args, kwargs, grid):\n" + "\n".join(lines) + "\n"
-               f"    if not ({' and '.join(conds)}):\n        return MISS\n"
-               "    grid = launch_grid(k, grid, meta)\n"
-               "    if 0 in grid:\n        k.last_launch_stats = None\n        return\n"
-               f"    k.last_launch_stats = {call}\n")
+               f"    if not ({' and '.join(conds)}):\n        return MISS\n" + "\n".join(tail) + "\n")
         exec(compile(src, f"<tilekit exact launcher {k.__name__}>", "exec"), ns)
         return ns["guarded"]
 
