@@ -84,3 +84,28 @@ def test_host_overhead_prints_every_row_against_its_floor(capsys):
         best, median, floor, ratio = (float(x) for x in line[30:].split()[:4])
         assert 0 < best <= median and floor > 0 and abs(ratio - best / floor) < 0.01 + 0.01 * ratio, line
     assert "a table entry" in out and "custom-op dispatch alone" in out
+    from tilekit.ops.matmul.kernels import matmul_kernel  # the op's kernel was stubbed, and is put back
+    assert not any(type(ck._jit).__name__ == "_NoLaunch" for ck in matmul_kernel._cache.values())
+
+
+def test_host_overhead_times_the_exact_launch_path(monkeypatch):
+    """The warm rows must time what a repeated call takes (the exact launcher), not the key path: a call
+    of what ``warm_launch`` returns builds no launch key."""
+    from tilekit.backends.triton import launch_unavailable_reason
+    if launch_unavailable_reason():
+        pytest.skip(launch_unavailable_reason())
+    import tilekit as tk
+    from tilekit.bench import host_overhead
+    from tilekit.bench.abstraction_cost import tk_matmul
+    from tilekit.kernel import Kernel
+    k = Kernel(tk_matmul.fn)
+    a, b, c = torch.randn(40, 24), torch.randn(24, 16), torch.empty(40, 16)
+    try:
+        call = host_overhead.warm_launch(k, (a, b, c), lambda meta: (tk.cdiv(40, meta["BM"]), tk.cdiv(16, meta["BN"])))
+    finally:
+        host_overhead._STUBBED.clear()  # k is this test's own kernel: nothing to put back
+
+    def no_key(*args, **kwargs):
+        raise AssertionError("the timed call built a launch key")
+    monkeypatch.setattr(k, "launch_key", no_key)
+    call()
