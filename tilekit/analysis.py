@@ -78,6 +78,153 @@ def _branch_proves_nonnegative(cond, y, taken) -> bool:
     return (k in ("lt", "le") and not taken) or (k in ("gt", "ge") and taken)
 
 
+def mask_row_bounds(mask, rank: int) -> list:
+    """The conjuncts of a tile mask that bound one tile dimension: ``(axis, base, X, n)`` for each
+    ``(base + arange(n)) < X`` (scalar ``base`` and ``X``; also ``X > ...`` and a bare ``arange``) that
+    varies along tile dimension ``axis`` only and is and-ed into ``mask`` (rank ``rank``)."""
+    out = []
+
+    def visit(v, axes, depth=0):
+        op = v.owner
+        if op is None or depth > 24:
+            return
+        if op.name == "binary" and op.attrs["op"] == "and":
+            for u in op.operands:  # implicit broadcasting aligns shapes on the right
+                visit(u, axes[len(axes) - len(u.shape):], depth + 1)
+        elif op.name == "broadcast":
+            u = op.operands[0]
+            visit(u, axes[len(axes) - len(u.shape):], depth + 1)
+        elif op.name == "expand_dims":
+            visit(op.operands[0], axes[:op.attrs["axis"]] + axes[op.attrs["axis"] + 1:], depth + 1)
+        elif op.name == "cmp" and op.attrs["op"] in ("lt", "gt"):
+            rows, limit = op.operands if op.attrs["op"] == "lt" else op.operands[::-1]
+            if limit.shape != () or len(rows.shape) != len(axes):
+                return
+            axes_of_rows = axes
+            while rows.owner is not None and rows.owner.name in ("expand_dims", "broadcast"):
+                inner = rows.owner.operands[0]
+                if rows.owner.name == "expand_dims":
+                    a = rows.owner.attrs["axis"]
+                    axes_of_rows = axes_of_rows[:a] + axes_of_rows[a + 1:]
+                else:
+                    axes_of_rows = axes_of_rows[len(axes_of_rows) - len(inner.shape):]
+                rows = inner
+            if len(rows.shape) != 1:
+                return
+            base = _arange_base(rows)
+            if base is not None:
+                out.append((axes_of_rows[0], base, limit, rows.shape[0]))
+
+    visit(mask, list(range(rank)))
+    return out
+
+
+def _arange_base(v):
+    """``base`` of a 1-D ``base + arange(n)`` (``0`` for a bare arange), or None."""
+    op = v.owner
+    if op is not None and op.name == "arange":
+        return 0
+    if op is not None and op.name == "binary" and op.attrs["op"] == "add":
+        a, b = op.operands
+        if b.owner is not None and b.owner.name == "arange" and a.shape == ():
+            return a
+        if a.owner is not None and a.owner.name == "arange" and b.shape == ():
+            return b
+    return None
+
+
+def implies_row_bound(conjuncts, axis: int, offset, n: int, tensor) -> bool:
+    """Whether one of ``mask_row_bounds``'s conjuncts proves ``offset + arange(n) < tensor.shape[axis]``,
+    so the tile's edge mask need not test it: ``(base + arange(n)) < X`` with ``offset = base + c`` and
+    ``c + X <= shape`` (e.g. ``F + n0`` under ``n0 + j < F`` where ``F = shape // 2``)."""
+    for a, base, limit, m in conjuncts:
+        if a != axis or m != n:
+            continue
+        rest = _minus_term(offset, base)
+        if rest is None:
+            continue
+        bound = _linear(limit)
+        extra = ({}, 0) if isinstance(rest, int) else _linear(rest)
+        if bound is None or extra is None:
+            continue
+        terms = dict(bound[0])
+        for k, c in extra[0].items():
+            terms[k] = terms.get(k, 0) + c
+        if _at_most_dim(terms, bound[1] + extra[1], tensor, axis):
+            return True
+    return False
+
+
+def _minus_term(offset, base):
+    """``offset - base`` when ``offset`` is ``base`` (0) or ``base + c`` / ``c + base`` (c), else None."""
+    if isinstance(base, int):
+        return offset
+    if offset is base:
+        return 0
+    op = offset.owner
+    if op is not None and op.name == "binary" and op.attrs["op"] == "add":
+        a, b = op.operands
+        if a is base:
+            return b
+        if b is base:
+            return a
+    return None
+
+
+def _linear(v, depth=0):
+    """An int scalar as ({atom: coefficient}, constant), atoms being ``("dim", tensor, axis)``,
+    ``("div", atom, k)`` (``atom // k``, k > 0) and opaque values; None past what it can follow."""
+    if depth > 16:
+        return None
+    op = v.owner
+    if op is None:
+        return {v: 1}, 0
+    if op.name == "const":
+        x = op.attrs["value"]
+        return ({}, x) if isinstance(x, int) and not isinstance(x, bool) else None
+    if op.name == "dim":
+        return {("dim", op.operands[0], op.attrs["axis"]): 1}, 0
+    if op.name == "binary" and op.attrs["op"] in ("add", "sub", "mul", "floordiv"):
+        a, b = (_linear(u, depth + 1) for u in op.operands)
+        if a is None or b is None:
+            return None
+        k = op.attrs["op"]
+        if k in ("add", "sub"):
+            sign = 1 if k == "add" else -1
+            terms = dict(a[0])
+            for t, c in b[0].items():
+                terms[t] = terms.get(t, 0) + sign * c
+            return terms, a[1] + sign * b[1]
+        if k == "mul" and not b[0]:
+            return {t: c * b[1] for t, c in a[0].items()}, a[1] * b[1]
+        if k == "mul" and not a[0]:
+            return {t: c * a[1] for t, c in b[0].items()}, a[1] * b[1]
+        if k == "floordiv" and not b[0] and b[1] > 0 and a[1] == 0 and len(a[0]) == 1:
+            (t, c), = a[0].items()
+            if c == 1:
+                return {("div", t, b[1]): 1}, 0
+        return None
+    return {v: 1}, 0
+
+
+def _at_most_dim(terms, const, tensor, axis) -> bool:
+    """Whether Σ terms + const <= tensor.shape[axis] for every size >= 0: each ``shape // k`` counts as at
+    most shape / k (so only with a coefficient >= 0), and nothing else may remain."""
+    from fractions import Fraction
+    dim = ("dim", tensor, axis)
+    share = Fraction(0)
+    for t, c in terms.items():
+        if c == 0:
+            continue
+        if isinstance(t, tuple) and t[0] == "dim" and t[1] is tensor and t[2] == axis:
+            share += c
+        elif isinstance(t, tuple) and t[0] == "div" and t[1] == dim and c > 0:
+            share += Fraction(c, t[2])
+        else:
+            return False
+    return share <= 1 and const <= 0
+
+
 def known_multiple(v, owners: dict, depth=0) -> int:
     """A power of two that provably divides the integer scalar ``v`` (1 when nothing is known, up to 2**20).
     Packed loads use it to see that a tile starts on a word (``pid * 64`` of int3 codes is 192 bits)."""

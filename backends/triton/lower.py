@@ -6,7 +6,7 @@ import math
 
 from ... import __version__
 from ... import dtypes as D
-from ...analysis import is_nonnegative, known_multiple, loop_owners
+from ...analysis import implies_row_bound, is_nonnegative, known_multiple, loop_owners, mask_row_bounds
 from ...packing import WordWindow
 from ...ir import offsets_and_mask, walk
 from .. import naming, toolchain
@@ -346,6 +346,7 @@ class TritonEmitter:
         kept = list(range(rank)) if kept is None else kept
         lines, masks, scalar_masks = [], [], []
         idx_names, bound_dims = [], []
+        implied = self.implied_bounds(tensor, offs, tile_shape, kept, mask)
         for d, (o, s) in enumerate(zip(offs, tile_shape)):
             idx = self.fresh(f"{tensor.name}_i{d}")
             expand = ("[" + ", ".join(":" if e == d else "None" for e in kept) + "]"
@@ -359,11 +360,12 @@ class TritonEmitter:
                 scalar_masks.append(cond)
             elif o.shape == ():
                 lines.append(f"{idx} = ({self.name(o)}{wide} + tl.arange(0, {s})){expand}")
-                bound_dims.append((d, len(masks)))
-                cond = f"({idx} < {{bound{d}}})"
-                if not is_nonnegative(o, self.owners):
-                    cond = f"({idx} >= 0) & {cond}"
-                masks.append(cond)
+                conds = [] if is_nonnegative(o, self.owners) else [f"({idx} >= 0)"]
+                if d not in implied:
+                    bound_dims.append((d, len(masks)))
+                    conds.append(f"({idx} < {{bound{d}}})")
+                if conds:
+                    masks.append(" & ".join(conds))
             else:
                 lines.append(f"{idx} = {self.name(o)}{wide}{expand}")
             idx_names.append(idx)
@@ -389,6 +391,20 @@ class TritonEmitter:
             lines.append(f"{mname} = " + (f"tl.where({' & '.join(scalar_masks)}, {tile_mask}, False)"
                                           if scalar_masks else tile_mask))
         return lines, idx_names, mname
+
+    def implied_bounds(self, tensor, offs, tile_shape, kept, mask):
+        """The tile dimensions whose ``< shape`` test the op's own mask already implies (``n0 + j < F`` on
+        the rows of a ``(2F, K)`` tensor): the hand-written kernel's mask, not one more compare per element.
+        One dimension keeps its test when unit blocks' scalar conditions must fold into a bound."""
+        if mask is None:
+            return set()
+        conjuncts = mask_row_bounds(mask, len(tile_shape))
+        tile_dims = [d for d, o in enumerate(offs) if o.shape == () and (kept is None or d in kept)]
+        implied = {d for d in tile_dims if implies_row_bound(conjuncts, d, offs[d], tile_shape[d], tensor)}
+        has_scalar = any(o.shape == () and kept is not None and d not in kept for d, o in enumerate(offs))
+        if has_scalar and implied and implied == set(tile_dims):
+            implied.discard(max(implied))
+        return implied
 
     def e_load(self, op):
         tensor, offs, other, _ = offsets_and_mask(op)

@@ -243,9 +243,10 @@ def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k
         up = tk.zeros((BM, BN), ACC)
         for k in tk.range(0, H, BK, stages=STAGES):
             x = tk.load(X, (tokens, k), (BM, BK), mask=real[:, None])
-            # masked at F: the rows past it are the up projection's, read below
+            # both masked at F (the gate's rows past it are the up projection's): one mask serves both loads,
+            # and it implies the rows' bound, so no other row test is emitted
             w_gate = tk.load(WGateUp, (expert, n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
-            w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK))[0, :, :]
+            w_up = tk.load(WGateUp, (expert, F + n0, k), (1, BN, BK), mask=in_f[:, :, None])[0, :, :]
             gate = tk.mma(x, w_gate.T, gate)
             up = tk.mma(x, w_up.T, up)
         if GELU:
@@ -253,7 +254,8 @@ def moe_gate_up_kernel(X, WGateUp, SortedIds, ExpertIds, NumPadded, Inter, top_k
         else:
             act = gate * tk.sigmoid(gate)
         safe_slots = tk.where(real, slots, 0)  # the sentinel is one past the end: never an address
-        tk.store(Inter, (safe_slots, n0), (act * up).to(Inter.dtype), mask=real[:, None] & in_f)
+        # columns past F hold act(0) * 0 = 0; Inter's own width bounds the store
+        tk.store(Inter, (safe_slots, n0), (act * up).to(Inter.dtype), mask=real[:, None])
 
 
 @tk.kernel(tunables=GEMM_TUNABLES)
