@@ -118,3 +118,39 @@ def test_unguarded_negative_rows_are_still_masked(backend):
         else:      # rows -3..-1 read as 0
             want = torch.cat([torch.zeros(3, 16), x, torch.zeros(1, 16)])
         torch.testing.assert_close(y, want)
+
+
+@tk.kernel
+def lse_rows(L, Y, shift, SCALED: tk.constexpr, BM: tk.constexpr = 16):
+    """Y[b, h, m] = L[b + shift, h, m] from a (1, 1, BM) block; rows of a batch past L's end read as -1.
+    Unscaled, the block is only reshaped to (BM,); SCALED uses it 3-D first."""
+    b = tk.program_id(0)
+    h = tk.program_id(1)
+    m0 = tk.program_id(2) * BM
+    block = tk.load(L, (b + shift, h, m0), (1, 1, BM), other=-1.0)
+    if SCALED:
+        rows = (block * 2.0).reshape((BM,)) * 0.5
+    else:
+        rows = block.reshape((BM,))
+    tk.store(Y, (b, h, m0), rows.reshape((1, 1, BM)))
+
+
+@pytest.mark.parametrize("backend", EXEC)
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_unit_batch_past_the_end_reads_other_reshaped_or_not(backend, scaled):
+    gen = torch.Generator().manual_seed(11)
+    lse = torch.randn(3, 5, 37, generator=gen)
+    for shift in (0, 2):  # with 2, batches 1 and 2 are past L's end
+        y = torch.full((3, 5, 37), float("nan"))
+        lse_rows[(3, 5, tk.cdiv(37, 16))](lse, y, shift, SCALED=scaled, backend=backend)
+        want = torch.full((3, 5, 37), -1.0)
+        want[:3 - shift] = lse[shift:]
+        torch.testing.assert_close(y, want, msg=lambda m: f"shift={shift}: {m}")
+
+
+def test_a_pointer_adds_the_row_offsets_once_then_the_last_dimension():
+    lse, y = torch.randn(3, 5, 37), torch.empty(3, 5, 37)
+    src = lse_rows.source("triton", lse, y, 0, SCALED=True)
+    (load,) = [ln.strip() for ln in src.splitlines() if "tl.load(t_L_ptr" in ln]
+    # the batch, head (and row) offsets are summed in the index type, then one pointer add per element
+    assert "t_L_ptr + (" in load and "_i0 * t_L_stride0 + " in load and ") + " in load, load

@@ -406,6 +406,18 @@ class TritonEmitter:
             implied.discard(max(implied))
         return implied
 
+    @staticmethod
+    def pointer(t, idx):
+        """The pointer tile of a load/store, as a hand-written kernel builds it: the offsets of every dimension
+        but the last (unit blocks, rows: one per program or row) summed in the index type, added to the pointer
+        once, then the last dimension's per-element offset. One 64-bit pointer add per term and element
+        (``ptr + a + b + c``) costs sm_90 attention 3-5% more instructions; summing all terms first
+        (``ptr + (a + b + c)``) makes a pipelined loop recompute the rows' part per stage (MoE +8%)."""
+        terms = [f"{i} * {t}_stride{d}" for d, i in enumerate(idx)]
+        if len(terms) > 2:
+            return f"{t}_ptr + ({' + '.join(terms[:-1])}) + {terms[-1]}"
+        return f"{t}_ptr + " + " + ".join(terms)
+
     def e_load(self, op):
         tensor, offs, other, _ = offsets_and_mask(op)
         shape = op.attrs["shape"]
@@ -422,7 +434,7 @@ class TritonEmitter:
             if self.packed_window_ok(op):
                 return lines + self.packed_window_load(op, t, idx, mask, res)
             return lines + self.packed_load(op, t, idx, mask, res)
-        ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
+        ptr = self.pointer(t, idx)
         target = res if kept is None else f"{res}_squeezed"
         if mask is None:
             lines = lines + [f"{target} = tl.load({ptr})"]
@@ -621,7 +633,7 @@ class TritonEmitter:
         kept = self.unit_dims_kept(offs, value.shape) if len(value.shape) > 1 else None
         lines, idx, mask = self.address(op, value.shape, kept)
         t = self.tensor(tensor)
-        ptr = f"{t}_ptr + " + " + ".join(f"{i} * {t}_stride{d}" for d, i in enumerate(idx))
+        ptr = self.pointer(t, idx)
         fn = "tl.store" if op.name == "store" else ATOMIC_RMW[op.attrs["kind"]].triton
         m = f", mask={mask}" if mask else ""
         val = self.name(value)

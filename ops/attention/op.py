@@ -35,12 +35,13 @@ def _acc(dtype):
 # and the ~66 shape/stride scalars crowd the SGPRs, so the tiles are smaller there (BN=32 forward; dK/dV with
 # BN=16 keys and one stage); Hopper's wgmma wants a 64-row M per warp group (dK/dV BN=64, 8 warps), while
 # sm_80's ptxas spills that dK/dV (32 registers and a 3.6 KB stack) and gets BM=32 instead (D=64: BN=32; 16x64
-# had a 16-byte stack once dS took the scalar scale). D=256: the dK/dV
+# had a 16-byte stack once dS took the scalar scale); its D=64 dQ takes 8 warps (4 warps sat at 255 registers and
+# spilled 32 bytes once addresses summed their row offsets first; 8 warps: 136 registers). D=256: the dK/dV
 # program carries two BN x 256 fp32 accumulators and its K, V tiles, so BM=16, BN=32 (16 on AMD) and one stage
 # (BN=64 for wgmma spilled 240+ bytes on sm_90); the sm_90 forward and dQ keep BM=64 for wgmma.
 _GPU_DEFAULTS = {
     "sm_80": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
-              "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
+              "dq": {64: (128, 32, 8, 2), 128: (64, 64, 8, 2), 256: (32, 32, 8, 2)},
               "dkdv": {64: (32, 32, 4, 2), 128: (32, 64, 8, 2), 256: (16, 32, 8, 1)}},
     "sm_90": {"fwd": {64: (128, 64, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
               "dq": {64: (128, 32, 4, 2), 128: (64, 64, 8, 2), 256: (64, 32, 8, 2)},
@@ -52,9 +53,10 @@ _GPU_DEFAULTS = {
 
 # The varlen kernels (gathered rows, cu_seqlens scalars) where the dense entry spills: AMD forward 13-22 SGPR
 # spills at BN=32, sm_80 dK/dV D=64 a 24-byte stack, sm_90 forward D=64 8 bytes and dK/dV D=128 8 bytes; D=256
-# dK/dV: sm_90 16x32 had an 8-byte stack (16x16, two stages: 170 registers), sm_80 takes two stages.
+# dK/dV: sm_90 16x32 had an 8-byte stack (16x16, two stages: 170 registers), sm_80 takes two stages; sm_80 D=256
+# forward and dQ: 8 warps held 128 registers and spilled 8 and 16 bytes, 4 warps fit (192, 196 registers).
 _VARLEN_OVERRIDES = {
-    "sm_80": {"dkdv": {64: (16, 32, 4, 2), 256: (16, 32, 8, 2)}},
+    "sm_80": {"fwd": {256: (32, 32, 4, 2)}, "dq": {256: (32, 32, 4, 2)}, "dkdv": {64: (16, 32, 4, 2), 256: (16, 32, 8, 2)}},
     "sm_90": {"fwd": {64: (128, 64, 8, 2)}, "dkdv": {128: (128, 64, 8, 1), 256: (16, 16, 8, 2)}},
     "amd": {"fwd": {64: (128, 16, 4, 2), 128: (128, 16, 8, 2)}},
 }
