@@ -1,11 +1,12 @@
 """lowbit abstraction cost and bytes per weight, from compiled sm_90 code (no GPU needed).
 
 1. Abstraction cost: tilekit's W4 GEMV (M = 1) and GEMM (M = 512) at 4096 x 4096, group 128, against hand-written
-   Triton W4A16 kernels with the same tiles (PTX instructions and registers; goal: ratio <= 1.05).
+   Triton W4A16 kernels with the same tiles and algorithm (the GEMV scales each row's partial sum, the GEMM each
+   weight before the dot) (PTX instructions and registers; goal: ratio <= 1.05).
 2. Bytes per weight: for the GEMV of every width 1..8 (group 128), the static ld.global width x count of the
    kernel (its only loop is the K loop; nothing is loaded outside it for these flags) times 128 threads, over
    the BN x BK weights of one iteration. Ideal: bits/8 + 2/group (fp16 scales). x's share (BM*BK*2 bytes per
-   iteration) is listed apart.
+   iteration) is listed apart. The hand W4 GEMV, compiled at the same tile, is measured the same way.
 
     python bench/abstraction/lowbit.py [--target sm_90] [--aot] [--cpu]
 """
@@ -41,10 +42,11 @@ def hand_w4_gemv(X, W, S, Y, M, N, K, w_stride, s_stride,
         codes = (words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 0xF
         codes = tl.reshape(codes, (BN, BK))
         s = tl.load(S + rn * s_stride + k // GROUP, mask=rn < N, other=0.0).to(tl.float32)
-        w = ((codes ^ 8) - 8).to(tl.float32) * s[:, None]
+        w = ((codes ^ 8) - 8).to(tl.float32)
         rk = k + tl.arange(0, BK)
         x = tl.load(X + rm[:, None] * K + rk[None, :], mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
-        acc += tl.sum(x.to(tl.float32)[:, None, :] * w[None, :, :], axis=2)
+        # BK divides GROUP: one scale per row, applied to the row's partial sum (as the tilekit kernel does)
+        acc += tl.sum(x.to(tl.float32)[:, None, :] * w[None, :, :], axis=2) * s[None, :]
     tl.store(Y + rm[:, None] * N + rn[None, :], acc.to(tl.float16), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
@@ -67,7 +69,7 @@ def hand_w4_gemm(X, W, S, Y, M, N, K, w_stride, s_stride,
     tl.store(Y + rm[:, None] * N + rn[None, :], acc.to(tl.float16), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-def compile_hand(fn, cx, target):
+def compile_hand(fn, cx, target, asm=False):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     _, backend, arch, warp = TARGETS[target]
@@ -76,8 +78,9 @@ def compile_hand(fn, cx, target):
     attrs = {(i,): [["tt.divisibility", 16]] for i in (0, 1, 2, 3, 5, 6, 7)}
     c = triton.compile(ASTSource(fn, sig, dict(cx), attrs), target=GPUTarget(backend, arch, warp),
                        options={"num_warps": 4})
-    return {"instructions": summarize_ptx(c.asm["ptx"])["ptx_instructions"],
-            "registers": cubin_resources(c.asm["cubin"]).get("registers")}
+    out = {"instructions": summarize_ptx(c.asm["ptx"])["ptx_instructions"],
+           "registers": cubin_resources(c.asm["cubin"]).get("registers")}
+    return {**out, "ptx": c.asm["ptx"]} if asm else out
 
 
 def compile_tilekit(fmt, m, target, overrides=None):
@@ -101,21 +104,32 @@ def abstraction_rows(target):
     return rows
 
 
+def _per_weight(ptx, kw):
+    """(every ld.global, the 32-bit ones) in bytes x threads over the BN x BK weights of one iteration."""
+    loads = [(int(mm.group(1) or 1), int(mm.group(2))) for mm in LD.finditer(ptx)]
+    scale = 32 * kw["num_warps"] / (kw["BN"] * kw["BK"])
+    # the packed words are the only 32-bit loads (x and the scales are fp16 and load as b16 here)
+    return sum(v * b // 8 for v, b in loads) * scale, sum(v * b // 8 for v, b in loads if b == 32) * scale
+
+
 def bytes_per_weight_rows(target):
+    """Per width: (bits, config, issued, x share, w+scale, ideal, weights, widest), and the hand W4 GEMV's row
+    at the int4 tile (widest None)."""
     rows = []
     for bits in range(1, 9):
         fmt = "int1" if bits == 1 else f"int{bits}"
         art, kw = compile_tilekit(fmt, 1, target, {"SPLIT_K": 1})
-        loads = [(int(mm.group(1) or 1), int(mm.group(2))) for mm in LD.finditer(art.asm["ptx"])]
-        threads = 32 * kw["num_warps"]
-        weights = kw["BN"] * kw["BK"]
-        issued = sum(v * b // 8 for v, b in loads) * threads / weights
-        # the packed words are the only 32-bit loads (x and the scales are fp16 and load as b16 here)
-        w_only = sum(v * b // 8 for v, b in loads if b == 32) * threads / weights
-        x_share = kw["BM"] * kw["BK"] * 2 / weights
-        ideal = bits / 8 + 2 / GROUP
-        rows.append((bits, issued, x_share, issued - x_share, ideal, w_only, art.instructions["widest_global_load_bits"]))
-    return rows
+        issued, w_only = _per_weight(art.asm["ptx"], kw)
+        x_share = kw["BM"] * kw["BK"] * 2 / (kw["BN"] * kw["BK"])
+        cfg = f"{kw['BN']}x{kw['BK']}"
+        rows.append((str(bits), cfg, issued, x_share, issued - x_share, bits / 8 + 2 / GROUP, w_only,
+                     art.instructions["widest_global_load_bits"]))
+        if bits == 4:
+            h = compile_hand(hand_w4_gemv, {"BM": kw["BM"], "BN": kw["BN"], "BK": kw["BK"], "GROUP": GROUP}, target,
+                             asm=True)
+            h_issued, h_w = _per_weight(h["ptx"], kw)
+            hand_row = ("hand4", cfg, h_issued, x_share, h_issued - x_share, bits / 8 + 2 / GROUP, h_w, None)
+    return rows + [hand_row]
 
 
 AOT_FORMATS = ("int1", "int2", "int3", "int4", "int5", "int6", "int7", "int8", "uint4", "uint8", "fp4_e2m1",
@@ -199,11 +213,13 @@ def main(argv=None):
     print(f"\nBytes per weight, GEMV M=1 on {args.target} (static ld.global x threads / weights per K iteration)")
     print("(issued: every ld.global; w+scale: issued less x's ideal share, so x and scale loads that several threads")
     print(" issue at once count here; weights: the 32-bit loads alone, the packed words, against bits / 8)")
-    print(f"{'bits':>4} {'issued':>8} {'x share':>8} {'w+scale':>8} {'ideal':>7} {'ratio':>6} {'weights':>8} "
-          f"{'bits/8':>7} {'ratio':>6} {'widest':>7}")
-    for bits, issued, xs, ws, ideal, w_only, widest in bytes_per_weight_rows(args.target):
-        print(f"{bits:>4} {issued:>8.4f} {xs:>8.4f} {ws:>8.4f} {ideal:>7.4f} {ws / ideal:>6.3f} {w_only:>8.4f} "
-              f"{bits / 8:>7.4f} {w_only / (bits / 8):>6.3f} {widest:>7}")
+    print(" (BN x BK: each width's default GEMV tile; hand4: the hand W4 GEMV at int4's tile)")
+    print(f"{'bits':>5} {'BNxBK':>7} {'issued':>8} {'x share':>8} {'w+scale':>8} {'ideal':>7} {'ratio':>6} "
+          f"{'weights':>8} {'bits/8':>7} {'ratio':>6} {'widest':>7}")
+    for bits, cfg, issued, xs, ws, ideal, w_only, widest in bytes_per_weight_rows(args.target):
+        b8 = int(bits[-1]) / 8
+        print(f"{bits:>5} {cfg:>7} {issued:>8.4f} {xs:>8.4f} {ws:>8.4f} {ideal:>7.4f} {ws / ideal:>6.3f} "
+              f"{w_only:>8.4f} {b8:>7.4f} {w_only / b8:>6.3f} {widest if widest is not None else '-':>7}")
     return 0
 
 

@@ -64,15 +64,24 @@ def lowbit_gemv_kernel(X, W, S, Z, GS, P, Bias, Y, blocks_per_split,
     # max(., 0): the host passes >= 1; saying so proves k >= 0, so no load masks k's lower bound
     blocks = tk.maximum(blocks_per_split, 0)
     k_lo = tk.program_id(1) * blocks * BK     # a known multiple of BK: aligned vector loads
+    k_hi = k_lo + blocks * BK
+    if SPLIT_K == 1:      # the same K range, bounds the compiler sees (W4 GEMV: 14 fewer PTX instructions)
+        k_lo = 0
+        k_hi = K
     acc = tk.zeros((BM, BN), ACC)
-    for k in tk.range(k_lo, k_lo + blocks * BK, BK):
+    for k in tk.range(k_lo, k_hi, BK):
         code = tk.load(W, (n0, k), (BN, BK)).to(ACC)
         if WKIND == 1:
             code = 1.0 - 2.0 * code
+        if HAS_PERM:
+            cols = tk.load(P, (k,), (BK,))       # past K: index 0, masked off (w need not be 0 there)
+            x = tk.load(X, (0, cols), (BM, BK), mask=((k + tk.arange(BK)) < K)[None, :]).to(ACC)
+        else:
+            x = tk.load(X, (0, k), (BM, BK)).to(ACC)
         if GROUP % BK == 0:
-            s = tk.load(S, (n0, k // GROUP), (BN, 1)).to(ACC)
-            if HAS_ZERO:
-                code = code - tk.load(Z, (n0, k // GROUP), (BN, 1)).to(ACC)
+            # one scale (and zero) per row, applied to the row's partial sum: a thread loads one, not one per row
+            # it holds (bench/abstraction/lowbit.py's bytes per weight)
+            s = tk.reshape(tk.load(S, (n0, k // GROUP), (BN, 1)), (1, BN)).to(ACC)
         else:
             inside = (k + tk.arange(BK)) < K
             g = (k + tk.arange(BK)) // GROUP
@@ -83,13 +92,14 @@ def lowbit_gemv_kernel(X, W, S, Z, GS, P, Bias, Y, blocks_per_split,
             s = tk.exp2(s - 127.0)
         if SKIND == 2:
             s = s * tk.load(GS, (0,)).to(ACC)
-        w = code * s
-        if HAS_PERM:
-            cols = tk.load(P, (k,), (BK,))       # past K: index 0, masked off (w need not be 0 there)
-            x = tk.load(X, (0, cols), (BM, BK), mask=((k + tk.arange(BK)) < K)[None, :]).to(ACC)
+        if GROUP % BK == 0:
+            part = tk.sum(x[:, None, :] * code[None, :, :], axis=2)
+            if HAS_ZERO:
+                z = tk.reshape(tk.load(Z, (n0, k // GROUP), (BN, 1)), (1, BN)).to(ACC)
+                part = part - tk.sum(x, axis=1)[:, None] * z
+            acc += part * s
         else:
-            x = tk.load(X, (0, k), (BM, BK)).to(ACC)
-        acc += tk.sum(x[:, None, :] * w[None, :, :], axis=2)
+            acc += tk.sum(x[:, None, :] * (code * s)[None, :, :], axis=2)
     if SPLIT_K == 1:
         if HAS_BIAS:
             acc = acc + tk.load(Bias, (n0,), (BN,)).to(ACC)[None, :]

@@ -77,6 +77,29 @@ def _straddling_on_amd(arch, fmt):
     return bool(arch) and arch.startswith("gfx") and 32 % weight_dtype(fmt).bits != 0
 
 
+def _side_bytes(fmt):
+    """Bytes of scale plus zero point that one group of ``fmt`` stores."""
+    return (1 if fmt in BLOCK_FORMATS else 2) + (1 if fmt.startswith("uint") else 0)
+
+
+def _gemv_bn(fmt, bm, bk, group, threads, widths=(32, 64, 128)):
+    """The narrowest GEMV BN whose K iteration issues at most 1.1x the ideal bytes (codes plus one scale and zero
+    per row and group): every thread loads at least one scale and zero, so a tile of fewer rows than threads
+    repeats them, which narrow codes (1-3 bits) cannot absorb at BN = 32 (bench/abstraction/lowbit.py). Zero
+    points are counted for uintB only (``fmt`` does not say symmetric=False)."""
+    if group % bk:
+        return widths[0]      # scales gathered per column: no BN helps
+    bits, side, best = weight_dtype(fmt).bits, _side_bytes(fmt), widths[0]
+    for bn in widths:
+        if bm * bn * bk > K_.MAX_VALUES_PER_THREAD * threads:
+            break
+        best = bn     # else the widest the validity rule allows: the nearest to the goal
+        codes = bn * bk * bits / 8
+        if codes + max(bn, threads) * side <= 1.1 * (codes + bn * bk / group * side):
+            return bn
+    return best
+
+
 def gemv_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=None):
     m, n, k = shape
     bm = clamp_pow2(m, 1, GEMV_MAX_M)
@@ -86,8 +109,8 @@ def gemv_default_config(shape, dtype, device, group=128, *, fmt="int4", arch=Non
         warps, split, stages = 8, 1, 1
     else:
         bk = _bk_for(group, k, 16, 32 if _straddling_on_amd(arch, fmt) else 128)
-        bn = 32 if bm <= 2 else 16
         warps, stages = 4, 2
+        bn = 16 if bm > 2 else 32 if arch and arch.startswith("gfx") else _gemv_bn(fmt, bm, bk, group, 32 * warps)
         blocks = -(-n // bn)
         split = clamp_pow2(max(1, 264 // max(blocks, 1)), 1, 16)
         while split > 1 and k < split * bk:
@@ -337,6 +360,7 @@ def kernel_example(shape=(1, 4096, 4096), dtype=torch.float16, device=torch.devi
     config for compile target ``target`` (else the device's). Meta tensors."""
     m, n, k = shape
     device = torch.device(device)
+    group_size = BLOCK_FORMATS.get(fmt, group_size)     # as quantize makes it (GROUP = 128 never runs for nvfp4)
     kernel_id = kernel_id or (GEMV_ID if m <= GEMV_MAX_M else GEMM_ID)
     x = torch.empty(m, k, dtype=dtype, device="meta")
     wdt = weight_dtype(fmt)

@@ -1,7 +1,8 @@
 """Ahead-of-time compiles of lowbit_linear for sm_80, sm_90, gfx90a and gfx942 (no GPU needed): W4 and W3 GEMV
-at M = 1 and GEMM at M = 512, 4096 x 4096, group 128, at the op's GPU default configs. Each (kernel, target)
-compiles once per session."""
+at M = 1 and GEMM at M = 512, 4096 x 4096, group 128, at the op's GPU default configs, and the sm_90 GEMV's bytes
+per weight at every width. Each (kernel, target) compiles once per session."""
 import functools
+import re
 
 import pytest
 import torch
@@ -28,10 +29,9 @@ def artifact(target, fmt, m):
 def test_nvidia_no_spills_128_bit_weight_loads_and_mma(target, fmt, m):
     art = artifact(target, fmt, m)
     assert art.resources["spills"] == 0, art.report()
-    # W3's GEMV window (12 words per row) loads as 8 + 4-word pieces: at BN = 32 over 4 warps that is a 64-bit and
-    # a 32-bit load per thread, exactly the words needed (a 128-bit load of 16 words would waste a quarter)
-    widest = 64 if (fmt, m) == ("int3", 1) else 128
-    assert art.instructions["widest_global_load_bits"] == widest, art.report()
+    # W3's GEMV window (12 words per row) loads as 8 + 4-word pieces: at its BN = 64 over 4 warps that is a 128-bit
+    # and a 64-bit load per thread, exactly the words needed (16-word loads would waste a quarter)
+    assert art.instructions["widest_global_load_bits"] == 128, art.report()
     if m > op.GEMV_MAX_M:
         assert art.instructions[MATRIX[target]] > 0, art.report()
 
@@ -46,3 +46,20 @@ def test_amd_no_spills_and_mfma_on_the_gemm(target, fmt, m):
     if m > op.GEMV_MAX_M:
         assert art.instructions["mfma"] > 0, art.report()
     assert art.resources["spills"] == 0, art.report()
+
+
+LD_GLOBAL = re.compile(r"\bld\.global(?:\.[a-z]+)*?(?:\.v(\d))?\.(?:[bsuf])(\d+)\b")
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_gemv_bytes_per_weight_within_1_1_of_ideal(bits):
+    """Issue 11's static count on sm_90: every ld.global of the GEMV (its K loop is its only loop) times the 128
+    threads, over the weights of one iteration, less x's share (BM * BK fp16 values), against bits / 8 plus one
+    fp16 scale per group of 128. A tile of fewer rows than threads repeats each scale (op._gemv_bn)."""
+    fmt = "int1" if bits == 1 else f"int{bits}"
+    _, _, kwargs = op.kernel_example((1, 4096, 4096), torch.float16, torch.device("cuda"), fmt=fmt,
+                                     group_size=128, target="sm_90")
+    art = artifact("sm_90", fmt, 1)
+    loaded = sum(int(v or 1) * int(b) // 8 for v, b in LD_GLOBAL.findall(art.asm["ptx"])) * 32 * kwargs["num_warps"]
+    per_weight = (loaded - kwargs["BM"] * kwargs["BK"] * 2) / (kwargs["BN"] * kwargs["BK"])
+    assert per_weight <= 1.1 * (bits / 8 + 2 / 128), (kwargs, per_weight)
