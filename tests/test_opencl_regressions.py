@@ -157,3 +157,30 @@ def test_barriers_under_a_runtime_branch_build_unoptimized(tmp_path):
     env = {**os.environ, "TILEKIT_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stderr[-3000:])
+
+
+@tk.kernel
+def dequant_tiles(W, S, Y, GROUP: tk.constexpr, BN: tk.constexpr, BK: tk.constexpr):
+    """Y = codes(W) * S per group: a packed window staged in shared memory, then a scale tile broadcast
+    through shared memory (a barrier between the codes' extraction and their use)."""
+    N, K = W.shape
+    n0 = tk.program_id(0) * BN
+    for k in tk.range(0, K, BK):
+        code = tk.load(W, (n0, k), (BN, BK)).to(tk.float32)
+        s = tk.load(S, (n0, k // GROUP), (BN, 1)).to(tk.float32)
+        tk.store(Y, (n0, k), code * s)
+
+
+@pytest.mark.parametrize("num_warps", [4, 8])
+def test_packed_codes_survive_a_barrier_with_idle_threads(num_warps):
+    """At 8 warps a 64 x 16 int2 tile has fewer chunks than threads. Extracting its codes under the chunk guard,
+    PoCL 3.0's loopvec work-group loops lost them across the scale's barrier: every product wrong (W2 group-48
+    lowbit GEMM). The OpenCL dialect extracts on every thread (unguarded_window_extract)."""
+    import corpus
+    gen = torch.Generator().manual_seed(5)
+    vals = corpus.representable(tk.int2)
+    w = vals[torch.randint(0, vals.numel(), (37, 144), generator=gen)].float()
+    s = (torch.rand(37, 3, generator=gen) + 0.5).to(torch.float16)
+    y = torch.full((37, 144), float("nan"))
+    dequant_tiles[(1,)](tk.pack(w, tk.int2), s, y, GROUP=48, BN=64, BK=16, num_warps=num_warps, backend="opencl")
+    torch.testing.assert_close(y.double(), w.double() * s.double().repeat_interleave(48, 1), rtol=0, atol=0)

@@ -25,6 +25,7 @@ class Dialect:
     vector_needs_alignment = True
     pad_branch_barriers = False
     barrier_before_loop_stores = False
+    unguarded_window_extract = False
 
     math_names = {}    # C math function -> this dialect's name for it (optable's C spellings use C names)
 
@@ -246,6 +247,11 @@ class OpenCL(Dialect):
     # work-group loops (every element of a selective scan's output, fp16, 4 warps; right at -cl-opt-disable
     # or with a barrier just before the store). tests/test_opencl_regressions.py reproduces it.
     barrier_before_loop_stores = True
+    # The codes of a staged packed window were read under `if (_ch < chunks)` when the tile has fewer chunks
+    # than threads; PoCL 3.0's loopvec work-group method then lost them across the next barrier (a W2 group-48
+    # GEMM at 8 warps: every output wrong; right at -cl-opt-disable or POCL_WORK_GROUP_METHOD=loops). Every
+    # thread extracts instead, idle ones from word 0. tests/test_opencl_regressions.py reproduces it.
+    unguarded_window_extract = True
 
     def local_ptr(self, ctype):
         return f"__local {ctype}*"

@@ -59,15 +59,19 @@ class LayoutMixin:
         terms = [c if k == 1 else f"({c}) * {k}" for c, k, s in zip(coords, st, shape) if s > 1]
         return " + ".join(terms) if terms else "0"
 
-    def foreach(self, shape, body):
+    def foreach(self, shape, body, unguarded=False):
         """Lines running ``body`` (lines using ``_s`` slot, ``_e`` flat index, ``_c<d>`` coordinates) for every
-        element of a ``shape`` tile this thread owns."""
+        element of a ``shape`` tile this thread owns. ``unguarded``: every thread runs ``body``, which reads
+        ``_live`` (whether the element is the tile's) instead of being skipped past the last chunk."""
         v, chunks, ptc, _, guard = self.layout(shape)
         u = self.d.unroll
         inner = [f"const int _s = _i * {v} + _j;", f"const int _e = _ch * {v} + _j;"]
         inner += self.coords(shape) + body
         lines = [u, f"for (int _i = 0; _i < {ptc}; ++_i) {{", f"  const int _ch = _i * {self.T} + tk_tid;"]
         pad = "  "
+        if unguarded:
+            lines.append(f"  const bool _live = {f'_ch < {chunks}' if guard else 'true'};")
+            guard = False
         if guard:
             lines.append(f"  if (_ch < {chunks}) {{")
             pad = "    "

@@ -237,8 +237,10 @@ class MemoryMixin:
         # extraction: each element's code from the staged words, shifted out in registers
         rowflat = self.flat_expr([f"_c{d}" for d in range(last)], shape[:-1]) if last else "0"
         m = (1 << bits) - 1
+        unguarded = self.d.unguarded_window_extract
         ext = [f"const int _rel = {o0} + _c{last} * {bits};",
-               f"const int _wb = ({rowflat}) * {nw} + (_rel >> 5);",
+               f"const int _wb = " + ("_live ? " if unguarded else "") + f"({rowflat}) * {nw} + (_rel >> 5)"
+               + (" : 0;" if unguarded else ";"),
                "const unsigned _sh = (unsigned)(_rel & 31);",
                f"unsigned _code = (unsigned){buf}[_wb] >> _sh;"]
         if win.straddles:
@@ -250,7 +252,7 @@ class MemoryMixin:
         self.vals[r] = Val("reg", name)
         out.append(self.declare_reg(name, dt, shape))
         ext.append(f"{name}[_s] = ({cond}) ? ({val}) : ({self.decode_code(dt, '0')});" if cond else f"{name}[_s] = {val};")
-        return out + self.foreach(shape, ext)
+        return out + self.foreach(shape, ext, unguarded=unguarded)
 
     def packed_value(self, tensor, dt, idx):
         """Expression decoding one element of a packed tensor (dense little-endian bits per row, rows on
