@@ -153,15 +153,24 @@ def default_backend(device):
     raise BackendUnavailable(f"no tilekit backend launches on {device} tensors")
 
 
+# The environment variable that overrides the backend of every op call (tilekit.ops.dispatch reads it per call).
+OPS_BACKEND_ENV = "TILEKIT_OPS_BACKEND"
+
+
 # Why CPU tensors default to the reference backend (measured; docs/tune.md "Which backend runs CPU ops").
 CPU_DEFAULT_WHY = ("measured (docs/tune.md): opencl is 3-4x faster warm on matmul but its first build costs "
-                   "15-25 s; opt in with TILEKIT_OPS_BACKEND=opencl")
+                   f"15-25 s; opt in with {OPS_BACKEND_ENV}=opencl")
 
 
 def cpu_default_line():
     """One line naming the backend ops use on CPU tensors, and why (`tilekit info`, the bench header)."""
+    import os
     import torch
-    return f"ops on CPU tensors use {default_backend(torch.device('cpu'))} ({CPU_DEFAULT_WHY})"
+    default = default_backend(torch.device('cpu'))
+    chosen = os.environ.get(OPS_BACKEND_ENV)
+    if chosen and chosen != default:
+        return f"ops on CPU tensors use {chosen} (${OPS_BACKEND_ENV}; the default is {default}: {CPU_DEFAULT_WHY})"
+    return f"ops on CPU tensors use {default} ({CPU_DEFAULT_WHY})"
 
 
 _DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU (cuda)"}  # meta tensors make sources and AOT compiles, never launch

@@ -18,9 +18,8 @@ import os
 
 import torch
 
-from ..backends import BACKENDS, check_launch_device, default_backend
+from ..backends import BACKENDS, OPS_BACKEND_ENV as BACKEND_ENV, check_launch_device, default_backend
 
-BACKEND_ENV = "TILEKIT_OPS_BACKEND"
 
 # The floating dtypes the ops accept. float64 is there for gradient checks (torch.autograd.gradcheck).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -70,6 +70,16 @@ def test_info_and_bench_header_name_the_default_cpu_backend(capsys):
     assert f"ops on CPU tensors use {cpu_default} (" in "\n".join(header)
 
 
+def test_the_bench_header_names_the_backend_the_ops_env_chooses(monkeypatch):
+    """With TILEKIT_OPS_BACKEND set the ops run there, and the header must say so (it used to name the default)."""
+    from tilekit.backends import OPS_BACKEND_ENV, cpu_default_line, default_backend
+    import tilekit.ops
+    other = next(b for b in ("opencl", "triton") if b != default_backend(torch.device("cpu")))
+    monkeypatch.setenv(OPS_BACKEND_ENV, other)
+    assert tilekit.ops.backend_for(torch.device("cpu")) == other
+    assert cpu_default_line().startswith(f"ops on CPU tensors use {other} (${OPS_BACKEND_ENV};")
+
+
 def test_host_overhead_prints_every_row_against_its_floor(capsys):
     """A smoke run (few calls: the numbers mean nothing here, the bench's job is printing them side by side)."""
     from tilekit.backends.triton import launch_unavailable_reason
