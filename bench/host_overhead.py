@@ -46,8 +46,9 @@ _STUBBED = []  # (compiled kernel, its Triton function): main() puts them back, 
 
 def _stub_launches(kernel):
     for ck in kernel._cache.values():
-        _STUBBED.append((ck, ck._jit))
-        ck._jit = _NoLaunch()
+        if hasattr(ck, "_jit"):  # the Triton variants; other backends' (an earlier CUDA compile) are not launched
+            _STUBBED.append((ck, ck._jit))
+            ck._jit = _NoLaunch()
 
 
 def _paired_us(call, floor, calls, repeats=7):

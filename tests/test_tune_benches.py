@@ -86,6 +86,9 @@ def test_host_overhead_prints_every_row_against_its_floor(capsys):
     if launch_unavailable_reason():
         pytest.skip(launch_unavailable_reason())
     from tilekit.bench import host_overhead
+    from tilekit.bench.abstraction_cost import tk_matmul
+    # an earlier test may have left another backend's variant in the kernel's cache (CI's order did: CUDA)
+    tk_matmul.source("cuda", torch.randn(64, 64), torch.randn(64, 64), torch.empty(64, 64))
     assert host_overhead.main(["--calls", "60"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("  matmul,") or line.startswith("  softmax,")]
@@ -95,7 +98,7 @@ def test_host_overhead_prints_every_row_against_its_floor(capsys):
         assert 0 < best <= median and floor > 0 and abs(ratio - best / floor) < 0.01 + 0.01 * ratio, line
     assert "a table entry" in out and "custom-op dispatch alone" in out
     from tilekit.ops.matmul.kernels import matmul_kernel  # the op's kernel was stubbed, and is put back
-    assert not any(type(ck._jit).__name__ == "_NoLaunch" for ck in matmul_kernel._cache.values())
+    assert not any(type(getattr(ck, "_jit", None)).__name__ == "_NoLaunch" for ck in matmul_kernel._cache.values())
 
 
 def test_host_overhead_times_the_exact_launch_path(monkeypatch):
