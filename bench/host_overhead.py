@@ -185,15 +185,15 @@ def _run(args):
         ("matmul, 6 layouts in turn", rotating_launch(Kernel(tk_matmul.fn), views, mm_grid),
          floor(views[-1], mm_grid, mm_meta, times=6), 6, "(each finds its exact launcher)"),
     ]
-    rows = []
-    for name, call, base, per, how in cases:
+    def row(name, call, base, per, how):
         (best, median), (fl, _) = _paired_us(call, base, max(args.calls // per, 1))
-        rows.append((name, (best / per, median / per), (fl / per, None), how))
+        return name, (best / per, median / per), (fl / per, None), how
+
+    rows = [row(*case) for case in cases]
     limit, _ExactLaunchers.LIMIT = _ExactLaunchers.LIMIT, 0  # no exact launchers: every call builds a key
     try:
-        call = warm_launch(Kernel(tk_matmul.fn), (A, B, C), mm_grid)
-        (best, median), (fl, _) = _paired_us(call, floor((A, B, C), mm_grid, mm_meta), args.calls)
-        rows.append(("matmul, the key path", (best, median), (fl, None), "(a call whose layout has no exact launcher)"))
+        rows.append(row("matmul, the key path", warm_launch(Kernel(tk_matmul.fn), (A, B, C), mm_grid),
+                        floor((A, B, C), mm_grid, mm_meta), 1, "(a call whose layout has no exact launcher)"))
     finally:
         _ExactLaunchers.LIMIT = limit
     print(f"Warm launch overhead (final Triton launch replaced by a no-op), against the floor measured beside it; "

@@ -3,6 +3,7 @@ kernel's source (how it uses its parameters, which launches check before anythin
 from __future__ import annotations
 
 import ast
+from fractions import Fraction
 
 from .ir import Function, walk
 from .jit import JitFunction
@@ -210,7 +211,6 @@ def _linear(v, depth=0):
 def _at_most_dim(terms, const, tensor, axis) -> bool:
     """Whether Σ terms + const <= tensor.shape[axis] for every size >= 0: each ``shape // k`` counts as at
     most shape / k (so only with a coefficient >= 0), and nothing else may remain."""
-    from fractions import Fraction
     dim = ("dim", tensor, axis)
     share = Fraction(0)
     for t, c in terms.items():

@@ -54,11 +54,14 @@ def ptx_instruction_count(ptx: str) -> int:
     return n
 
 
+def ptx_global_loads(ptx: str) -> list:
+    """(vector width, bits per lane) of every ``ld.global`` in PTX text, in order."""
+    return [(int(m.group(1) or 1), int(m.group(2))) for m in _PTX_LOAD.finditer(ptx)]
+
+
 def summarize_ptx(ptx: str) -> dict:
     out = {name: len(re.findall(pat, ptx)) for name, pat in _PTX_MATRIX.items()}
-    widest = 0
-    for m in _PTX_LOAD.finditer(ptx):
-        widest = max(widest, int(m.group(1) or 1) * int(m.group(2)))
+    widest = max((v * b for v, b in ptx_global_loads(ptx)), default=0)
     for m in _PTX_CP_ASYNC.finditer(ptx):  # global -> shared copies count as global loads
         widest = max(widest, 8 * int(m.group(1), 0))
     if re.search(r"\bcp\.async\.bulk\.tensor", ptx):  # TMA moves whole tiles

@@ -238,9 +238,9 @@ class MemoryMixin:
         rowflat = self.flat_expr([f"_c{d}" for d in range(last)], shape[:-1]) if last else "0"
         m = (1 << bits) - 1
         unguarded = self.d.unguarded_window_extract
+        word = f"({rowflat}) * {nw} + (_rel >> 5)"
         ext = [f"const int _rel = {o0} + _c{last} * {bits};",
-               f"const int _wb = " + ("_live ? " if unguarded else "") + f"({rowflat}) * {nw} + (_rel >> 5)"
-               + (" : 0;" if unguarded else ";"),
+               f"const int _wb = {f'_live ? {word} : 0' if unguarded else word};",
                "const unsigned _sh = (unsigned)(_rel & 31);",
                f"unsigned _code = (unsigned){buf}[_wb] >> _sh;"]
         if win.straddles:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 import torch
@@ -22,12 +21,11 @@ import triton.language as tl
 
 from tilekit.backends import TARGETS
 from tilekit.backends.triton.gpu_compile import cubin_resources
-from tilekit.artifact import summarize_ptx
+from tilekit.artifact import ptx_global_loads, summarize_ptx
 from tilekit.ops.lowbit import op
 
 N = K = 4096
 GROUP = 128
-LD = re.compile(r"\bld\.global(?:\.[a-z]+)*?(?:\.v(\d))?\.(?:[bsuf])(\d+)\b")
 
 
 @triton.jit
@@ -106,7 +104,7 @@ def abstraction_rows(target):
 
 def _per_weight(ptx, kw):
     """(every ld.global, the 32-bit ones) in bytes x threads over the BN x BK weights of one iteration."""
-    loads = [(int(mm.group(1) or 1), int(mm.group(2))) for mm in LD.finditer(ptx)]
+    loads = ptx_global_loads(ptx)
     scale = 32 * kw["num_warps"] / (kw["BN"] * kw["BK"])
     # the packed words are the only 32-bit loads (x and the scales are fp16 and load as b16 here)
     return sum(v * b // 8 for v, b in loads) * scale, sum(v * b // 8 for v, b in loads if b == 32) * scale

@@ -2,13 +2,13 @@
 at M = 1 and GEMM at M = 512, 4096 x 4096, group 128, at the op's GPU default configs, and the sm_90 GEMV's bytes
 per weight at every width. Each (kernel, target) compiles once per session."""
 import functools
-import re
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
+from tilekit.artifact import ptx_global_loads  # noqa: E402
 from tilekit.ops.lowbit import op  # noqa: E402
 
 NVIDIA, AMD = ["sm_80", "sm_90"], ["gfx90a", "gfx942"]
@@ -48,9 +48,6 @@ def test_amd_no_spills_and_mfma_on_the_gemm(target, fmt, m):
     assert art.resources["spills"] == 0, art.report()
 
 
-LD_GLOBAL = re.compile(r"\bld\.global(?:\.[a-z]+)*?(?:\.v(\d))?\.(?:[bsuf])(\d+)\b")
-
-
 @pytest.mark.parametrize("bits", range(1, 9))
 def test_gemv_bytes_per_weight_within_1_1_of_ideal(bits):
     """Issue 11's static count on sm_90: every ld.global of the GEMV (its K loop is its only loop) times the 128
@@ -60,6 +57,6 @@ def test_gemv_bytes_per_weight_within_1_1_of_ideal(bits):
     _, _, kwargs = op.kernel_example((1, 4096, 4096), torch.float16, torch.device("cuda"), fmt=fmt,
                                      group_size=128, target="sm_90")
     art = artifact("sm_90", fmt, 1)
-    loaded = sum(int(v or 1) * int(b) // 8 for v, b in LD_GLOBAL.findall(art.asm["ptx"])) * 32 * kwargs["num_warps"]
+    loaded = sum(v * b // 8 for v, b in ptx_global_loads(art.asm["ptx"])) * 32 * kwargs["num_warps"]
     per_weight = (loaded - kwargs["BM"] * kwargs["BK"] * 2) / (kwargs["BN"] * kwargs["BK"])
     assert per_weight <= 1.1 * (bits / 8 + 2 / 128), (kwargs, per_weight)
