@@ -35,9 +35,13 @@ def _serve(extra_modules):
     kernels(extra_modules)
     answers.write(json.dumps({"status": "ready"}) + "\n")  # started and imported: trial timeouts count from here
     answers.flush()
+    def report(phase):
+        answers.write(json.dumps({"status": "phase", "phase": phase}) + "\n")
+        answers.flush()
+
     for line in sys.stdin:
         try:
-            answer = run_request(json.loads(line), extra_modules)
+            answer = run_request(json.loads(line), extra_modules, report)
         except Exception as e:
             answer = {"status": "error", "reason": f"{type(e).__name__}: {e}",
                       "traceback": traceback.format_exc(limit=8)}
@@ -51,8 +55,15 @@ def _compiled(kernel, args, kwargs):
     return kernel.compiled(spec)
 
 
-def run_request(req, extra_modules=()):
-    """Build inputs, launch the candidate, gate it against the reference, time it (under the device lock)."""
+# The phases a worker reports as it goes, so that a timeout names the one it stopped in, and the wait for the
+# device lock (another tuner timing) is not charged to the candidate.
+BUILD, GATE, LOCK_WAIT, TIMING = ("build (inputs, compile, first launch)", "correctness gate",
+                                  "wait for the device lock", "timing")
+
+
+def run_request(req, extra_modules=(), report=lambda phase: None):
+    """Build inputs, launch the candidate, gate it against the reference, time it (under the device lock).
+    ``report(phase)`` is called as each phase after the first (``BUILD``) begins."""
     from tilekit.tolerances import PROPERTY
     tk_kernel = kernels(extra_modules)[req["kernel"]]
     dtype = getattr(torch, req["dtype"])
@@ -79,6 +90,7 @@ def run_request(req, extra_modules=()):
     run()  # compile and first run
     compile_s = time.perf_counter() - t0
 
+    report(GATE)
     expected = tk_kernel.reference_for(inputs, flags)
     atol, rtol = (tk_kernel.tolerances or PROPERTY)[dtype]
     err = (out.double() - expected.double()).abs()
@@ -94,7 +106,9 @@ def run_request(req, extra_modules=()):
         return {"status": "ok", "max_error": max_err, "compile_s": compile_s}
     timer = _timer(tk_kernel, run, args, kwargs, backend, device, kernel_only=not hooks)
     from filelock import FileLock
+    report(LOCK_WAIT)
     with FileLock(req["timing_lock"]):
+        report(TIMING)
         start = time.time()
         times = timer(req["warmup"], req["repeats"])
         # A run far slower than the median means something else ran meanwhile (the lock keeps other tilekit
@@ -164,12 +178,14 @@ class Worker:
     def __init__(self, extra_modules=()):
         self.extra_modules = tuple(extra_modules)
         self.process = None
+        self._pending = b""
         self.starts = 0
 
     def _start(self):
         cmd = [sys.executable, "-m", "tilekit.autotune.worker", *self.extra_modules]
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        bufsize=1, start_new_session=True)
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                        start_new_session=True)
+        self._pending = b""
         self.starts += 1
         answer = self._answer(self.START_TIMEOUT)
         if answer is None or answer.get("status") != "ready":
@@ -177,29 +193,48 @@ class Worker:
             raise RuntimeError(f"a tuning worker did not start: {answer}")
 
     def _answer(self, timeout):
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.process.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                return None
-        line = self.process.stdout.readline()
-        return json.loads(line) if line else {"status": "eof"}
+        """The worker's next line, or None after ``timeout`` seconds. Read unbuffered: a buffered reader could
+        take two lines at once and leave the second where ``select`` cannot see it."""
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return {"status": "eof"}
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return json.loads(line)
 
     def run(self, request: dict, timeout: float) -> dict:
-        """The answer to ``request``; a hang (no answer within ``timeout`` seconds) or a crash is an answer too."""
+        """The answer to ``request``; a hang or a crash is an answer too. ``timeout`` bounds the building and
+        the gate together, and the timing on its own; the wait for the device lock, which another tuner may
+        hold for a whole timing, is bounded by ``lock_wait_timeout(timeout)`` instead."""
         if self.process is None or self.process.poll() is not None:
             self._start()
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
         except (BrokenPipeError, OSError):
             return self._crashed()
-        answer = self._answer(timeout)
-        if answer is None:
-            self.stop()
-            return {"status": "hung", "reason": f"hung: no result within the {timeout:g} s trial timeout"}
-        if answer.get("status") == "eof":
-            return self._crashed()
-        return answer
+        phase, limit = BUILD, timeout
+        deadline = time.monotonic() + limit
+        while True:
+            answer = self._answer(max(0.0, deadline - time.monotonic()))
+            if answer is None:
+                self.stop()
+                return {"status": "hung", "phase": phase,
+                        "reason": f"hung in {phase}: no progress within {limit:g} s"}
+            if answer.get("status") == "eof":
+                return self._crashed()
+            if answer.get("status") != "phase":
+                return answer
+            phase = answer["phase"]
+            if phase in (LOCK_WAIT, TIMING):  # each starts a bound of its own
+                limit = lock_wait_timeout(timeout) if phase == LOCK_WAIT else timeout
+                deadline = time.monotonic() + limit
 
     def _crashed(self):
         code = self.process.wait(10)
@@ -217,6 +252,12 @@ class Worker:
                 except OSError:
                     pass
         self.process = None
+
+
+def lock_wait_timeout(timeout):
+    """How long a worker may wait for the device lock: other tuners' timings, each bounded by their own trial
+    timeout (a hung holder is killed, which frees the lock), with room for several in the queue."""
+    return max(600.0, 10 * timeout)
 
 
 def _describe_exit(code):

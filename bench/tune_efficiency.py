@@ -1,6 +1,6 @@
 """Sample efficiency of the tuner's samplers on the PoCL (OpenCL backend) landscape.
 
-Every valid config of a kernel's space (or of the fixed subset printed in the output) is measured once, with
+Every valid config of a kernel's space (``--full``; or of the fixed subset printed in the output) is measured once, with
 the tuner's own worker and timing code. Then TPE, random and grid search (Optuna, seeded, built by
 ``tilekit.autotune.tuner.make_sampler``) are replayed against that table: each asks configs the way
 ``tilekit tune`` does (the default is trial 0; invalid and repeated configs are pruned and cost no trial) and
@@ -28,7 +28,8 @@ import torch
 from tilekit.autotune import table
 from tilekit.autotune.device import fingerprint, lock_name
 from tilekit.autotune.protocol import kernels
-from tilekit.autotune.tuner import TuneJob, _config_key, _tell, make_sampler, search_space, suggest
+from tilekit.autotune.tuner import (TuneJob, _config_key, _tell, make_sampler, params_of, search_space,
+                                    suggest)
 from tilekit.autotune.worker import Worker
 
 SAMPLER_NAMES = ("tpe", "random", "grid")
@@ -103,7 +104,8 @@ def trials_to_target(job, space, measured, sampler_name, seed, target_s, max_ask
     study = optuna.create_study(direction="minimize", sampler=sampler)
     default = default_of(job)
     if _config_key(default) in measured:
-        study.enqueue_trial(default)  # as in `tilekit tune`: the default is trial 0
+        # as in `tilekit tune`: the default is trial 0, in the sampler's own parameters (indices under TPE)
+        study.enqueue_trial(params_of(default, space, sampler_name))
     seen, timed = set(), 0
     for _ in range(max_asks):
         trial = study.ask()
@@ -151,7 +153,9 @@ def evaluate(job, seeds, progress=True, include_default=True, measured=None, spa
         rows[name] = {"per_seed": counts, "mean": statistics.mean(filled),
                       "fraction": statistics.mean(filled) / len(measured),
                       "not_reached": sum(c is None for c in counts)}
-    return {"kernel": job.kernel.id, "shape": list(job.shape), "space": space, "valid": len(measured),
+    whole = space == job_space(dataclasses.replace(job, space=None))
+    return {"kernel": job.kernel.id, "shape": list(job.shape), "space": space, "whole_space": whole,
+            "valid": len(measured),
             "failed": len(measured) - len(times), "best_s": best_s, "best_config": json.loads(best_key),
             "default_s": times.get(default_key), "worst_s": max(times.values()),
             "table": {k: v[0] for k, v in measured.items()},
@@ -167,7 +171,8 @@ def print_result(result):
     shape = "x".join(map(str, result["shape"]))
     print()
     print(f"## {result['kernel']} {shape} on opencl: {result['valid']} valid configs measured "
-          f"(fixed subset {json.dumps(result['space'])}), {result['failed']} failed")
+          f"({'the whole valid space' if result.get('whole_space') else 'fixed subset'} "
+          f"{json.dumps(result['space'])}), {result['failed']} failed")
     default = f"{result['default_s'] * 1e3:.4f} ms" if result["default_s"] else "n/a"
     print(f"best {result['best_s'] * 1e3:.4f} ms {result['best_config']}; default {default}; "
           f"worst {result['worst_s'] * 1e3:.4f} ms; target: within 5% of the best, over seeds {result['seeds']}")
@@ -196,6 +201,8 @@ def main(argv=None):
                     help="KERNEL=SIZES, e.g. matmul=256,256,256 or softmax=256,1000 (repeatable; default both)")
     ap.add_argument("--seeds", type=int, default=5, help="seeds per sampler (default 5)")
     ap.add_argument("--quick", action="store_true", help="tiny shapes and spaces (seconds of measuring)")
+    ap.add_argument("--full", action="store_true",
+                    help="measure every valid config of the declared space, not the fixed subset (about an hour)")
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per config (the tuner's default 10)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--replay", help="skip measuring: replay the samplers on the tables of a --json file")
@@ -210,7 +217,7 @@ def main(argv=None):
             print_result(evaluate(job, range(args.seeds), measured=measured, space=old["space"]))
         return 0
     shapes = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
-    subsets = QUICK_SUBSETS if args.quick else FULL_SUBSETS
+    subsets = QUICK_SUBSETS if args.quick else {} if args.full else FULL_SUBSETS
     chosen = dict(parse_shape_arg(s, registry) for s in args.shape) if args.shape else dict(shapes)
     results = []
     for kernel_id, shape in chosen.items():

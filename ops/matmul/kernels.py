@@ -55,9 +55,5 @@ def matmul_kernel(A, B, C, BM: tk.constexpr, BN: tk.constexpr, BK: tk.constexpr,
     tk.store(C, (row, col), acc.to(C.dtype))
 
 
-def _accumulator_dtype(dtype):
-    return tk.float64 if dtype == torch.float64 else tk.float32
-
-
 def accumulator_dtype(dtype):
     return tk.float64 if dtype == torch.float64 else tk.float32
