@@ -3,8 +3,10 @@ so that a crash (``os.abort``, a segfault), a hang or running out of memory cost
 worker, never the tuner.
 
 The parent talks to a worker (``python -m tilekit.autotune.worker``) over its stdin and stdout, one JSON
-object a line: it sends a request, and waits at most ``timeout`` seconds for the answer. Timing holds an inter-process lock keyed by the physical device (``device.lock_name``), so
-two workers, or two tuners, never time on one device at once.
+object a line: it sends a request; the worker reports each phase as it begins (build, correctness gate, wait
+for the device lock, timing) and then answers. The trial timeout bounds the build and gate together and the
+timing on its own; the wait for the lock is bounded apart. Timing holds an inter-process lock keyed by the
+physical device (``device.lock_name``), so two workers, or two tuners, never time on one device at once.
 """
 from __future__ import annotations
 

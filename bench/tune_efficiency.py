@@ -1,13 +1,14 @@
 """Sample efficiency of the tuner's samplers on the PoCL (OpenCL backend) landscape.
 
-Every valid config of a kernel's space (``--full``; or of the fixed subset printed in the output) is measured once, with
-the tuner's own worker and timing code. Then TPE, random and grid search (Optuna, seeded, built by
+Every valid config of a kernel's space (or, with ``--subset``, of a fixed subset printed in the output) is
+measured once, with the tuner's own worker and timing code. Then TPE, random and grid search (Optuna, seeded, built by
 ``tilekit.autotune.tuner.make_sampler``) are replayed against that table: each asks configs the way
 ``tilekit tune`` does (the default is trial 0; invalid and repeated configs are pruned and cost no trial) and
 we count the trials until one lands within 5% of the exhaustive best. Averaged over the seeds.
 
-    python -m tilekit.bench.tune_efficiency                    # matmul 256,256,256 and softmax 256,1000
-    python -m tilekit.bench.tune_efficiency --shape matmul=128,128,128 --seeds 10
+    python -m tilekit.bench.tune_efficiency --seeds 20 --json eff.json   # matmul 256^3, softmax 256x1000
+    python -m tilekit.bench.tune_efficiency --replay eff.json --seeds 20 # the samplers again, no measuring
+    python -m tilekit.bench.tune_efficiency --shape matmul=128,128,128 --subset
     python -m tilekit.bench.tune_efficiency --quick            # tiny shapes and spaces (the CI test)
 
 Goal (issue 9): TPE needs at most 20% of the space and fewer trials than random. Numbers are noisy on a
@@ -36,9 +37,9 @@ SAMPLER_NAMES = ("tpe", "random", "grid")
 WITHIN = 1.05  # "within 5% of the exhaustive best"
 TPE_SPACE_FRACTION_GOAL = 0.20
 
-# Fixed subsets of the declared spaces: the full matmul space needs a PoCL build per config (seconds each),
-# which is too long for one sitting on a shared 2-core machine. The default config's values are added to the
-# full subsets (not the quick ones, which stay tiny for CI).
+# Fixed subsets of the declared spaces (--subset), for a shorter sitting: the whole spaces take about 30
+# minutes on 2 cores, half of it in the PoCL builds of a dozen large-tile matmul configs that exceed the trial
+# timeout. The default config's values are added to these subsets (not the quick ones, which stay tiny for CI).
 FULL_SUBSETS = {
     "matmul.main": {"BM": [32, 64, 128], "BN": [32, 64, 128], "BK": [16, 32, 64], "num_warps": [2, 4, 8]},
     "softmax.forward": {"BM": [1, 2, 4, 8], "BN": [1024, 2048], "num_warps": [1, 2, 4, 8]},
@@ -136,7 +137,7 @@ def evaluate(job, seeds, progress=True, include_default=True, measured=None, spa
         configs = valid_configs(job, space)
         if progress:
             print(f"{job.kernel.id} {'x'.join(map(str, job.shape))}: measuring {len(configs)} valid configs "
-                  f"of the subset {json.dumps(space)}", flush=True)
+                  f"of {json.dumps(space)}", flush=True)
         measured = time_configs(job, configs, progress=progress)
     times = {k: s for k, (s, _) in measured.items() if s is not None}
     if not times:
@@ -201,8 +202,9 @@ def main(argv=None):
                     help="KERNEL=SIZES, e.g. matmul=256,256,256 or softmax=256,1000 (repeatable; default both)")
     ap.add_argument("--seeds", type=int, default=5, help="seeds per sampler (default 5)")
     ap.add_argument("--quick", action="store_true", help="tiny shapes and spaces (seconds of measuring)")
-    ap.add_argument("--full", action="store_true",
-                    help="measure every valid config of the declared space, not the fixed subset (about an hour)")
+    ap.add_argument("--subset", action="store_true",
+                    help="measure a fixed subset of each space (about 10 minutes), not every valid config "
+                         "(about 30 minutes)")
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per config (the tuner's default 10)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--replay", help="skip measuring: replay the samplers on the tables of a --json file")
@@ -217,7 +219,7 @@ def main(argv=None):
             print_result(evaluate(job, range(args.seeds), measured=measured, space=old["space"]))
         return 0
     shapes = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
-    subsets = QUICK_SUBSETS if args.quick else {} if args.full else FULL_SUBSETS
+    subsets = QUICK_SUBSETS if args.quick else FULL_SUBSETS if args.subset else {}
     chosen = dict(parse_shape_arg(s, registry) for s in args.shape) if args.shape else dict(shapes)
     results = []
     for kernel_id, shape in chosen.items():
