@@ -29,7 +29,23 @@ L2_FLUSH_BYTES = 256 << 20  # more than any current GPU's L2
 
 # ---- inside the worker --------------------------------------------------------------------------------
 
+def _exit_with_parent(interval_s=1.0):
+    """Kill this worker, and whatever it started, once its tuner is gone (reparented: a tuner killed with -9).
+    Otherwise a candidate hung under the device lock would keep the lock from every later tuner."""
+    import threading
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        own_group = os.getpgid(0) == os.getpid()  # started by Worker: its own session and process group
+        os.killpg(os.getpid(), signal.SIGKILL) if own_group else os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _serve(extra_modules):
+    _exit_with_parent()
     torch.set_num_threads(1)  # the measured kernel, not torch's thread pool, should own the cores
     # Answers go to the real stdout; anything a kernel or library prints goes to stderr instead.
     answers = os.fdopen(os.dup(1), "w")

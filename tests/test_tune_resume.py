@@ -130,3 +130,35 @@ def test_four_concurrent_tuners_and_exclusive_timing(env):
     intervals.sort()
     for (s0, e0), (s1, e1) in zip(intervals, intervals[1:]):
         assert e0 <= s1, f"timings overlap: [{s0}, {e0}] and [{s1}, {e1}]"
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_whose_tuner_is_killed_dies_too(env):
+    """A tuner killed with -9 while its candidate hangs: the worker (its own session, so the kill does not
+    reach it) notices it was orphaned and ends itself, and with it the hang."""
+    script = ("import sys, json\n"
+              "from tilekit.autotune.worker import Worker\n"
+              "w = Worker([sys.argv[1]]); w._start()\n"
+              "print(w.process.pid, flush=True)\n"
+              "req = {'kernel': 'faults.scale', 'shape': [64], 'dtype': 'float32', 'backend': 'reference',\n"
+              "       'device': 'cpu', 'seed': 0, 'timing_lock': sys.argv[2], 'repeats': 2, 'warmup': 1,\n"
+              "       'config': {'BLOCK': 16, 'mode': 'hang'}}\n"
+              "w.run(req, 3600)\n")
+    tuner = subprocess.Popen([sys.executable, "-c", script, FAULTS, os.path.join(env["TILEKIT_CACHE_DIR"], "lock")],
+                             env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    worker_pid = int(tuner.stdout.readline())
+    time.sleep(1)
+    assert _alive(worker_pid)  # hung in the candidate's build
+    _kill_tree(tuner)
+    tuner.wait(10)
+    deadline = time.monotonic() + 15
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker_pid), "the orphaned worker kept running"
