@@ -17,6 +17,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -32,14 +33,15 @@ L2_FLUSH_BYTES = 256 << 20  # more than any current GPU's L2
 def _exit_with_parent(interval_s=1.0):
     """Kill this worker, and whatever it started, once its tuner is gone (reparented: a tuner killed with -9).
     Otherwise a candidate hung under the device lock would keep the lock from every later tuner."""
-    import threading
     parent = os.getppid()
 
     def watch():
         while os.getppid() == parent:
             time.sleep(interval_s)
-        own_group = os.getpgid(0) == os.getpid()  # started by Worker: its own session and process group
-        os.killpg(os.getpid(), signal.SIGKILL) if own_group else os.kill(os.getpid(), signal.SIGKILL)
+        if os.getpgid(0) == os.getpid():  # started by Worker: its own session and process group
+            os.killpg(os.getpid(), signal.SIGKILL)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
@@ -53,6 +55,7 @@ def _serve(extra_modules):
     kernels(extra_modules)
     answers.write(json.dumps({"status": "ready"}) + "\n")  # started and imported: trial timeouts count from here
     answers.flush()
+
     def report(phase):
         answers.write(json.dumps({"status": "phase", "phase": phase}) + "\n")
         answers.flush()
@@ -250,9 +253,13 @@ class Worker:
             if answer.get("status") != "phase":
                 return answer
             phase = answer["phase"]
-            if phase in (LOCK_WAIT, TIMING):  # each starts a bound of its own
-                limit = lock_wait_timeout(timeout) if phase == LOCK_WAIT else timeout
-                deadline = time.monotonic() + limit
+            if phase == LOCK_WAIT:  # the lock wait and the timing each start a bound of their own
+                limit = lock_wait_timeout(timeout)
+            elif phase == TIMING:
+                limit = timeout
+            else:
+                continue
+            deadline = time.monotonic() + limit
 
     def _crashed(self):
         code = self.process.wait(10)

@@ -8,8 +8,9 @@ we count the trials until one lands within 5% of the exhaustive best. Averaged o
 
     python -m tilekit.bench.tune_efficiency --seeds 20 --json eff.json   # matmul 256^3, softmax 256x1000
     python -m tilekit.bench.tune_efficiency --replay eff.json --seeds 20 # the samplers again, no measuring
+    python -m tilekit.bench.tune_efficiency --replay eff.json --seeds 20 --subset  # on the fixed subsets
     python -m tilekit.bench.tune_efficiency --shape matmul=128,128,128 --subset
-    python -m tilekit.bench.tune_efficiency --quick            # tiny shapes and spaces (the CI test)
+    python -m tilekit.bench.tune_efficiency --quick                      # tiny shapes and spaces (CI)
 
 Goal (issue 9): TPE needs at most 20% of the space and fewer trials than random. Numbers are noisy on a
 shared machine; the replay itself is deterministic given the measured table.
@@ -204,7 +205,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny shapes and spaces (seconds of measuring)")
     ap.add_argument("--subset", action="store_true",
                     help="measure a fixed subset of each space (about 10 minutes), not every valid config "
-                         "(about 30 minutes)")
+                         "(about 30 minutes); with --replay, replay on that subset's part of the table")
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per config (the tuner's default 10)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--replay", help="skip measuring: replay the samplers on the tables of a --json file")
@@ -216,7 +217,16 @@ def main(argv=None):
         for old in saved:
             job = TuneJob(kernel=registry[old["kernel"]], shape=tuple(old["shape"]), backend="opencl")
             measured = {k: (v, None if v is not None else "failed") for k, v in old["table"].items()}
-            print_result(evaluate(job, range(args.seeds), measured=measured, space=old["space"]))
+            space = old["space"]
+            if args.subset:  # replay on the fixed subset's part of the saved table
+                space = job_space(dataclasses.replace(job, space=FULL_SUBSETS[old["kernel"]]))
+                wanted = {_config_key(c) for c in valid_configs(job, space)}
+                missing = wanted - measured.keys()
+                if missing:
+                    raise SystemExit(f"{args.replay}: {old['kernel']}'s table lacks {len(missing)} configs of "
+                                     f"the subset {json.dumps(space)}")
+                measured = {k: v for k, v in measured.items() if k in wanted}
+            print_result(evaluate(job, range(args.seeds), measured=measured, space=space))
         return 0
     shapes = QUICK_SHAPES if args.quick else DEFAULT_SHAPES
     subsets = QUICK_SUBSETS if args.quick else FULL_SUBSETS if args.subset else {}

@@ -42,6 +42,37 @@ def test_tune_efficiency_quick_replays_every_sampler_within_the_space(tmp_path, 
     assert "fixed subset" in text
 
 
+def test_tune_efficiency_replays_a_saved_table_on_its_fixed_subset(tmp_path, capsys):
+    """--replay --subset keeps only the subset's part of a saved whole-space table; a table lacking part of
+    the subset is refused. The times are synthetic (the replay is deterministic on any table)."""
+    import dataclasses
+    import random
+    from tilekit.autotune.tuner import TuneJob
+    from tilekit.bench import tune_efficiency as te
+    job = TuneJob(kernel=kernels()["softmax.forward"], shape=(256, 1000), backend="opencl")
+    space = te.job_space(job)
+    rng = random.Random(5)
+    table = {_config_key(c): rng.uniform(1e-3, 1e-2) for c in te.valid_configs(job, space)}
+    saved = tmp_path / "eff.json"
+    saved.write_text(json.dumps([{"kernel": job.kernel.id, "shape": list(job.shape), "space": space,
+                                  "table": table}]))
+    assert te.main(["--replay", str(saved), "--seeds", "2", "--subset"]) == 0
+    subset = te.job_space(dataclasses.replace(job, space=te.FULL_SUBSETS[job.kernel.id]))
+    n_subset = len(te.valid_configs(job, subset))
+    assert 0 < n_subset < len(table)
+    text = capsys.readouterr().out
+    assert f"{n_subset} valid configs measured (fixed subset" in text
+    best = min(v for k, v in table.items() if k in {_config_key(c) for c in te.valid_configs(job, subset)})
+    assert f"best {best * 1e3:.4f} ms" in text
+    assert te.main(["--replay", str(saved), "--seeds", "2"]) == 0
+    assert f"{len(table)} valid configs measured (the whole valid space" in capsys.readouterr().out
+    del table[next(k for k in table if json.loads(k)["BN"] == 1024)]
+    saved.write_text(json.dumps([{"kernel": job.kernel.id, "shape": list(job.shape), "space": space,
+                                  "table": table}]))
+    with pytest.raises(SystemExit, match="lacks 1 configs of the subset"):
+        te.main(["--replay", str(saved), "--seeds", "2", "--subset"])
+
+
 def test_tuned_vs_default_quick_measures_both_configs(tmp_path, capsys):
     _opencl_or_skip()
     from tilekit.bench import tuned_vs_default

@@ -143,7 +143,7 @@ def _alive(pid):
 def test_a_worker_whose_tuner_is_killed_dies_too(env):
     """A tuner killed with -9 while its candidate hangs: the worker (its own session, so the kill does not
     reach it) notices it was orphaned and ends itself, and with it the hang."""
-    script = ("import sys, json\n"
+    script = ("import sys\n"
               "from tilekit.autotune.worker import Worker\n"
               "w = Worker([sys.argv[1]]); w._start()\n"
               "print(w.process.pid, flush=True)\n"
